@@ -1,0 +1,3 @@
+from datacache_operator.cli import main
+
+raise SystemExit(main())
