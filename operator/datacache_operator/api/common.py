@@ -1,0 +1,88 @@
+"""Bits shared by every kind: the model base class and the metav1.Condition shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class ApiModel(BaseModel):
+    """Base of every CRD model: snake_case in Python, camelCase on the wire.
+
+    Unknown keys are ignored rather than rejected: the apiserver already prunes them, and
+    an object stored under an older schema must still parse.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form the apiserver expects (camelCase, RFC 3339 times, unset fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ConditionStatus(StrEnum):
+    """Status of a condition, as in metav1.Condition."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(StrEnum):
+    """The condition types our kinds write (kstatus and Argo CD read Ready and Stalled)."""
+
+    READY = "Ready"
+    """The cloud resource exists, matches the spec and is usable."""
+    SYNCED = "Synced"
+    """The last reconcile reached the cloud API and applied the spec."""
+    STALLED = "Stalled"
+    """Only a change of the spec can help (a terminal cloud error); kstatus reports Failed."""
+
+
+# The validation metav1.Condition carries in every built-in API, copied so that our
+# conditions read (and fail) the same way; the reason also admits '.', because ECI error
+# codes (the reasons of failed conditions) look like `InvalidParameter.Size`.
+CONDITION_TYPE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_.,:]*[A-Za-z0-9_])?$"
+CONDITION_REASON_MAX_LENGTH = 1024
+CONDITION_MESSAGE_MAX_LENGTH = 32768
+
+
+class Condition(ApiModel):
+    """One aspect of the object's state, in the shape of metav1.Condition."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=CONDITION_TYPE_PATTERN,
+        description="Type of the condition in CamelCase: Ready, Synced or Stalled.",
+    )
+    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The metadata.generation the condition was computed from; when it is older than "
+        "metadata.generation, the condition is out of date.",
+    )
+    last_transition_time: datetime = Field(
+        description="When the condition last changed from one status to another.",
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=CONDITION_REASON_MAX_LENGTH,
+        pattern=CONDITION_REASON_PATTERN,
+        description="Programmatic identifier of the reason for the last transition, in CamelCase "
+        "(the ECI error code when the cloud returned one).",
+    )
+    message: str = Field(
+        max_length=CONDITION_MESSAGE_MAX_LENGTH,
+        description="Human readable details about the last transition; may be empty.",
+    )
+
+
+def conditions_schema_extra() -> dict[str, Any]:
+    """Schema keys for a `conditions` list: merged by type under server-side apply."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}

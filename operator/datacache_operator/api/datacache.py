@@ -1,0 +1,384 @@
+"""The DataCache kind: an ECI data cache (API 2018-08-08) as a Kubernetes object.
+
+Spec field names follow Alibaba's own DataCache CRD (`eci.aliyun.com/v1alpha1`), so a
+manifest ports by changing `apiVersion`; the fields it lacks (region, name, tags,
+resourceGroupId, dataCacheId, deletionPolicy, dataSource.secretRef) are ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from datacache_operator import API_VERSION, GROUP, VERSION
+from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
+from datacache_operator.api.schema import (
+    AGE_COLUMN,
+    PrinterColumn,
+    ResourceDefinition,
+    condition_column,
+)
+
+KIND = "DataCache"
+PLURAL = "datacaches"
+RESERVED_BUCKET = "eci-system"
+DEFAULT_BUCKET = "default"
+DEFAULT_SIZE_GIB = 20
+REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+)+$"
+
+
+def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations`; `field_path` points the error at a child field.
+
+    The apiserver prefixes the message with the field's path (`spec.path: Invalid value:
+    ...`), so messages name the field without repeating the path.
+    """
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class DataSourceType(StrEnum):
+    """Kind of source the cache is loaded from. Hugging Face and ModelScope are URL with options.repoSource."""
+
+    URL = "URL"
+    OSS = "OSS"
+    NAS = "NAS"
+    SNAPSHOT = "SNAPSHOT"
+
+
+class DeletionPolicy(StrEnum):
+    """What happens to the cloud cache when the object is deleted."""
+
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class InternetChargeType(StrEnum):
+    """Billing of the temporary EIP."""
+
+    PAY_BY_BANDWIDTH = "PayByBandwidth"
+    PAY_BY_TRAFFIC = "PayByTraffic"
+
+
+class Isp(StrEnum):
+    """Line type of the temporary EIP."""
+
+    BGP = "BGP"
+    BGP_PRO = "BGP_PRO"
+
+
+class SecretKeyToOption(ApiModel):
+    """Takes one key of the Secret as one data source option."""
+
+    key: str = Field(min_length=1, description="Key in the Secret's data.")
+    option: str = Field(
+        min_length=1,
+        description="Option key it becomes in dataSource.options, e.g. accessToken, akId or akSecret.",
+    )
+
+
+class SecretOptionsRef(ApiModel):
+    """Reads sensitive data source options from a Secret in the object's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret, in the same namespace as the DataCache.")
+    items: list[SecretKeyToOption] | None = Field(
+        default=None,
+        description="Which Secret keys to use and the option each becomes. When unset, every key of the "
+        "Secret is used as an option of the same name (e.g. a Secret with akId and akSecret).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"]},
+    )
+
+
+class MissingSecretKeyError(KeyError):
+    """A key listed in dataSource.secretRef.items is not in the Secret; names the key, never a value."""
+
+
+class DataSource(ApiModel):
+    """Where the data comes from."""
+
+    type: DataSourceType = Field(
+        description="Kind of source: URL (plain link, Hugging Face or ModelScope), OSS, NAS or SNAPSHOT.",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Options of the source, with the plain ECI key names. URL: url, or repoSource "
+        "(HuggingFace/Model, HuggingFace/DataSet, ModelScope/Model, ModelScope/DataSet) with repoId and "
+        "revision. OSS: bucket, url (endpoint), path, otherOpts, ramRole. NAS: server, path, vers, "
+        "options. SNAPSHOT: snapshotId. Keep tokens and keys (accessToken, akId, akSecret) out of here: "
+        "use secretRef.",
+    )
+    secret_ref: SecretOptionsRef | None = Field(
+        default=None,
+        description="A Secret whose keys become further options, so that tokens and access keys never sit "
+        "in the manifest. Values from the Secret take precedence over options with the same key.",
+    )
+
+    def resolved_options(self, secret_data: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Options to send to ECI: `options` overlaid with the Secret's (already decoded) values.
+
+        Raises MissingSecretKeyError when an item names a key the Secret lacks.
+        """
+        resolved = dict(self.options)
+        if self.secret_ref is None:
+            return resolved
+        secret_data = secret_data or {}
+        if self.secret_ref.items is None:
+            resolved.update(secret_data)
+            return resolved
+        for item in self.secret_ref.items:
+            if item.key not in secret_data:
+                raise MissingSecretKeyError(f"key {item.key!r} not found in Secret {self.secret_ref.name!r}")
+            resolved[item.option] = secret_data[item.key]
+        return resolved
+
+    def secret_option_keys(self, secret_data: Mapping[str, str] | None = None) -> set[str]:
+        """Option keys whose values come from the Secret: redact these wherever options are shown."""
+        if self.secret_ref is None:
+            return set()
+        if self.secret_ref.items is None:
+            return set(secret_data or ())
+        return {item.option for item in self.secret_ref.items}
+
+
+class EipCreateParam(ApiModel):
+    """A temporary EIP ECI creates for the build instance and releases afterwards."""
+
+    bandwidth: int | None = Field(default=None, ge=1, description="Bandwidth in Mbit/s (ECI default 5).")
+    common_bandwidth_package: str | None = Field(
+        default=None, description="ID of a shared bandwidth package to add the EIP to."
+    )
+    internet_charge_type: InternetChargeType | None = Field(
+        default=None, description="Billing of the EIP: PayByBandwidth or PayByTraffic."
+    )
+    public_ip_address_pool_id: str | None = Field(
+        default=None,
+        description="ID of the IP address pool to take the EIP from (needs the quota privilege).",
+    )
+    isp: Isp | None = Field(default=None, description="Line type of the EIP: BGP (ECI default) or BGP_PRO.")
+
+
+class NetConfig(ApiModel):
+    """Network of the temporary instance that builds the cache.
+
+    Internet sources (URL, Hugging Face, ModelScope) need a vSwitch with SNAT or an EIP.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            _rule(
+                "!(has(self.eipInstanceId) && has(self.eipCreateParam))",
+                "set either eipInstanceId or eipCreateParam, not both",
+            )
+        )
+    )
+
+    security_group_id: str | None = Field(
+        default=None, description="Security group of the temporary build instance."
+    )
+    v_switch_id: str | None = Field(default=None, description="vSwitch of the temporary build instance.")
+    eip_instance_id: str | None = Field(
+        default=None, description="An existing EIP to bind to the build instance; excludes eipCreateParam."
+    )
+    eip_create_param: EipCreateParam | None = Field(
+        default=None, description="Let ECI create a temporary EIP for the build; excludes eipInstanceId."
+    )
+
+
+class DataCacheSpec(ApiModel):
+    """Desired state of an ECI data cache."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            # Transition rules on optional fields live one level up: a rule on the field
+            # itself would not run when the field is added or removed.
+            _rule(
+                "!has(oldSelf.region) || (has(self.region) && self.region == oldSelf.region)",
+                "region is immutable once set",
+                ".region",
+            ),
+            _rule(
+                "!has(oldSelf.dataCacheId) || (has(self.dataCacheId) && self.dataCacheId == oldSelf.dataCacheId)",
+                "dataCacheId is immutable once set",
+                ".dataCacheId",
+            ),
+            _rule(
+                "has(self.dataSource) || has(self.dataCacheId)",
+                "dataSource is required unless dataCacheId adopts an existing cache",
+                ".dataSource",
+            ),
+        )
+    )
+
+    region: str | None = Field(
+        default=None,
+        pattern=REGION_PATTERN,
+        description="Alibaba Cloud region of the cache, e.g. cn-hangzhou. Defaults to the operator's "
+        "region. Immutable once set: caches cannot move between regions.",
+    )
+    bucket: str = Field(
+        default=DEFAULT_BUCKET,
+        min_length=1,
+        description="ECI bucket, a namespace for cache paths; pods select it with the annotation "
+        "k8s.aliyun.com/eci-data-cache-bucket. eci-system is reserved. Immutable.",
+        json_schema_extra=_rules(
+            _rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI"),
+            _rule("self == oldSelf", "bucket is immutable"),
+        ),
+    )
+    path: str = Field(
+        min_length=1,
+        description="Path of the cache in the bucket, starting with '/'; pods mount it as a hostPath "
+        "volume with this path. Immutable.",
+        json_schema_extra=_rules(
+            _rule("self.startsWith('/')", "path must start with '/'"),
+            _rule("self == oldSelf", "path is immutable"),
+        ),
+    )
+    name: str | None = Field(
+        default=None, description="Display name of the cache in ECI; defaults to the object's name."
+    )
+    size: int = Field(
+        default=DEFAULT_SIZE_GIB,
+        ge=1,
+        description="Size of the cache disk in GiB; it must hold all the data or the build fails. "
+        "Changing it rebuilds the cache.",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Days before ECI deletes the cache; unset keeps it until the object is deleted.",
+    )
+    data_source: DataSource | None = Field(
+        default=None,
+        description="Where the data comes from. Required unless dataCacheId adopts an existing cache. "
+        "Changing it reloads the cache.",
+    )
+    net_config: NetConfig | None = Field(
+        default=None, description="Network of the temporary instance that builds the cache."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags on the cloud cache, besides the ones the operator adds to find its caches.",
+    )
+    resource_group_id: str | None = Field(default=None, description="Resource group of the cache.")
+    data_cache_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="ID of an existing cache (edc-...) to adopt and manage instead of creating one. "
+        "Immutable once set.",
+    )
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete removes the cloud cache with the object, Retain leaves it. Unset uses the "
+        "operator's default.",
+    )
+
+
+class DataCacheStatus(ApiModel):
+    """Observed state of the cache, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status was computed from."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Ready, Synced and Stalled (True when only a change of the spec can help).",
+        json_schema_extra=conditions_schema_extra(),
+    )
+    data_cache_id: str | None = Field(default=None, description="ID of the cloud cache (edc-...).")
+    region: str | None = Field(default=None, description="Region the cache lives in.")
+    status: str | None = Field(
+        default=None,
+        description="Cloud status: Creating, Loading, Available, Updating, Failed, UpdateFailed, Deleting; "
+        "Expired when retention ended. Pods can use the cache only when Available.",
+    )
+    bucket: str | None = Field(default=None, description="Bucket of the cloud cache.")
+    path: str | None = Field(default=None, description="Path of the cloud cache, to mount as hostPath.")
+    size: int | None = Field(default=None, ge=0, description="Size of the cloud cache in GiB.")
+    progress: str | None = Field(default=None, description="Build progress reported by ECI, e.g. 45%.")
+    creation_time: datetime | None = Field(default=None, description="When ECI created the cache.")
+    expire_time: datetime | None = Field(
+        default=None,
+        description="When ECI deletes the cache (from retentionDays); unset when it never expires.",
+    )
+    last_matched_time: datetime | None = Field(
+        default=None, description="When a pod or instance last used the cache."
+    )
+    last_sync_time: datetime | None = Field(
+        default=None, description="When the operator last read the cache from the cloud."
+    )
+    message: str | None = Field(default=None, description="Latest build event ECI reported for the cache.")
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata the operator reads."""
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: datetime | None = None
+
+
+class DataCache(ApiModel):
+    """A whole DataCache object, e.g. parsed from a kopf body."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DataCacheSpec
+    status: DataCacheStatus = Field(default_factory=DataCacheStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> DataCache:
+        """Parses a kopf body (or any object dict); accepts kopf's read-only mapping views."""
+        return cls.model_validate(
+            {
+                "apiVersion": body.get("apiVersion", API_VERSION),
+                "kind": body.get("kind", KIND),
+                "metadata": dict(body.get("metadata") or {}),
+                "spec": dict(body.get("spec") or {}),
+                "status": dict(body.get("status") or {}),
+            }
+        )
+
+
+DATACACHE = ResourceDefinition(
+    group=GROUP,
+    version=VERSION,
+    kind=KIND,
+    plural=PLURAL,
+    singular="datacache",
+    short_names=("edc",),
+    categories=("eci", "datacache"),
+    description="An Alibaba Cloud ECI data cache: data (a model, a dataset, files) pulled once into a "
+    "snapshot that ECI pods mount as a hostPath volume at spec.path of spec.bucket.",
+    spec_model=DataCacheSpec,
+    status_model=DataCacheStatus,
+    printer_columns=(
+        condition_column("Ready", ConditionType.READY, description="Whether the cache is usable."),
+        PrinterColumn("Status", ".status.status", description="Cloud status of the cache."),
+        PrinterColumn("ID", ".status.dataCacheId", description="ID of the cloud cache."),
+        PrinterColumn("Region", ".status.region", description="Region of the cloud cache."),
+        condition_column(
+            "Reason", ConditionType.READY, "reason", description="Reason of the Ready condition.", priority=1
+        ),
+        PrinterColumn("Bucket", ".spec.bucket", description="ECI bucket of the cache.", priority=1),
+        PrinterColumn("Path", ".spec.path", description="Path of the cache in the bucket.", priority=1),
+        PrinterColumn("Progress", ".status.progress", description="Build progress.", priority=1),
+        AGE_COLUMN,
+    ),
+    labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},
+)
