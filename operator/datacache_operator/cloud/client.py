@@ -1,0 +1,513 @@
+"""The operator's only way to ECI: the official SDK's async calls behind one facade.
+
+What this adds to the SDK:
+
+- one SDK client per region (endpoint from the settings' template, or the one
+  ``ECI_ENDPOINT`` for all regions), all sharing ONE credential client built from the
+  SDK's default chain, which refreshes STS/RRSA/RAM-role credentials by itself;
+- a per-region token bucket in front of every call;
+- reads coalesced into DescribeDataCaches calls of up to 20 ids (``describe``);
+- every failure turned into an :class:`EciError` (retryable or terminal), free of
+  secrets; no retries here: callers (kopf handlers) own the backoff, see
+  :meth:`EciError.retry_delay`;
+- hooks for metrics (no Prometheus dependency here).
+
+Import-time gotcha: ``alibabacloud_credentials`` reads its environment variables when it
+is first imported. This module therefore imports it (and the SDK client, which imports
+it) only when an :class:`EciClient` is built, so importing ``datacache_operator.cloud``
+early (CRD generation, reconcile code, tests) does not freeze the credential settings.
+
+Proxy gotcha: the SDK sends every call through ``HTTP_PROXY``/``http_proxy`` (or the
+HTTPS variants) and ignores ``NO_PROXY``, so with a proxy in the environment the calls to
+a loopback emulator go to the proxy and fail. We refuse to start in that case
+(:class:`CloudConfigurationError`) instead of clearing the variables for the process:
+the Kubernetes client in the same process honours ``NO_PROXY`` and may need the proxy,
+and silently changing its network path would be worse than one clear error at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from datacache_operator import __version__
+from datacache_operator.cloud.batcher import MAX_IDS_PER_DESCRIBE, DescribeBatcher
+from datacache_operator.cloud.errors import (
+    CODE_INVALID_RESPONSE,
+    EciError,
+    ErrorCategory,
+    classify,
+)
+from datacache_operator.cloud.models import (
+    CopyRequest,
+    CreateRequest,
+    DataSource,
+    NetConfig,
+    ObservedCache,
+    UpdateRequest,
+    sensitive_values,
+)
+from datacache_operator.cloud.ratelimit import Clock, RegionRateLimiter, Sleep
+from datacache_operator.settings import OperatorSettings, is_loopback_endpoint
+
+if TYPE_CHECKING:
+    from alibabacloud_credentials.client import Client as CredentialClient
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+OUTCOME_OK = "OK"
+MAX_CLIENT_TOKEN_LENGTH = 64
+# A runaway NextToken loop must end: 500 pages of 20 are 10,000 caches in one region.
+MAX_PAGES = 500
+
+ACTION_CREATE = "CreateDataCache"
+ACTION_DESCRIBE = "DescribeDataCaches"
+ACTION_UPDATE = "UpdateDataCache"
+ACTION_DELETE = "DeleteDataCache"
+ACTION_COPY = "CopyDataCache"
+
+
+class CloudHooks(Protocol):
+    """Metrics callbacks. They run inline on the event loop: keep them cheap. A hook that
+    raises is logged and otherwise ignored."""
+
+    def on_call(self, action: str, region: str, outcome_code: str, seconds: float) -> None:
+        """Every ECI call: ``outcome_code`` is ``"OK"`` or the EciError code; ``seconds``
+        excludes the rate-limit wait."""
+
+    def on_rate_limit_wait(self, region: str, seconds: float) -> None:
+        """A call waited ``seconds`` (> 0) for its region's token bucket."""
+
+
+class NoHooks:
+    def on_call(self, action: str, region: str, outcome_code: str, seconds: float) -> None:
+        pass
+
+    def on_rate_limit_wait(self, region: str, seconds: float) -> None:
+        pass
+
+
+class CloudConfigurationError(ValueError):
+    """The client cannot work with this configuration (raised at construction)."""
+
+
+SdkClientFactory = Callable[[str, str, str], Any]
+"""``(region, endpoint, protocol) -> SDK client``; the default builds the real one."""
+
+
+def proxy_variables_for(protocol: str) -> tuple[str, ...]:
+    """The environment variables the SDK reads for a proxy (darabonba/core.py)."""
+    return ("HTTP_PROXY", "http_proxy") if protocol == "http" else ("HTTPS_PROXY", "https_proxy")
+
+
+def check_no_proxy_for_loopback(
+    endpoint: str, protocol: str, environ: Mapping[str, str] = os.environ
+) -> None:
+    if not is_loopback_endpoint(endpoint):
+        return
+    set_vars = [name for name in proxy_variables_for(protocol) if environ.get(name)]
+    if set_vars:
+        raise CloudConfigurationError(
+            f"ECI endpoint {endpoint} is a loopback address but {' and '.join(set_vars)} "
+            f"{'is' if len(set_vars) == 1 else 'are'} set: the Alibaba Cloud SDK ignores NO_PROXY and would "
+            f"send these calls to the proxy. Unset {'/'.join(proxy_variables_for(protocol))} "
+            "for the operator process."
+        )
+
+
+def _default_credential_client() -> CredentialClient:
+    # The default chain: env AK (+STS token), RRSA OIDC, CLI profile, credentials file,
+    # ECS RAM role, credentials URI. Built once and shared by every region's client.
+    from alibabacloud_credentials.client import Client as CredentialClient
+
+    return CredentialClient()
+
+
+class EciClient:
+    """Async ECI DataCache client for one asyncio loop (the operator's)."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings | None = None,
+        *,
+        credential: CredentialClient | None = None,
+        hooks: CloudHooks | None = None,
+        sdk_client_factory: SdkClientFactory | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """``credential``: an ``alibabacloud_credentials.client.Client`` (tests inject a
+        static one); default: the SDK's default chain. ``sdk_client_factory`` replaces the
+        real SDK client (unit tests)."""
+        self.settings = settings or OperatorSettings()
+        self._hooks: CloudHooks = hooks or NoHooks()
+        self._environ = os.environ if environ is None else environ
+        self._protocol = self.settings.effective_protocol
+        if self.settings.endpoint:
+            # Fail at startup, not on the first reconcile.
+            check_no_proxy_for_loopback(self.settings.endpoint_for(""), self._protocol, self._environ)
+        self._sdk_client_factory = sdk_client_factory
+        self._credential = credential
+        if sdk_client_factory is None and credential is None:
+            self._credential = _default_credential_client()
+        self._sdk_clients: dict[str, Any] = {}
+        self._limiter = RegionRateLimiter(
+            self.settings.rate_limit,
+            self.settings.effective_rate_burst,
+            clock=clock,
+            sleep=sleep,
+            on_wait=self._report_wait,
+        )
+        self._batcher: DescribeBatcher[tuple[str, str | None], ObservedCache] = DescribeBatcher(
+            self._describe_chunk, window=self.settings.describe_batch_window
+        )
+
+    async def __aenter__(self) -> EciClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def describe(
+        self, region: str, data_cache_id: str, *, bucket: str | None = None
+    ) -> ObservedCache | None:
+        """The cache, or None when ECI does not list it (deleted, expired, never existed).
+
+        Concurrent calls for one region (and bucket) are sent together, 20 ids a call,
+        unless batching is off. ``bucket`` narrows the call to that bucket (whether ECI
+        lists other buckets without one is undocumented); None sends no Bucket.
+        """
+        if not data_cache_id:
+            raise ValueError("data_cache_id is required")
+        if self.settings.batching:
+            return await self._batcher.get((region, bucket), data_cache_id)
+        found = await self._describe_chunk((region, bucket), [data_cache_id])
+        return found.get(data_cache_id)
+
+    async def describe_many(
+        self, region: str, ids: Iterable[str], *, bucket: str | None = None
+    ) -> dict[str, ObservedCache | None]:
+        """Each id (duplicates removed, order kept) -> its cache or None when gone."""
+        unique = [i for i in dict.fromkeys(ids) if i]
+        if self.settings.batching:
+            return await self._batcher.get_many((region, bucket), unique)
+        results = await asyncio.gather(*(self.describe(region, i, bucket=bucket) for i in unique))
+        return dict(zip(unique, results, strict=True))
+
+    async def find_by_tags(
+        self,
+        region: str,
+        tags: Mapping[str, str],
+        *,
+        bucket: str | None = None,
+        path: str | None = None,
+    ) -> list[ObservedCache]:
+        """Every cache carrying all ``tags`` (all pages). Used to recover a lost id before
+        any create, so the result is also checked here: a cache whose tags do not match
+        is never returned, even if the server ignored the filter."""
+        if not tags:
+            raise ValueError("find_by_tags needs at least one tag (it would list every cache)")
+        from alibabacloud_eci20180808 import models as eci
+
+        def request(next_token: str | None) -> Any:
+            return eci.DescribeDataCachesRequest(
+                region_id=region,
+                bucket=bucket,
+                path=path,
+                tag=[eci.DescribeDataCachesRequestTag(key=k, value=v) for k, v in tags.items()],
+                limit=MAX_IDS_PER_DESCRIBE,
+                next_token=next_token,
+            )
+
+        caches = await self._describe_pages(region, request)
+        return [c for c in caches if all(c.tags.get(k) == v for k, v in tags.items())]
+
+    async def _describe_chunk(self, key: tuple[str, str | None], ids: list[str]) -> dict[str, ObservedCache]:
+        """One DescribeDataCaches round (following NextToken) for at most 20 ids."""
+        region, bucket = key
+        from alibabacloud_eci20180808 import models as eci
+
+        def request(next_token: str | None) -> Any:
+            return eci.DescribeDataCachesRequest(
+                region_id=region,
+                bucket=bucket,
+                data_cache_id=list(ids),
+                limit=MAX_IDS_PER_DESCRIBE,
+                next_token=next_token,
+            )
+
+        wanted = set(ids)
+        return {
+            c.data_cache_id: c
+            for c in await self._describe_pages(region, request)
+            if c.data_cache_id in wanted
+        }
+
+    async def _describe_pages(self, region: str, request: Callable[[str | None], Any]) -> list[ObservedCache]:
+        caches: list[ObservedCache] = []
+        seen_tokens: set[str] = set()
+        next_token: str | None = None
+        for _ in range(MAX_PAGES):
+            sdk_request = request(next_token)
+            response = await self._call(
+                ACTION_DESCRIBE, region, lambda sdk, r=sdk_request: sdk.describe_data_caches_async(r)
+            )
+            body = response.body
+            for item in body.data_caches or []:
+                observed = ObservedCache.from_api(item.to_map() if hasattr(item, "to_map") else item, region)
+                if observed.data_cache_id:
+                    caches.append(observed)
+            next_token = body.next_token or None
+            if next_token is None or next_token in seen_tokens:
+                break
+            seen_tokens.add(next_token)
+        else:
+            log.warning("DescribeDataCaches in %s: stopped after %d pages", region, MAX_PAGES)
+        return caches
+
+    # ---- writes ------------------------------------------------------------------------
+
+    async def create(self, region: str, request: CreateRequest, client_token: str) -> str:
+        """Start building a cache; returns its id. The same ``client_token`` with the same
+        request returns the same id (ECI idempotency), so a retried create never makes a
+        second cache."""
+        _check_client_token(client_token)
+        from alibabacloud_eci20180808 import models as eci
+
+        net = request.net_config or NetConfig()
+        sdk_request = eci.CreateDataCacheRequest(
+            region_id=region,
+            client_token=client_token,
+            bucket=request.bucket,
+            path=request.path,
+            name=request.name,
+            size=request.size,
+            retention_days=request.retention_days,
+            resource_group_id=request.resource_group_id,
+            data_source=_sdk_data_source(eci.CreateDataCacheRequestDataSource, request.data_source),
+            security_group_id=net.security_group_id,
+            v_switch_id=net.v_switch_id,
+            eip_instance_id=net.eip_instance_id,
+            eip_create_param=_sdk_eip(eci.CreateDataCacheRequestEipCreateParam, net),
+            tag=_sdk_tags(eci.CreateDataCacheRequestTag, request.tags),
+        )
+        response = await self._call(
+            ACTION_CREATE,
+            region,
+            lambda sdk: sdk.create_data_cache_async(sdk_request),
+            secrets=_secrets_of(request.data_source),
+        )
+        return _returned_id(response, ACTION_CREATE, region)
+
+    async def update(
+        self, region: str, data_cache_id: str, request: UpdateRequest, *, client_token: str | None = None
+    ) -> None:
+        """Send the fields of ``request`` that are set (nothing at all if none is). ECI
+        refuses updates while the cache is busy: ``EciError`` ``IncorrectStatus``, retryable."""
+        if request.is_empty:
+            return
+        if client_token is not None:
+            _check_client_token(client_token)
+        from alibabacloud_eci20180808 import models as eci
+
+        net = request.net_config or NetConfig()
+        sdk_request = eci.UpdateDataCacheRequest(
+            region_id=region,
+            data_cache_id=data_cache_id,
+            client_token=client_token,
+            bucket=request.bucket,
+            name=request.name,
+            size=request.size,
+            retention_days=request.retention_days,
+            resource_group_id=request.resource_group_id,
+            data_source=_sdk_data_source(eci.UpdateDataCacheRequestDataSource, request.data_source),
+            security_group_id=net.security_group_id,
+            v_switch_id=net.v_switch_id,
+            eip_instance_id=net.eip_instance_id,
+            eip_create_param=_sdk_eip(eci.UpdateDataCacheRequestEipCreateParam, net),
+            tag=_sdk_tags(eci.UpdateDataCacheRequestTag, request.tags),
+        )
+        await self._call(
+            ACTION_UPDATE,
+            region,
+            lambda sdk: sdk.update_data_cache_async(sdk_request),
+            secrets=_secrets_of(request.data_source),
+        )
+
+    async def delete(self, region: str, data_cache_id: str, *, client_token: str | None = None) -> bool:
+        """Delete a cache. True: ECI accepted the delete (the cache may stay listed as
+        ``Deleting`` for a while: poll :meth:`describe` until None). False: it was already
+        gone, which is success too."""
+        if client_token is not None:
+            _check_client_token(client_token)
+        from alibabacloud_eci20180808 import models as eci
+
+        sdk_request = eci.DeleteDataCacheRequest(
+            region_id=region, data_cache_id=data_cache_id, client_token=client_token
+        )
+        try:
+            await self._call(ACTION_DELETE, region, lambda sdk: sdk.delete_data_cache_async(sdk_request))
+        except EciError as error:
+            if error.is_not_found:
+                return False
+            if error.http_status == 404 and error.category not in (
+                ErrorCategory.CREDENTIALS,
+                ErrorCategory.PERMISSION,
+                ErrorCategory.THROTTLING,
+            ):
+                # An unknown 404 code: believe it only if a read agrees the cache is gone.
+                found = await self._describe_chunk((region, None), [data_cache_id])
+                if data_cache_id not in found:
+                    return False
+            raise
+        return True
+
+    async def copy(self, source_region: str, source_id: str, request: CopyRequest, client_token: str) -> str:
+        """Start copying a cache to ``request.destination_region``; returns the new cache's
+        id there (poll it with ``describe(request.destination_region, id)``)."""
+        _check_client_token(client_token)
+        from alibabacloud_eci20180808 import models as eci
+
+        sdk_request = eci.CopyDataCacheRequest(
+            region_id=source_region,
+            data_cache_id=source_id,
+            destination_region_id=request.destination_region,
+            client_token=client_token,
+            bucket=request.bucket,
+            path=request.path,
+            name=request.name,
+            retention_days=request.retention_days,
+            resource_group_id=request.resource_group_id,
+            tag=_sdk_tags(eci.CopyDataCacheRequestTag, request.tags),
+        )
+        response = await self._call(
+            ACTION_COPY, source_region, lambda sdk: sdk.copy_data_cache_async(sdk_request)
+        )
+        return _returned_id(response, ACTION_COPY, source_region)
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def sdk_client(self, region: str) -> Any:
+        """The SDK client of ``region`` (built on first use, then reused)."""
+        client = self._sdk_clients.get(region)
+        if client is None:
+            endpoint = self.settings.endpoint_for(region)
+            check_no_proxy_for_loopback(endpoint, self._protocol, self._environ)
+            factory = self._sdk_client_factory or self._build_sdk_client
+            client = self._sdk_clients[region] = factory(region, endpoint, self._protocol)
+        return client
+
+    def _build_sdk_client(self, region: str, endpoint: str, protocol: str) -> Any:
+        from alibabacloud_eci20180808.client import Client as SdkClient
+        from alibabacloud_tea_openapi.models import Config
+
+        return SdkClient(
+            Config(
+                credential=self._credential,
+                endpoint=endpoint,  # host[:port]: used verbatim as Host header and URL authority
+                protocol=protocol,  # every operation hard-codes HTTPS unless this is set
+                region_id=region,
+                connect_timeout=int(self.settings.connect_timeout * 1000),  # milliseconds
+                read_timeout=int(self.settings.read_timeout * 1000),
+                user_agent=f"eci-datacache-operator/{__version__}",
+            )
+        )
+
+    async def _call(
+        self,
+        action: str,
+        region: str,
+        invoke: Callable[[Any], Awaitable[R]],
+        *,
+        secrets: Iterable[str] = (),
+    ) -> R:
+        sdk = self.sdk_client(region)
+        await self._limiter.acquire(region)
+        started = time.monotonic()
+        try:
+            result = await invoke(sdk)
+        except Exception as exc:
+            error = classify(exc, action=action, region=region, secrets=secrets)
+            self._report_call(action, region, error.code, time.monotonic() - started)
+            # `from None`: the SDK exception (string-to-sign, signed request) must not be
+            # printed as the cause in a traceback.
+            raise error from None
+        self._report_call(action, region, OUTCOME_OK, time.monotonic() - started)
+        return result
+
+    def _report_call(self, action: str, region: str, outcome: str, seconds: float) -> None:
+        try:
+            self._hooks.on_call(action, region, outcome, seconds)
+        except Exception:
+            log.exception("metrics hook on_call failed")
+
+    def _report_wait(self, region: str, seconds: float) -> None:
+        try:
+            self._hooks.on_rate_limit_wait(region, seconds)
+        except Exception:
+            log.exception("metrics hook on_rate_limit_wait failed")
+
+
+# ---- request building ------------------------------------------------------------------
+
+
+def _check_client_token(token: str) -> None:
+    if not token or len(token) > MAX_CLIENT_TOKEN_LENGTH or not token.isascii():
+        raise ValueError(f"a ClientToken is 1..{MAX_CLIENT_TOKEN_LENGTH} ASCII characters")
+
+
+def _secrets_of(data_source: DataSource | None) -> list[str]:
+    return sensitive_values(data_source.options if data_source else None)
+
+
+def _sdk_data_source(model: type, data_source: DataSource | None) -> Any:
+    if data_source is None:
+        return None
+    # Options go out flattened (DataSource.Options.<key>=<value>) by the SDK.
+    return model(type=data_source.type, options=dict(data_source.options) or None)
+
+
+def _sdk_eip(model: type, net: NetConfig) -> Any:
+    eip = net.eip_create_param
+    if eip is None:
+        return None
+    return model(
+        bandwidth=eip.bandwidth,
+        common_bandwidth_package=eip.common_bandwidth_package,
+        internet_charge_type=eip.internet_charge_type,
+        public_ip_address_pool_id=eip.public_ip_address_pool_id,
+        isp=eip.isp,
+    )
+
+
+def _sdk_tags(model: type, tags: Mapping[str, str] | None) -> list[Any] | None:
+    if not tags:
+        return None  # no Tag.N at all: "unchanged" for an update
+    return [model(key=k, value=v) for k, v in tags.items()]
+
+
+def _returned_id(response: Any, action: str, region: str) -> str:
+    data_cache_id = getattr(getattr(response, "body", None), "data_cache_id", None)
+    if not data_cache_id:
+        raise EciError(
+            CODE_INVALID_RESPONSE,
+            f"{action} succeeded but returned no DataCacheId",
+            request_id=getattr(getattr(response, "body", None), "request_id", None),
+            retryable=True,
+            category=ErrorCategory.SERVER,
+            action=action,
+            region=region,
+        )
+    return str(data_cache_id)

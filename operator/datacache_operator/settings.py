@@ -1,0 +1,331 @@
+"""Operator settings: environment variables first, command-line flags on top.
+
+Every field has one exact environment variable (``validation_alias``) and one flag
+(``--field-name``), see :func:`add_settings_arguments` and :func:`settings_from_args`.
+
+Settings never hold credentials: the ECI client takes them from the Alibaba Cloud SDK's
+default credential chain (``ALIBABA_CLOUD_ACCESS_KEY_ID``/``SECRET``, STS token, RRSA
+OIDC, ECS RAM role), which the SDK refreshes by itself. Keeping them out of here means
+``repr(settings)``, ``--help`` and a settings dump in a log line can never leak one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ENDPOINT_TEMPLATE = "eci.{region}.aliyuncs.com"
+
+Protocol = Literal["https", "http"]
+DeletionPolicy = Literal["Delete", "Retain"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _env(name: str) -> AliasChoices:
+    """The one environment variable of a field (the field name itself stays usable for
+    overrides, see ``validate_by_name``)."""
+    return AliasChoices(name)
+
+
+def split_scheme(endpoint: str) -> tuple[str | None, str]:
+    """``"http://h:1"`` -> ``("http", "h:1")``; ``"h:1"`` -> ``(None, "h:1")``."""
+    for scheme in ("http", "https"):
+        prefix = f"{scheme}://"
+        if endpoint.lower().startswith(prefix):
+            return scheme, endpoint[len(prefix) :]
+    return None, endpoint
+
+
+def endpoint_host(endpoint: str) -> str:
+    """The host part of ``host[:port]`` (IPv6 literals in brackets keep them)."""
+    _, hostport = split_scheme(endpoint)
+    if hostport.startswith("["):
+        return hostport[: hostport.index("]") + 1] if "]" in hostport else hostport
+    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    host = endpoint_host(endpoint).lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class OperatorSettings(BaseSettings):
+    """Operator-wide configuration. Field docs become the ``--help`` of each flag."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        env_ignore_empty=True,  # `ECI_ENDPOINT=` means "not set", not "empty host"
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+    )
+
+    default_region: str = Field(
+        "cn-hangzhou",
+        validation_alias=_env("DATACACHE_DEFAULT_REGION"),
+        description="Region of objects that do not set spec.region.",
+    )
+    endpoint: str | None = Field(
+        None,
+        validation_alias=_env("ECI_ENDPOINT"),
+        description="host[:port] that every region's ECI calls go to (e.g. the emulator, "
+        "127.0.0.1:18082). Unset: one endpoint per region from the endpoint template.",
+    )
+    endpoint_template: str = Field(
+        DEFAULT_ENDPOINT_TEMPLATE,
+        validation_alias=_env("ECI_ENDPOINT_TEMPLATE"),
+        description="Endpoint of a region, '{region}' is replaced (e.g. eci-vpc.{region}.aliyuncs.com).",
+    )
+    protocol: Protocol | None = Field(
+        None,
+        validation_alias=_env("ECI_PROTOCOL"),
+        description="https or http. Unset: the scheme written in ECI_ENDPOINT if any, http for a "
+        "loopback ECI_ENDPOINT (the emulator), otherwise https.",
+    )
+    rate_limit: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_RATE_LIMIT"),
+        description="ECI requests per second, per region (token bucket rate).",
+    )
+    rate_burst: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=_env("DATACACHE_RATE_BURST"),
+        description="Token bucket size per region. Unset: the rate limit rounded up.",
+    )
+    poll_interval_loading: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_POLL_INTERVAL_LOADING"),
+        description="Seconds between reads while a cache is changing (Creating, Loading, Updating...).",
+    )
+    poll_interval_stable: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_POLL_INTERVAL_STABLE"),
+        description="Seconds between drift checks of a stable cache.",
+    )
+    poll_jitter: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        validation_alias=_env("DATACACHE_POLL_JITTER"),
+        description="Random fraction added to or taken from each poll interval.",
+    )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("DATACACHE_NAMESPACES"),
+        description="Comma-separated namespaces to watch; empty: all namespaces.",
+    )
+    default_deletion_policy: DeletionPolicy = Field(
+        "Delete",
+        validation_alias=_env("DATACACHE_DEFAULT_DELETION_POLICY"),
+        description="Deletion policy of objects that do not set spec.deletionPolicy.",
+    )
+    batching: bool = Field(
+        True,
+        validation_alias=_env("DATACACHE_BATCHING"),
+        description="Coalesce reads of one region into DescribeDataCaches calls of up to 20 ids "
+        "(off: one call per object, for benchmarks).",
+    )
+    describe_batch_window: float = Field(
+        0.05,
+        ge=0,
+        validation_alias=_env("DATACACHE_DESCRIBE_BATCH_WINDOW"),
+        description="Seconds a read waits for others of the same region before the batch is sent.",
+    )
+    connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_CONNECT_TIMEOUT"),
+        description="Seconds to connect to ECI.",
+    )
+    read_timeout: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_READ_TIMEOUT"),
+        description="Seconds to wait for an ECI response.",
+    )
+    metrics_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        validation_alias=_env("DATACACHE_METRICS_PORT"),
+        description="Port of the Prometheus metrics endpoint (0: off).",
+    )
+    health_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        validation_alias=_env("DATACACHE_HEALTH_PORT"),
+        description="Port of the liveness/readiness endpoint (0: off).",
+    )
+    log_level: LogLevel = Field(
+        "INFO",
+        validation_alias=_env("DATACACHE_LOG_LEVEL"),
+        description="Log level.",
+    )
+    log_json: bool = Field(
+        False,
+        validation_alias=_env("DATACACHE_LOG_JSON"),
+        description="Log one JSON object per line.",
+    )
+
+    # ---- normalisation -------------------------------------------------------------
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(item).strip() for item in value if str(item).strip()]
+        return value
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _lower_protocol(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("default_deletion_policy", mode="before")
+    @classmethod
+    def _capitalise_policy(cls, value: Any) -> Any:
+        return value.strip().capitalize() if isinstance(value, str) else value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        _, hostport = split_scheme(value)
+        if not hostport or "/" in hostport or "?" in hostport:
+            # The SDK uses the endpoint verbatim as the Host header and URL authority.
+            raise ValueError("ECI_ENDPOINT must be host[:port] (optionally http:// or https://), no path")
+        return value
+
+    @field_validator("endpoint_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        value = value.strip()
+        if "{region}" not in value:
+            raise ValueError("ECI_ENDPOINT_TEMPLATE must contain '{region}'")
+        try:
+            rendered = value.format(region="cn-hangzhou")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ECI_ENDPOINT_TEMPLATE is not a valid template: {exc}") from None
+        _, hostport = split_scheme(rendered)
+        if "/" in hostport:
+            raise ValueError("ECI_ENDPOINT_TEMPLATE must render to host[:port], no path")
+        return value
+
+    @model_validator(mode="after")
+    def _check_protocol_agrees_with_endpoint(self) -> OperatorSettings:
+        scheme, _ = split_scheme(self.endpoint or "")
+        if scheme and self.protocol and scheme != self.protocol:
+            raise ValueError(f"ECI_ENDPOINT says {scheme}:// but ECI_PROTOCOL is {self.protocol}")
+        return self
+
+    # ---- derived values ------------------------------------------------------------
+
+    @property
+    def effective_protocol(self) -> Protocol:
+        if self.protocol:
+            return self.protocol
+        scheme, _ = split_scheme(self.endpoint or "")
+        if scheme == "http" or scheme == "https":
+            return scheme
+        if self.endpoint and is_loopback_endpoint(self.endpoint):
+            return "http"  # the emulator (`make run`) serves plain HTTP on loopback
+        return "https"
+
+    @property
+    def effective_rate_burst(self) -> int:
+        return self.rate_burst if self.rate_burst is not None else max(1, math.ceil(self.rate_limit))
+
+    @property
+    def watch_all_namespaces(self) -> bool:
+        return not self.namespaces
+
+    def endpoint_for(self, region: str) -> str:
+        """``host[:port]`` of the ECI API of ``region`` (no scheme: the SDK wants it bare)."""
+        if self.endpoint:
+            return split_scheme(self.endpoint)[1]
+        return split_scheme(self.endpoint_template.format(region=region))[1]
+
+
+# ---- command-line flags ------------------------------------------------------------
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _case_insensitive(choices: list[str]) -> Any:
+    by_lower = {c.lower(): c for c in choices}
+    return lambda text: by_lower.get(text.strip().lower(), text)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting (``--rate-limit``, ``--batching/--no-batching``, ...).
+
+    Every flag defaults to None so that :func:`settings_from_args` can tell "not given"
+    (keep the environment's value) from a given value.
+    """
+    group = parser.add_argument_group("operator settings (each also from its environment variable)")
+    for name, field in OperatorSettings.model_fields.items():
+        env_name = (
+            field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else ""
+        )
+        help_text = f"{field.description} [env {env_name}]"
+        annotation = field.annotation
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if annotation is bool:
+            group.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        literal = next((a for a in [annotation, *args] if get_origin(a) is Literal), None)
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if literal is not None:
+            choices = [str(c) for c in get_args(literal)]
+            kwargs["choices"] = choices
+            kwargs["type"] = _case_insensitive(choices)
+        elif annotation is int or int in args:
+            kwargs["type"] = int
+        elif annotation is float:
+            kwargs["type"] = float
+        group.add_argument(_flag(name), **kwargs)
+
+
+def settings_from_args(overrides: Mapping[str, Any] | argparse.Namespace | None = None) -> OperatorSettings:
+    """Settings from the environment, with the non-None ``overrides`` (flags) on top.
+
+    ``overrides`` may be an argparse namespace: keys that are not settings are ignored
+    there (other flags of the same command), but rejected in a plain mapping (a typo).
+    """
+    if overrides is None:
+        return OperatorSettings()
+    if isinstance(overrides, argparse.Namespace):
+        items = {k: v for k, v in vars(overrides).items() if k in OperatorSettings.model_fields}
+    else:
+        unknown = sorted(set(overrides) - set(OperatorSettings.model_fields))
+        if unknown:
+            raise ValueError(f"unknown operator settings: {', '.join(unknown)}")
+        items = dict(overrides)
+    # Init arguments take precedence over environment variables in pydantic-settings.
+    return OperatorSettings(**{k: v for k, v in items.items() if v is not None})
