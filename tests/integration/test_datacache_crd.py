@@ -171,6 +171,34 @@ def test_set_once_fields_cannot_be_removed_but_can_be_added(
     )
 
 
+def patch_status(controlplane: ControlPlane, namespace: str, name: str, status: dict[str, Any]) -> None:
+    controlplane.kubectl(
+        "patch", "-n", namespace, "datacache", name, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "observed", "other"),
+    [("region", "cn-hangzhou", "cn-shanghai"), ("dataCacheId", "edc-created", "edc-other")],
+)
+def test_a_field_set_late_must_match_what_status_observed(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str, field: str, observed: str, other: str
+):
+    # Unset region means the operator's default; once status records where the cache
+    # lives, naming another region (or cache) in the spec would orphan it.
+    original = without(datacache("late"), "region")
+    apply(controlplane, namespace, original)
+    patch_status(controlplane, namespace, "late", {field: observed})
+    assert_rejected(
+        controlplane,
+        namespace,
+        changed(original, **{field: other}),
+        f"spec.{field}: Invalid value: spec.{field} must equal status.{field}",
+    )
+    apply(controlplane, namespace, changed(original, **{field: observed}))
+
+
 def test_mutable_fields_can_change(controlplane: ControlPlane, datacache_crd: str, namespace: str):
     original = datacache("mutable", size=20, retentionDays=7)
     apply(controlplane, namespace, original)
@@ -224,10 +252,7 @@ def test_status_subresource_accepts_the_documented_shape(
         "creationTime": "2026-01-02T03:04:00Z",
         "unknownStatusField": "pruned",
     }
-    controlplane.kubectl(
-        "patch", "-n", namespace, "datacache", "with-status", "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
+    patch_status(controlplane, namespace, "with-status", status)
     stored = get(controlplane, namespace, "with-status")["status"]
     assert stored["conditions"][0]["reason"] == "InvalidParameter.Size"
     assert stored["dataCacheId"] == "edc-123"

@@ -143,6 +143,8 @@ def test_cel_rules_are_where_they_apply(root: dict[str, Any]):
     assert "self != 'eci-system'" in bucket_rules
     net_rules = spec["properties"]["netConfig"]["x-kubernetes-validations"]
     assert net_rules[0]["rule"] == "!(has(self.eipInstanceId) && has(self.eipCreateParam))"
+    object_rules = [r["fieldPath"] for r in root["x-kubernetes-validations"]]
+    assert object_rules == [".spec.region", ".spec.dataCacheId"]  # checked against status
     for _, node in walk(root):
         for rule in node.get("x-kubernetes-validations", ()):
             assert rule["message"], rule

@@ -45,11 +45,9 @@ def get_condition(conditions: Sequence[dict[str, Any]] | None, type: str) -> dic
 
 def condition_status(conditions: Sequence[dict[str, Any]] | None, type: str) -> ConditionStatus:
     """Status of the condition of that type; an absent condition counts as Unknown."""
-    condition = get_condition(conditions, type)
-    if condition is None:
-        return ConditionStatus.UNKNOWN
+    condition = get_condition(conditions, type) or {}
     try:
-        return ConditionStatus(condition.get("status"))
+        return ConditionStatus(str(condition.get("status", ConditionStatus.UNKNOWN)))
     except ValueError:
         return ConditionStatus.UNKNOWN
 

@@ -381,4 +381,21 @@ DATACACHE = ResourceDefinition(
         AGE_COLUMN,
     ),
     labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},
+    # Once the operator has recorded where the cache lives, a spec that names another
+    # region or cache (set where it was unset: the spec rules allow that) would orphan it.
+    # The apiserver validates main-resource updates against the stored status.
+    object_rules=(
+        _rule(
+            "!has(self.status) || !has(self.status.region) || !has(self.spec.region)"
+            " || self.spec.region == self.status.region",
+            "spec.region must equal status.region, the region the cache lives in",
+            ".spec.region",
+        ),
+        _rule(
+            "!has(self.status) || !has(self.status.dataCacheId) || !has(self.spec.dataCacheId)"
+            " || self.spec.dataCacheId == self.status.dataCacheId",
+            "spec.dataCacheId must equal status.dataCacheId, the cache this object already manages",
+            ".spec.dataCacheId",
+        ),
+    ),
 )

@@ -174,6 +174,8 @@ class ResourceDefinition:
     printer_columns: Sequence[PrinterColumn] = ()
     scope: str = "Namespaced"
     labels: Mapping[str, str] = field(default_factory=dict)
+    # CEL rules on the whole object: the only place where spec can be checked against status.
+    object_rules: Sequence[Mapping[str, str]] = ()
 
     @property
     def crd_name(self) -> str:
@@ -203,6 +205,8 @@ def build_crd(definition: ResourceDefinition) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if definition.object_rules:
+        root_schema[_RULES_KEY] = [dict(rule) for rule in definition.object_rules]
     names: dict[str, Any] = {
         "kind": definition.kind,
         "listKind": f"{definition.kind}List",
