@@ -190,7 +190,7 @@ def build_crd(definition: ResourceDefinition) -> dict[str, Any]:
     """The apiextensions.k8s.io/v1 CustomResourceDefinition of `definition`, as a dict."""
     spec_schema = structural_schema(definition.spec_model)
     status_schema = structural_schema(definition.status_model)
-    root_schema = {
+    root_schema: dict[str, Any] = {
         "type": "object",
         "description": definition.description,
         "properties": {
