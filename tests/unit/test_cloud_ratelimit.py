@@ -1,0 +1,127 @@
+"""Token buckets on a virtual clock: no real sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import pytest
+
+from datacache_operator.cloud.ratelimit import RegionRateLimiter, TokenBucket
+
+
+class VirtualClock:
+    """``now()`` and ``sleep()`` on virtual time; ``run(coro)`` advances time whenever
+    every task is blocked on a virtual sleep."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.time + seconds, next(self._order), future))
+        await future
+
+    async def run(self, coro):  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coro)
+        while not task.done():
+            for _ in range(20):  # let every runnable task reach its next sleep
+                await asyncio.sleep(0)
+            if task.done():
+                break
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)  # cancelled sleepers
+            if not self._sleepers:
+                continue
+            wake_at, _, future = heapq.heappop(self._sleepers)
+            self.time = max(self.time, wake_at)
+            future.set_result(None)
+        return task.result()
+
+
+async def test_full_bucket_serves_the_burst_without_waiting() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=2, burst=5, clock=clock.now, sleep=clock.sleep)
+    waits = [await clock.run(bucket.acquire()) for _ in range(5)]
+    assert waits == [0.0] * 5
+    assert clock.time == 1000.0
+
+
+async def test_after_the_burst_calls_are_spaced_by_one_over_rate() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=4, burst=2, clock=clock.now, sleep=clock.sleep)
+    times = []
+    for _ in range(6):
+        await clock.run(bucket.acquire())
+        times.append(clock.time - 1000.0)
+    assert times == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1.0])
+
+
+async def test_concurrent_callers_are_served_in_order_and_never_above_the_rate() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=10, burst=3, clock=clock.now, sleep=clock.sleep)
+    served: list[tuple[int, float]] = []
+
+    async def caller(n: int) -> None:
+        await bucket.acquire()
+        served.append((n, clock.time))
+
+    async def all_callers() -> None:
+        await asyncio.gather(*(caller(n) for n in range(33)))
+
+    await clock.run(all_callers())
+    assert [n for n, _ in served] == list(range(33))  # FIFO
+    times = [t - 1000.0 for _, t in served]
+    # Never more than burst + rate * t calls within any window of t seconds.
+    for i, start in enumerate(times):
+        in_one_second = sum(1 for t in times[i:] if t < start + 1.0 - 1e-9)
+        assert in_one_second <= 3 + 10
+    assert times[-1] == pytest.approx((33 - 3) / 10)
+
+
+async def test_bucket_refills_while_idle_but_not_above_burst() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=1, burst=3, clock=clock.now, sleep=clock.sleep)
+    for _ in range(3):
+        await clock.run(bucket.acquire())
+    assert bucket.tokens == pytest.approx(0)
+    clock.time += 100
+    assert bucket.tokens == pytest.approx(3)
+
+
+async def test_cancelled_waiter_gives_its_token_back() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=1, burst=1, clock=clock.now, sleep=clock.sleep)
+    await clock.run(bucket.acquire())
+    waiter = asyncio.ensure_future(bucket.acquire())
+    await asyncio.sleep(0)
+    assert bucket.tokens == pytest.approx(-1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert bucket.tokens == pytest.approx(0)
+
+
+async def test_regions_have_separate_buckets_and_waits_are_reported() -> None:
+    clock = VirtualClock()
+    waits: list[tuple[str, float]] = []
+    limiter = RegionRateLimiter(
+        rate=2, burst=1, clock=clock.now, sleep=clock.sleep, on_wait=lambda r, s: waits.append((r, s))
+    )
+    await clock.run(limiter.acquire("cn-hangzhou"))
+    await clock.run(limiter.acquire("cn-beijing"))  # its own full bucket
+    assert clock.time == 1000.0 and waits == []
+    await clock.run(limiter.acquire("cn-hangzhou"))
+    assert waits == [("cn-hangzhou", pytest.approx(0.5))]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (float("inf"), 1), (1, 0)])
+def test_invalid_parameters(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(rate=rate, burst=burst)
