@@ -318,6 +318,15 @@ class DataCacheStatus(ApiModel):
         default=None, description="When the operator last read the cache from the cloud."
     )
     message: str | None = Field(default=None, description="Latest build event ECI reported for the cache.")
+    retention_days: int | None = Field(
+        default=None, ge=1, description="The retentionDays the operator last applied to the cache."
+    )
+    cache_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many caches the operator has created for this object (a new one follows a cache "
+        "deleted outside the operator); part of the ClientToken, so a retried create never makes two.",
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -1,0 +1,1 @@
+"""I/O orchestration of one object: inputs -> decisions -> cloud calls -> status."""

@@ -1,0 +1,380 @@
+"""One reconcile pass and one finalize pass of a DataCache: gather inputs, ask the pure
+decisions in `reconcile.datacache`, call ECI through the cloud client, compute the status.
+
+No kopf here: the handlers in `main.py` call these and post the returned events.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from datacache_operator.api.conditions import format_time, get_condition, set_condition
+from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
+from datacache_operator.cloud import models as cloud_models
+from datacache_operator.cloud.errors import EciError
+from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
+from datacache_operator.kube import SecretNotFound
+from datacache_operator.reconcile import datacache as decide
+from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
+from datacache_operator.settings import OperatorSettings
+
+PAUSED_ANNOTATION = "eci.datacache.dev/paused"
+# Stalled reasons that come from the cache itself (and keep being watched), as opposed to
+# a terminal error of a call, which is not repeated until the spec changes.
+_CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound"})
+
+logger = logging.getLogger(__name__)
+
+
+class CloudClient(Protocol):
+    async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
+    async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
+    async def create(self, region: str, request: cloud_models.CreateRequest, client_token: str) -> str: ...
+    async def update(self, region: str, data_cache_id: str, request: cloud_models.UpdateRequest) -> None: ...
+    async def delete(self, region: str, data_cache_id: str) -> None: ...
+
+
+SecretReader = Callable[[str, str], Any]  # async (namespace, name) -> dict[str, str]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class PassResult:
+    status: dict[str, Any]  # the full new status (None values remove fields)
+    delay: float  # seconds until the next pass
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        condition = get_condition(self.status.get("conditions"), "Ready")
+        return bool(condition and condition["status"] == "True")
+
+
+def is_paused(meta: Mapping[str, Any]) -> bool:
+    return str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true"
+
+
+def desired_cache(
+    spec: DataCacheSpec, meta: Mapping[str, Any], default_region: str, secret_data: Mapping[str, str] | None
+) -> DesiredCache:
+    source = spec.data_source
+    net = spec.net_config
+    return DesiredCache(
+        region=spec.region or default_region,
+        bucket=spec.bucket,
+        path=spec.path,
+        name=spec.name or meta["name"],
+        size=spec.size,
+        retention_days=spec.retention_days,
+        data_source_type=str(source.type) if source else None,
+        options=source.resolved_options(secret_data) if source else {},
+        tags={**spec.tags, **decide.owner_tags(meta["uid"], meta["namespace"], meta["name"])},
+        resource_group_id=spec.resource_group_id,
+        net_config=net.model_dump(exclude_none=True) if net else {},
+    )
+
+
+def _net_config(desired: DesiredCache) -> cloud_models.NetConfig | None:
+    return cloud_models.NetConfig.model_validate(desired.net_config) if desired.net_config else None
+
+
+def _data_source(desired: DesiredCache) -> cloud_models.DataSource | None:
+    if desired.data_source_type is None:
+        return None
+    return cloud_models.DataSource(type=desired.data_source_type, options=dict(desired.options))
+
+
+def create_request(desired: DesiredCache) -> cloud_models.CreateRequest:
+    return cloud_models.CreateRequest(
+        path=desired.path,
+        bucket=desired.bucket,
+        name=desired.name,
+        size=desired.size,
+        retention_days=desired.retention_days,
+        data_source=_data_source(desired),
+        net_config=_net_config(desired),
+        tags=dict(desired.tags),
+        resource_group_id=desired.resource_group_id,
+    )
+
+
+def update_request(desired: DesiredCache, changes: decide.UpdateFields) -> cloud_models.UpdateRequest:
+    rebuild = changes.data_source or changes.size is not None
+    return cloud_models.UpdateRequest(
+        name=changes.name,
+        size=changes.size,
+        retention_days=changes.retention_days,
+        # A rebuild loads the data again: ECI needs the source (with its credentials) and network.
+        data_source=_data_source(desired) if rebuild else None,
+        net_config=_net_config(desired) if rebuild else None,
+        tags=dict(changes.tags) if changes.tags is not None else None,
+        resource_group_id=changes.resource_group_id,
+    )
+
+
+def observed_status(observed: ObservedCache) -> dict[str, Any]:
+    return {
+        "dataCacheId": observed.data_cache_id,
+        "region": observed.region,
+        "status": observed.status,
+        "bucket": observed.bucket,
+        "path": observed.path,
+        "size": observed.size,
+        "progress": observed.progress,
+        "creationTime": format_time(observed.creation_time) if observed.creation_time else None,
+        "expireTime": format_time(observed.expire_time) if observed.expire_time else None,
+        "message": observed.last_event_message,
+    }
+
+
+class DataCacheController:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        cloud: CloudClient,
+        read_secret: SecretReader,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cloud = cloud
+        self.read_secret = read_secret
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
+
+    @property
+    def retrying_count(self) -> int:
+        """Objects whose last pass failed with a retryable error."""
+        return len(self._failures)
+
+    def _jittered(self, delay: float) -> float:
+        jitter = self.settings.poll_jitter
+        return max(0.05, delay * (1 + self.rng.uniform(-jitter, jitter)))
+
+    async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
+        if spec.data_source is None or spec.data_source.secret_ref is None:
+            return None
+        data: dict[str, str] = await self.read_secret(namespace, spec.data_source.secret_ref.name)
+        return data
+
+    async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
+        meta = body["metadata"]
+        uid = meta["uid"]
+        generation = meta.get("generation")
+        status: dict[str, Any] = dict(body.get("status") or {})
+        conditions = list(status.get("conditions") or [])
+        now = self.clock()
+        events: list[Event] = []
+        spec = DataCacheSpec.model_validate(body.get("spec") or {})
+
+        def finish(values: list[decide.ConditionValue], delay: float) -> PassResult:
+            new_conditions = conditions
+            for value in values:
+                new_conditions = set_condition(
+                    new_conditions, value.type, value.status, value.reason, value.message, generation, now
+                )
+            if get_condition(new_conditions, "Ready") is None:
+                new_conditions = set_condition(
+                    new_conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
+                )
+            status.update(conditions=new_conditions, observedGeneration=generation)
+            return PassResult(status=status, delay=self._jittered(delay), events=events)
+
+        loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
+        if is_paused(meta):
+            return finish(decide.conditions_for(Step.PAUSED, None), stable)
+
+        stalled = get_condition(conditions, "Stalled")
+        if (
+            stalled
+            and stalled.get("status") == "True"
+            and stalled.get("observedGeneration") == generation
+            and stalled.get("reason") not in _CACHE_STALL_REASONS
+        ):
+            # A terminal error for this very spec: calling again would fail the same way.
+            return finish([], stable)
+
+        try:
+            desired = desired_cache(
+                spec, meta, self.settings.default_region, await self._secret_data(spec, meta["namespace"])
+            )
+        except (SecretNotFound, MissingSecretKeyError) as error:
+            message = str(error).strip("'\"")
+            return finish(
+                [
+                    decide.ConditionValue("Ready", "False", "SecretNotFound", message),
+                    decide.ConditionValue("Synced", "False", "SecretNotFound", f"{message} Retrying."),
+                ],
+                max(loading, 30.0),
+            )
+        status["region"] = desired.region
+
+        try:
+            step, observed = await self._act(spec, desired, meta, status, conditions, now, events)
+        except EciError as error:
+            failures = self._failures.get(uid, 0)
+            self._failures[uid] = failures + 1
+            reason = decide.reason_from_code(error.code)
+            message = error.message or error.code
+            if error.retryable:
+                delay = error.retry_delay(failures, base=max(1.0, loading / 2), cap=max(loading, 60.0))
+            else:
+                delay = stable
+                events.append(Event("Warning", reason, f"{error.code}: {message}"))
+            return finish(decide.error_conditions(reason, message, terminal=not error.retryable), delay)
+        self._failures.pop(uid, None)
+        status["lastSyncTime"] = format_time(now)
+        if observed is not None:
+            status.update(observed_status(observed))
+        return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
+
+    async def _act(
+        self,
+        spec: DataCacheSpec,
+        desired: DesiredCache,
+        meta: Mapping[str, Any],
+        status: dict[str, Any],
+        conditions: list[dict[str, Any]],
+        now: datetime,
+        events: list[Event],
+    ) -> tuple[Step, ObservedCache | None]:
+        """Perform the next steps until one that waits for ECI; returns it with the last read."""
+        region = desired.region
+        recovered = False
+        stalled = get_condition(conditions, "Stalled")
+        failed_generation = (
+            stalled.get("observedGeneration")
+            if stalled and stalled.get("status") == "True" and stalled.get("reason") == "Failed"
+            else None
+        )
+        for _ in range(4):  # at most: recreate -> recover -> create
+            known_id = status.get("dataCacheId") if not spec.data_cache_id else spec.data_cache_id
+            observed = await self.cloud.describe(region, known_id) if known_id else None
+            situation = Situation(
+                generation=meta.get("generation") or 0,
+                paused=False,
+                adopt_id=spec.data_cache_id,
+                known_id=known_id,
+                recovered=recovered,
+                observed=observed,
+                looked_up=known_id is not None,
+                expire_time=parse_time(status.get("expireTime")),
+                failed_generation=failed_generation,
+                now=now,
+            )
+            step = decide.next_step(situation, desired, status.get("retentionDays"))
+            if step == Step.RECOVER:
+                recovered = True
+                candidates = [
+                    c
+                    for c in await self.cloud.find_by_tags(region, {decide.OWNER_UID_TAG: meta["uid"]})
+                    if c.status != STATUS_DELETING
+                ]
+                if candidates:
+                    found = min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id))
+                    status["dataCacheId"] = found.data_cache_id
+                    events.append(
+                        Event(
+                            "Normal", "Recovered", f"Found data cache {found.data_cache_id} by its owner tag."
+                        )
+                    )
+                continue
+            if step == Step.CREATE:
+                count = int(status.get("cacheGeneration") or 0)
+                token = decide.client_token(meta["uid"], count)
+                new_id = await self.cloud.create(region, create_request(desired), token)
+                status.update(
+                    dataCacheId=new_id, cacheGeneration=count + 1, retentionDays=desired.retention_days
+                )
+                status.update(status="Creating", bucket=desired.bucket, path=desired.path, size=desired.size)
+                events.append(Event("Normal", "Creating", f"Created data cache {new_id} in {region}."))
+                return step, None
+            if step == Step.RECREATE:
+                events.append(
+                    Event(
+                        "Warning",
+                        "CacheMissing",
+                        f"Data cache {known_id} is gone from {region}; creating a new one.",
+                    )
+                )
+                status["dataCacheId"] = None
+                recovered = False
+                continue
+            if step == Step.REPLACE_FAILED:
+                assert known_id is not None
+                await self.cloud.delete(region, known_id)
+                events.append(
+                    Event(
+                        "Normal",
+                        "Replacing",
+                        f"Deleting failed data cache {known_id} to build it from the new spec.",
+                    )
+                )
+                status["dataCacheId"] = None
+                continue
+            if step == Step.UPDATE:
+                assert observed is not None and known_id is not None
+                changes = decide.update_fields(desired, observed, status.get("retentionDays"))
+                await self.cloud.update(region, known_id, update_request(desired, changes))
+                if changes.retention_days is not None:
+                    status["retentionDays"] = changes.retention_days
+                events.append(Event("Normal", "Updating", f"Updating {changes.describe()} of {known_id}."))
+                return step, observed
+            if step == Step.EXPIRED and status.get("status") != "Expired":
+                events.append(
+                    Event("Warning", "Expired", f"Data cache {known_id} expired after its retention.")
+                )
+            if step == Step.EXPIRED:
+                status["status"] = "Expired"
+            if step == Step.READY and status.get("status") != "Available":
+                events.append(Event("Normal", "Available", f"Data cache {known_id} is Available."))
+            if step == Step.FAILED and observed is not None and status.get("status") != observed.status:
+                events.append(
+                    Event("Warning", observed.status or "Failed", observed.last_event_message or "Failed.")
+                )
+            return step, observed
+        raise RuntimeError("reconcile did not settle")  # pragma: no cover - bounded loop
+
+    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+        """Delete (or retain) the cloud cache; True once the finalizer can go."""
+        meta = body["metadata"]
+        spec = DataCacheSpec.model_validate(body.get("spec") or {})
+        status = body.get("status") or {}
+        region = status.get("region") or spec.region or self.settings.default_region
+        default_policy = "Retain" if spec.data_cache_id else self.settings.default_deletion_policy
+        policy = str(spec.deletion_policy or default_policy)
+        known_id = status.get("dataCacheId") or spec.data_cache_id
+        if policy == "Retain":
+            what = f"data cache {known_id}" if known_id else "no data cache"
+            return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")]
+        if known_id is None:
+            found = await self.cloud.find_by_tags(region, {decide.OWNER_UID_TAG: meta["uid"]})
+            if not found:
+                return True, []
+            known_id = found[0].data_cache_id
+        observed = await self.cloud.describe(region, known_id)
+        if observed is None:
+            return True, [Event("Normal", "Deleted", f"Data cache {known_id} is gone.")]
+        if observed.status == STATUS_DELETING:
+            return False, []
+        try:
+            await self.cloud.delete(region, known_id)
+        except EciError as error:
+            if error.is_not_found:
+                return True, []
+            if not error.retryable:
+                raise
+            return False, []
+        return False, [Event("Normal", "Deleting", f"Deleting data cache {known_id}.")]

@@ -1,0 +1,154 @@
+"""`datacache-operator run`: the kopf wiring. Decorators live here and nowhere else; each
+handler only hands the object to a controller and posts what comes back.
+
+One async daemon per DataCache runs the level-based loop (read ECI, decide, act, write
+status, sleep adaptively); spec or annotation changes wake it early; the delete handler
+holds the finalizer until the cloud cache is gone (or retained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+from typing import Any
+
+import kopf
+
+from datacache_operator import GROUP, VERSION, kube
+from datacache_operator.cloud.client import EciClient
+from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
+from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
+
+FINALIZER = f"{GROUP}/finalizer"
+DATACACHES = "datacaches"
+
+logger = logging.getLogger("datacache_operator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser)
+
+
+def post_events(body: Any, events: list[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+async def _sleep_until_woken(delay: float, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
+    """Sleep `delay` seconds, or less when the object changes or the daemon is stopped."""
+    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    wake.clear()
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Declare every handler on `registry` (settings decide intervals and namespaces)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 310
+        settings.networking.request_timeout = 60
+        settings.posting.level = logging.INFO
+        memo.cloud = EciClient(operator_settings)
+        memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret)
+
+    operator_settings = settings
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        cloud = getattr(memo, "cloud", None)
+        if cloud is not None:
+            await cloud.aclose()
+
+    @kopf.on.probe(id="datacaches_retrying", registry=registry)
+    def probe(memo: kopf.Memo, **_: Any) -> int:
+        controller = getattr(memo, "datacaches", None)
+        return controller.retrying_count if controller else 0
+
+    @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry)
+    def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """A new generation or a changed pause flag: reconcile now, not at the next poll."""
+        seen = (body.metadata.get("generation"), is_paused(body.metadata))
+        if getattr(memo, "seen", None) != seen:
+            memo.seen = seen
+            _wake_event(memo).set()
+
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        DATACACHES,
+        registry=registry,
+        cancellation_timeout=10,
+        initial_delay=lambda **_: random.uniform(0, 0.5),
+    )
+    async def datacache_daemon(
+        body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+    ) -> None:
+        controller: DataCacheController = memo.datacaches
+        wake = _wake_event(memo)
+        while not stopped:
+            if meta.get("deletionTimestamp"):
+                return  # the delete handler takes over
+            try:
+                result = await controller.reconcile(body)
+                if result.status != dict(body.get("status") or {}):
+                    await kube.patch_status(DATACACHES, meta["namespace"], meta["name"], result.status)
+                post_events(body, result.events)
+                delay = result.delay
+            except Exception:  # an unexpected bug or API failure must not end the loop
+                logger.exception("DataCache reconcile failed; retrying")
+                delay = 10.0
+            await _sleep_until_woken(delay, stopped, wake)
+
+    @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
+    async def delete_datacache(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if is_paused(body.metadata):
+            raise kopf.TemporaryError("paused: the data cache is not deleted until unpaused", delay=30)
+        done, events = await memo.datacaches.finalize(body)
+        post_events(body, events)
+        if not done:
+            raise kopf.TemporaryError(
+                "waiting for the data cache to be deleted", delay=settings.poll_interval_loading
+            )
+
+
+def _wake_event(memo: kopf.Memo) -> asyncio.Event:
+    wake = getattr(memo, "wake", None)
+    if wake is None:
+        wake = memo.wake = asyncio.Event()
+    return wake
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(settings)
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+    )
+    return 0

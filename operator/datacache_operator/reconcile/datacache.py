@@ -1,0 +1,270 @@
+"""Pure decisions for one DataCache: (desired spec, what we know, observed cache) -> next step.
+
+No kopf, no I/O. The handler layer gathers the inputs (the object, its Secret's values, a
+read from ECI), asks :func:`next_step` what to do, performs it, and writes the status that
+:func:`status_for` computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from datacache_operator.cloud.models import (
+    BUSY_STATUSES,
+    STATUS_AVAILABLE,
+    STATUS_FAILED,
+    UPDATABLE_STATUSES,
+    ObservedCache,
+    is_sensitive_option,
+)
+
+OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
+OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
+
+
+@dataclass(frozen=True)
+class DesiredCache:
+    """The spec as ECI parameters, with defaults applied and Secret values merged in."""
+
+    region: str
+    bucket: str
+    path: str
+    name: str
+    size: int
+    retention_days: int | None
+    data_source_type: str | None
+    options: Mapping[str, str]
+    tags: Mapping[str, str]
+    resource_group_id: str | None
+    net_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def public_options(self) -> dict[str, str]:
+        """Options ECI echoes back; credentials are sent but never compared or shown."""
+        return {k: v for k, v in self.options.items() if not is_sensitive_option(k)}
+
+
+def owner_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
+    return {OWNER_UID_TAG: uid, OWNER_NAMESPACE_TAG: namespace, OWNER_NAME_TAG: name}
+
+
+def client_token(*parts: str | int) -> str:
+    """A ClientToken (ASCII, at most 64 characters) that is the same for the same parts."""
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:64]
+
+
+@dataclass(frozen=True)
+class UpdateFields:
+    """Only the fields of UpdateDataCache that differ (None: unchanged)."""
+
+    name: str | None = None
+    size: int | None = None
+    retention_days: int | None = None
+    data_source: bool = False  # send type + options (and the network to rebuild with)
+    tags: Mapping[str, str] | None = None
+    resource_group_id: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.name is not None,
+                self.size is not None,
+                self.retention_days is not None,
+                self.data_source,
+                self.tags is not None,
+                self.resource_group_id is not None,
+            )
+        )
+
+    def describe(self) -> str:
+        changed = [
+            label
+            for label, on in (
+                ("name", self.name is not None),
+                ("size", self.size is not None),
+                ("retentionDays", self.retention_days is not None),
+                ("dataSource", self.data_source),
+                ("tags", self.tags is not None),
+                ("resourceGroupId", self.resource_group_id is not None),
+            )
+            if on
+        ]
+        return ", ".join(changed)
+
+
+def update_fields(
+    desired: DesiredCache, observed: ObservedCache, applied_retention: int | None
+) -> UpdateFields:
+    """The difference between spec and the observed cache, field by field.
+
+    ECI reports when a cache expires, not its retention; where the retention cannot be
+    derived from that, it is compared with what the operator last applied (kept in status).
+    """
+    current_retention = observed.retention_days if observed.retention_days is not None else applied_retention
+    observed_options = {k: v for k, v in observed.data_source_options.items() if not is_sensitive_option(k)}
+    data_source_changed = desired.data_source_type is not None and (
+        desired.data_source_type != observed.data_source_type or desired.public_options() != observed_options
+    )
+    return UpdateFields(
+        name=desired.name if desired.name != (observed.name or "") else None,
+        size=desired.size if observed.size is not None and desired.size != observed.size else None,
+        retention_days=(
+            desired.retention_days
+            if desired.retention_days is not None and desired.retention_days != current_retention
+            else None
+        ),
+        data_source=data_source_changed,
+        tags=dict(desired.tags) if dict(desired.tags) != dict(observed.tags) else None,
+        resource_group_id=(
+            desired.resource_group_id
+            if desired.resource_group_id and desired.resource_group_id != observed.resource_group_id
+            else None
+        ),
+    )
+
+
+class Step(StrEnum):
+    PAUSED = "Paused"
+    RECOVER = "Recover"  # look for a cache tagged with our uid before creating one
+    CREATE = "Create"
+    ADOPTED_MISSING = "AdoptedMissing"
+    EXPIRED = "Expired"
+    RECREATE = "Recreate"  # our cache vanished outside the operator
+    WAIT = "Wait"  # busy: Creating, Loading, Updating, Deleting
+    UPDATE = "Update"
+    REPLACE_FAILED = "ReplaceFailed"  # a Failed cache and a newer spec: delete and build again
+    FAILED = "Failed"
+    READY = "Ready"
+
+
+@dataclass(frozen=True)
+class Situation:
+    """Everything a decision depends on, as plain values."""
+
+    generation: int
+    paused: bool
+    adopt_id: str | None
+    known_id: str | None
+    recovered: bool  # the tag lookup already ran in this pass
+    observed: ObservedCache | None
+    looked_up: bool  # `observed` is the result of a read (None then means "gone")
+    expire_time: datetime | None  # from status: when the cache was due to expire
+    failed_generation: int | None  # generation whose spec produced a Failed cache
+    now: datetime
+
+
+def next_step(situation: Situation, desired: DesiredCache, applied_retention: int | None) -> Step:
+    s = situation
+    if s.paused:
+        return Step.PAUSED
+    cache_id = s.adopt_id or s.known_id
+    if cache_id is None:
+        return Step.CREATE if s.recovered else Step.RECOVER
+    if not s.looked_up:
+        raise ValueError("a known cache must be read before deciding")
+    if s.observed is None:
+        if s.adopt_id:
+            return Step.ADOPTED_MISSING
+        if s.expire_time is not None and s.now >= s.expire_time:
+            return Step.EXPIRED
+        return Step.RECREATE
+    status = s.observed.status
+    if status in BUSY_STATUSES:
+        return Step.WAIT
+    if status == STATUS_FAILED:
+        if s.failed_generation is not None and s.generation > s.failed_generation and not s.adopt_id:
+            return Step.REPLACE_FAILED
+        return Step.FAILED
+    if status in UPDATABLE_STATUSES:
+        if update_fields(desired, s.observed, applied_retention):
+            return Step.UPDATE
+        return Step.READY if status == STATUS_AVAILABLE else Step.FAILED
+    return Step.WAIT  # an unknown status: keep watching it
+
+
+def poll_delay(step: Step, loading: float, stable: float) -> float:
+    """Fast while something changes, slow once stable or stuck."""
+    if step in (Step.WAIT, Step.UPDATE, Step.CREATE, Step.RECREATE, Step.REPLACE_FAILED, Step.RECOVER):
+        return loading
+    return stable
+
+
+@dataclass(frozen=True)
+class ConditionValue:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+def conditions_for(step: Step, observed: ObservedCache | None) -> list[ConditionValue]:
+    """Ready / Synced / Stalled after a pass that ended in `step` without an error."""
+    cloud_status = (observed.status if observed else None) or "Unknown"
+    event = (observed.last_event_message if observed else None) or ""
+    progress = f" ({observed.progress})" if observed and observed.progress else ""
+    synced = ConditionValue(
+        "Synced", "True", "ReconcileSuccess", "The cache matches the spec or is being changed to."
+    )
+    not_stalled = ConditionValue("Stalled", "False", "NotStalled", "")
+    if step == Step.READY:
+        return [
+            ConditionValue("Ready", "True", "Available", "The data cache is Available."),
+            synced,
+            not_stalled,
+        ]
+    if step in (Step.WAIT, Step.CREATE, Step.RECREATE, Step.UPDATE, Step.REPLACE_FAILED, Step.RECOVER):
+        reason = {
+            Step.CREATE: "Creating",
+            Step.RECREATE: "Creating",
+            Step.REPLACE_FAILED: "Creating",
+            Step.UPDATE: "Updating",
+        }.get(step, cloud_status)
+        message = f"The data cache is {reason}{progress}." + (f" {event}" if event else "")
+        return [ConditionValue("Ready", "False", reason, message), synced, not_stalled]
+    if step == Step.FAILED:
+        message = event or f"The data cache is {cloud_status}."
+        return [
+            ConditionValue("Ready", "False", cloud_status, message),
+            synced,
+            ConditionValue("Stalled", "True", cloud_status, f"{message} Change the spec to try again."),
+        ]
+    if step == Step.EXPIRED:
+        message = "The data cache reached its retentionDays and ECI removed it; it is not recreated."
+        return [
+            ConditionValue("Ready", "False", "Expired", message),
+            synced,
+            ConditionValue("Stalled", "True", "Expired", message),
+        ]
+    if step == Step.ADOPTED_MISSING:
+        message = "spec.dataCacheId names a data cache that does not exist in this region."
+        return [
+            ConditionValue("Ready", "False", "NotFound", message),
+            ConditionValue("Synced", "False", "NotFound", message),
+            ConditionValue("Stalled", "True", "NotFound", message),
+        ]
+    if step == Step.PAUSED:
+        return [ConditionValue("Synced", "False", "ReconcilePaused", "eci.datacache.dev/paused is true.")]
+    raise ValueError(f"no conditions for {step}")
+
+
+def error_conditions(code: str, message: str, terminal: bool) -> list[ConditionValue]:
+    """A failed cloud call: terminal ones stall until the spec changes, others retry."""
+    if terminal:
+        return [
+            ConditionValue("Ready", "False", code, message),
+            ConditionValue("Synced", "False", code, message),
+            ConditionValue("Stalled", "True", code, f"{message} Change the spec to try again."),
+        ]
+    return [ConditionValue("Synced", "False", code, f"{message} Retrying.")]
+
+
+def reason_from_code(code: str) -> str:
+    """A condition reason (CamelCase, letters only) from an ECI code like `Throttling.User`."""
+    words = [w for w in code.replace("-", ".").replace("_", ".").split(".") if w]
+    reason = "".join(w[:1].upper() + w[1:] for w in words)
+    return "".join(ch for ch in reason if ch.isalnum()) or "Unknown"

@@ -1,0 +1,85 @@
+"""The operator as users run it: a `datacache-operator run` process against the real
+kube-apiserver and the ECI emulator, one operator per test namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REPO, Kube, OperatorProcess
+
+from datacache_operator.testing.controlplane import ControlPlane, free_port
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Any]:
+    from datacache_operator.emulator import Emulator, EmulatorConfig
+
+    config = EmulatorConfig(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, seed=7)
+    with Emulator(config).in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def eci(emulator: Any) -> Any:
+    """The emulator's admin client, with faults and rules cleared after each test."""
+    from datacache_operator.emulator.admin_client import EmulatorAdmin
+
+    admin = EmulatorAdmin(emulator.admin_url)
+    yield admin
+    admin.set_faults(
+        fault_500_rate=0, fault_503_rate=0, fault_throttle_rate=0, fault_latency_ms=0, fault_drop_rate=0
+    )
+    admin.clear_rules()
+
+
+@pytest.fixture(scope="session")
+def datacache_crds(controlplane: ControlPlane) -> list[str]:
+    names = []
+    for path in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
+        controlplane.kubectl("apply", "--server-side", "-f", str(path))
+        names.append(path.name.split("_", 1)[1].removesuffix(".yaml") + "." + path.name.split("_", 1)[0])
+    for name in names:
+        controlplane.kubectl("wait", "--for=condition=established", "--timeout=60s", f"crd/{name}")
+    return names
+
+
+@pytest.fixture
+def operator_env(controlplane: ControlPlane, emulator: Any, namespace: str) -> dict[str, str]:
+    env = controlplane.env()
+    env.update(
+        ECI_ENDPOINT=emulator.endpoint,
+        ECI_PROTOCOL="http",
+        ALIBABA_CLOUD_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        ALIBABA_CLOUD_ACCESS_KEY_SECRET=ACCESS_KEY_SECRET,
+        DATACACHE_DEFAULT_REGION="cn-hangzhou",
+        DATACACHE_NAMESPACES=namespace,
+        DATACACHE_POLL_INTERVAL_LOADING="0.5",
+        DATACACHE_POLL_INTERVAL_STABLE="3",
+        DATACACHE_RATE_LIMIT="50",
+        DATACACHE_HEALTH_PORT=str(free_port()),
+        DATACACHE_METRICS_PORT=str(free_port()),
+        DATACACHE_LOG_LEVEL="DEBUG",
+    )
+    return env
+
+
+@pytest.fixture
+def operator(
+    operator_env: dict[str, str], datacache_crds: list[str], tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    running = OperatorProcess(operator_env, tmp_path / "operator.log")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        log = running.log()
+        assert ACCESS_KEY_SECRET not in log, "the access key secret leaked into the operator log"
+
+
+@pytest.fixture
+def kube(controlplane: ControlPlane, namespace: str) -> Kube:
+    return Kube(controlplane, namespace)

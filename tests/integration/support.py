@@ -1,0 +1,132 @@
+"""Helpers of the integration tests (imported by conftest and by the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from datacache_operator.testing.controlplane import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
+ACCESS_KEY_ID = "LTAI-integration-test"
+ACCESS_KEY_SECRET = "integration-secret-never-logged"  # noqa: S105 - a test credential
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
+) -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class OperatorProcess:
+    """`datacache-operator run` in a child process, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.health_port = int(env["DATACACHE_HEALTH_PORT"])
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "datacache_operator", "run"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(self._healthy, timeout=60, what="the operator's health endpoint")
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{self.log()[-3000:]}")
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no final status write (a crash)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Kube:
+    """Small kubectl helpers bound to one namespace."""
+
+    def __init__(self, controlplane: ControlPlane, namespace: str) -> None:
+        self.controlplane = controlplane
+        self.namespace = namespace
+
+    def apply(self, manifest: dict[str, Any] | str) -> None:
+        self.controlplane.apply(manifest, "-n", self.namespace)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.controlplane.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.controlplane.kubectl(*args, "-n", self.namespace, check=check)
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get(kind, name) or {}
+        return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+    def wait_condition(
+        self, kind: str, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
+        def matches() -> dict[str, Any] | None:
+            obj = self.get(kind, name)
+            if not obj:
+                return None
+            condition = next(
+                (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None
+            )
+            ok = (
+                condition
+                and condition["status"] == status
+                and (reason is None or condition["reason"] == reason)
+            )
+            return obj if ok else None
+
+        return wait_for(matches, timeout=timeout, what=f"{kind}/{name} {type_}={status} {reason or ''}")
