@@ -227,12 +227,12 @@ class DataCacheController:
             failures = self._failures.get(uid, 0)
             self._failures[uid] = failures + 1
             reason = decide.reason_from_code(error.code)
-            message = error.message or error.code
+            message = f"{error.code}: {error.message}" if error.message else error.code
             if error.retryable:
                 delay = error.retry_delay(failures, base=max(1.0, loading / 2), cap=max(loading, 60.0))
             else:
                 delay = stable
-                events.append(Event("Warning", reason, f"{error.code}: {message}"))
+                events.append(Event("Warning", reason, message))
             return finish(decide.error_conditions(reason, message, terminal=not error.retryable), delay)
         self._failures.pop(uid, None)
         status["lastSyncTime"] = format_time(now)
