@@ -1,0 +1,114 @@
+"""A small synchronous client of the emulator's admin API (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote, urlencode
+
+
+class EmulatorAdminError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class EmulatorAdmin:
+    """``EmulatorAdmin(emu.admin_url).caches("cn-hangzhou")`` and friends."""
+
+    def __init__(self, admin_url: str, timeout: float = 10.0) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.timeout = timeout
+        # The admin API is on loopback: never send it through a proxy from the environment.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _call(
+        self, method: str, path: str, body: Any = None, query: dict[str, str | None] | None = None
+    ) -> Any:
+        url = self.admin_url + path
+        present = {key: value for key, value in (query or {}).items() if value is not None}
+        if present:
+            url += "?" + urlencode(present)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            payload = error.read().decode("utf-8", "replace")
+            raise EmulatorAdminError(error.code, payload) from None
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def state(self, region: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/state", query={"region": region})
+
+    def caches(self, region: str | None = None) -> list[dict[str, Any]]:
+        regions = self.state(region)["regions"]
+        return [cache for caches in regions.values() for cache in caches["caches"]]
+
+    def cache(self, data_cache_id: str) -> dict[str, Any] | None:
+        return next((cache for cache in self.caches() if cache["DataCacheId"] == data_cache_id), None)
+
+    def calls(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/calls", query={"action": action, "region": region})["calls"]
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return self._call("GET", "/counters")["counters"]
+
+    def reset(self) -> None:
+        self._call("POST", "/reset", body={})
+
+    def faults(self) -> dict[str, Any]:
+        return self._call("GET", "/faults")
+
+    def set_faults(self, **settings: Any) -> dict[str, Any]:
+        """Replace the faults, e.g. ``set_faults(fault_500_rate=0.5, actions=["CreateDataCache"])``."""
+        return self._call("POST", "/faults", body=settings)
+
+    def clear_faults(self) -> dict[str, Any]:
+        return self.set_faults()
+
+    def add_rule(
+        self,
+        outcome: str = "fail",
+        message: str | None = None,
+        *,
+        match: dict[str, str] | None = None,
+        operations: list[str] | None = None,
+        times: int | None = None,
+        **match_fields: str,
+    ) -> dict[str, Any]:
+        """``add_rule("fail", "disk full", path="/models/bad")``; match fields: dataCacheId,
+        name, path, bucket, regionId."""
+        body: dict[str, Any] = {"outcome": outcome, "match": {**(match or {}), **match_fields}}
+        if message is not None:
+            body["message"] = message
+        if operations is not None:
+            body["operations"] = operations
+        if times is not None:
+            body["times"] = times
+        return self._call("POST", "/rules", body=body)
+
+    def rules(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/rules")["rules"]
+
+    def remove_rule(self, rule_id: str) -> None:
+        self._call("DELETE", f"/rules/{quote(rule_id, safe='')}")
+
+    def clear_rules(self) -> None:
+        self._call("DELETE", "/rules")
+
+    def clock(self) -> dict[str, Any]:
+        return self._call("GET", "/clock")
+
+    def advance(self, seconds: float) -> dict[str, Any]:
+        return self._call("POST", "/clock/advance", body={"seconds": seconds})
+
+    def delete_out_of_band(self, data_cache_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/caches/{quote(data_cache_id, safe='')}/delete-out-of-band", body={})

@@ -1,0 +1,380 @@
+"""The HTTP side: the signed RPC endpoint at ``/``, the admin API, start and stop.
+
+One asyncio event loop owns all state, so there are no locks: in-process users either share
+the loop (``async with Emulator(...)``) or run it on a thread of its own (``in_thread()``)
+and talk to it over HTTP, like any other client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from .config import EmulatorConfig
+from .errors import ApiError, internal_error
+from .faults import NO_FAULT, FaultInjector, FaultSettings, RateLimiter
+from .operations import DataCacheService, Limits
+from .outcomes import RuleBook
+from .signature import V1_PROTOCOL_PARAMETERS, Authenticator, Credential
+from .state import CloudState, format_second
+from .wire import Parameters, redact_parameters
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2018-08-08"
+ADMIN_PREFIX = "/_emulator"
+SAVE_INTERVAL_SECONDS = 0.25
+SHUTDOWN_TIMEOUT_SECONDS = 2.0
+SUCCESS = "Success"
+_JSON = "application/json"
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, content_type=_JSON, charset="utf-8", headers=headers)
+
+
+def error_response(error: ApiError, request_id: str, region: str | None) -> web.Response:
+    host = (
+        f"eci.{region}.aliyuncs.com" if region and region.replace("-", "").isalnum() else "eci.aliyuncs.com"
+    )
+    payload = {
+        "RequestId": request_id,
+        "HostId": host,
+        "Code": error.code,
+        "Message": error.message,
+        "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product=Eci&requestId={request_id}",
+    }
+    headers = {"x-acs-request-id": request_id}
+    if error.retry_after_ms is not None:
+        headers["x-acs-retry-after"] = str(error.retry_after_ms)
+    return json_response(payload, error.status, headers)
+
+
+class CallLog:
+    """What clients asked and how it ended, without secrets; bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.counters: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.counters[entry["action"] or "-"][entry["outcome"]] += 1
+
+    def query(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+        return [
+            entry
+            for entry in self.entries
+            if (action is None or entry["action"] == action) and (region is None or entry["region"] == region)
+        ]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {action: dict(outcomes) for action, outcomes in sorted(self.counters.items())}
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.counters.clear()
+
+
+class Emulator:
+    """A local ECI DataCache service. ``async with Emulator(config) as emu`` serves it."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.rules = RuleBook()
+        self.state = CloudState(
+            time_scale=self.config.time_scale,
+            durations=self.config.durations,
+            rules=self.rules,
+            seed=self.config.seed,
+        )
+        self.service = DataCacheService(self.state, Limits(quota=self.config.quota))
+        credential = Credential(
+            self.config.access_key_id, self.config.access_key_secret, self.config.security_token or None
+        )
+        self.authenticator = Authenticator([credential])
+        self.faults = FaultInjector(FaultSettings.from_config(self.config), self.config.seed)
+        self.rate_limiter = RateLimiter(self.config.rate_limit)
+        self.calls = CallLog(self.config.call_log_limit)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._saver: asyncio.Task[None] | None = None
+        self._saved_revision = -1
+
+    # ---- addresses -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the emulator is not serving")
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` as the SDK's ``Config.endpoint`` wants it (no scheme)."""
+        return f"{self._client_host()}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.endpoint}{ADMIN_PREFIX}"
+
+    @property
+    def admin(self):
+        from .admin_client import EmulatorAdmin
+
+        return EmulatorAdmin(self.admin_url)
+
+    def _client_host(self) -> str:
+        # A wildcard bind is reached through loopback; the admin API answers only there anyway.
+        return "127.0.0.1" if self.config.host in ("", "0.0.0.0", "::") else self.config.host
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> Emulator:
+        self._load_state_file()
+        app = web.Application(middlewares=[_json_everywhere])
+        from .admin import add_admin_routes
+
+        add_admin_routes(app, self)
+        app.router.add_route("POST", "/", self._handle_api)
+        app.router.add_route("GET", "/", self._handle_api)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, handle_signals=False
+        )
+        await self._runner.setup()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, self.config.port))
+        self._port = sock.getsockname()[1]
+        # Keep-alive clients (the sync SDK pools connections) need room in the accept queue.
+        await web.SockSite(
+            self._runner, sock, backlog=1024, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        ).start()
+        if self.config.state_file:
+            self._saver = asyncio.create_task(self._save_periodically())
+        log.info("ECI DataCache emulator serving at %s (admin API at %s)", self.endpoint, self.admin_url)
+        return self
+
+    async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+        self.save_state_file()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._port = None
+
+    async def __aenter__(self) -> Emulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def in_thread(self, start_timeout: float = 10.0) -> Iterator[Emulator]:
+        """Serve on a background thread with its own event loop, for synchronous code."""
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failures: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as error:  # reported to the caller's thread below
+                failures.append(error)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.stop())
+                loop.close()
+
+        thread = threading.Thread(target=serve, name="eci-datacache-emulator", daemon=True)
+        thread.start()
+        if not started.wait(start_timeout):
+            raise RuntimeError(f"the emulator did not start within {start_timeout} s")
+        if failures:
+            raise failures[0]
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(start_timeout + SHUTDOWN_TIMEOUT_SECONDS)
+
+    def reset(self) -> None:
+        """Forget caches, tokens, calls, rules and run-time faults; back to the start-up settings."""
+        self.state.reset()
+        self.rules.clear()
+        self.calls.clear()
+        self.rate_limiter.clear()
+        self.authenticator.nonces.clear()
+        self.faults.settings = FaultSettings.from_config(self.config)
+
+    # ---- state file ----------------------------------------------------------------------
+
+    def _load_state_file(self) -> None:
+        path = self.config.state_file
+        if not path or not Path(path).exists():
+            return
+        self.state.load_json(json.loads(Path(path).read_text()))
+        self._saved_revision = self.state.revision
+        log.info("loaded %d data caches from %s", sum(1 for _ in self.state.all_caches()), path)
+
+    def save_state_file(self) -> None:
+        path = self.config.state_file
+        if not path or self.state.revision == self._saved_revision:
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a crash never leaves half a file behind.
+        with tempfile.NamedTemporaryFile(
+            "w", dir=target.parent, prefix=f".{target.name}.", delete=False
+        ) as file:
+            json.dump(self.state.to_json(), file, indent=1)
+        os.replace(file.name, target)
+        self._saved_revision = self.state.revision
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL_SECONDS)
+            try:
+                self.save_state_file()
+            except OSError:
+                log.exception("could not save the state file %s", self.config.state_file)
+
+    # ---- the API -------------------------------------------------------------------------
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = new_request_id()
+        params = dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
+        body = await request.read()
+        if body and request.content_type == "application/x-www-form-urlencoded":
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        action = request.headers.get("x-acs-action") or params.get("Action")
+        region = params.get("RegionId")
+        business = {key: value for key, value in params.items() if key not in V1_PROTOCOL_PARAMETERS}
+        plan = NO_FAULT
+        scheme = None
+        try:
+            self._check_action(action, request.headers.get("x-acs-version") or params.get("Version"))
+            assert action is not None
+            plan = self.faults.plan(action)
+            if plan.latency_seconds:
+                await asyncio.sleep(plan.latency_seconds)
+            if plan.drop_before:
+                return self._drop(request, action, region, business, started, request_id)
+            headers: dict[str, list[str]] = {}
+            for name, value in request.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            caller = self.authenticator.verify(
+                method=request.method,
+                path=request.rel_url.raw_path,
+                params=params,
+                headers=headers,
+                body=body,
+            )
+            scheme = caller.scheme
+            self.rate_limiter.check(caller.access_key_id)
+            if plan.error is not None:
+                raise plan.error
+            result = self.service.call(action, Parameters(business))
+            response = json_response(
+                {"RequestId": request_id, **result}, headers={"x-acs-request-id": request_id}
+            )
+            outcome, status = SUCCESS, 200
+        except ApiError as error:
+            response = error_response(error, request_id, region)
+            outcome, status = error.code, error.status
+        except Exception:
+            # Parameters can hold secrets: log the action only.
+            log.exception("unexpected failure in %s (request %s)", action, request_id)
+            error = internal_error()
+            response = error_response(error, request_id, region)
+            outcome, status = error.code, error.status
+        if plan.drop_after:
+            return self._drop(request, action, region, business, started, request_id, applied_outcome=outcome)
+        self._record(action, region, business, outcome, status, started, request_id, scheme)
+        return response
+
+    def _check_action(self, action: str | None, version: str | None) -> None:
+        if not action:
+            raise ApiError(
+                400, "MissingParameter", 'The input parameter "Action" that is mandatory is not supplied.'
+            )
+        if not self.service.handles(action):
+            raise ApiError(
+                404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."
+            )
+        if version != API_VERSION:
+            raise ApiError(
+                400, "InvalidVersion", f"Specified parameter Version is not valid; use {API_VERSION}."
+            )
+
+    def _drop(
+        self, request, action, region, business, started, request_id, applied_outcome=None
+    ) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        outcome = "ConnectionDropped" if applied_outcome is None else f"ConnectionDropped({applied_outcome})"
+        self._record(action, region, business, outcome, 0, started, request_id, None)
+        return web.Response()  # never written: the connection is gone
+
+    def _record(self, action, region, business, outcome, status, started, request_id, scheme) -> None:
+        self.calls.record(
+            {
+                "time": format_second(time.time()),
+                "action": action,
+                "region": region,
+                "params": redact_parameters(business),
+                "outcome": outcome,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "request_id": request_id,
+                "signature": scheme,
+            }
+        )
+
+
+@web.middleware
+async def _json_everywhere(request: web.Request, handler) -> web.StreamResponse:
+    """Unknown paths, wrong methods and crashes still answer in the JSON error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as http_error:
+        if http_error.status < 400:
+            raise
+        code = "NotFound" if http_error.status == 404 else http_error.reason.replace(" ", "")
+        message = f"{request.method} {request.path}: {http_error.reason}."
+        return error_response(ApiError(http_error.status, code, message), new_request_id(), None)
+    except Exception:
+        log.exception("unexpected failure serving %s %s", request.method, request.path)
+        return error_response(internal_error(), new_request_id(), None)
