@@ -69,53 +69,53 @@ class OperatorSettings(BaseSettings):
     )
 
     default_region: str = Field(
-        "cn-hangzhou",
+        default="cn-hangzhou",
         validation_alias=_env("DATACACHE_DEFAULT_REGION"),
         description="Region of objects that do not set spec.region.",
     )
     endpoint: str | None = Field(
-        None,
+        default=None,
         validation_alias=_env("ECI_ENDPOINT"),
         description="host[:port] that every region's ECI calls go to (e.g. the emulator, "
         "127.0.0.1:18082). Unset: one endpoint per region from the endpoint template.",
     )
     endpoint_template: str = Field(
-        DEFAULT_ENDPOINT_TEMPLATE,
+        default=DEFAULT_ENDPOINT_TEMPLATE,
         validation_alias=_env("ECI_ENDPOINT_TEMPLATE"),
         description="Endpoint of a region, '{region}' is replaced (e.g. eci-vpc.{region}.aliyuncs.com).",
     )
     protocol: Protocol | None = Field(
-        None,
+        default=None,
         validation_alias=_env("ECI_PROTOCOL"),
         description="https or http. Unset: the scheme written in ECI_ENDPOINT if any, http for a "
         "loopback ECI_ENDPOINT (the emulator), otherwise https.",
     )
     rate_limit: float = Field(
-        10.0,
+        default=10.0,
         gt=0,
         validation_alias=_env("DATACACHE_RATE_LIMIT"),
         description="ECI requests per second, per region (token bucket rate).",
     )
     rate_burst: int | None = Field(
-        None,
+        default=None,
         ge=1,
         validation_alias=_env("DATACACHE_RATE_BURST"),
         description="Token bucket size per region. Unset: the rate limit rounded up.",
     )
     poll_interval_loading: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         validation_alias=_env("DATACACHE_POLL_INTERVAL_LOADING"),
         description="Seconds between reads while a cache is changing (Creating, Loading, Updating...).",
     )
     poll_interval_stable: float = Field(
-        300.0,
+        default=300.0,
         gt=0,
         validation_alias=_env("DATACACHE_POLL_INTERVAL_STABLE"),
         description="Seconds between drift checks of a stable cache.",
     )
     poll_jitter: float = Field(
-        0.1,
+        default=0.1,
         ge=0,
         lt=1,
         validation_alias=_env("DATACACHE_POLL_JITTER"),
@@ -127,55 +127,55 @@ class OperatorSettings(BaseSettings):
         description="Comma-separated namespaces to watch; empty: all namespaces.",
     )
     default_deletion_policy: DeletionPolicy = Field(
-        "Delete",
+        default="Delete",
         validation_alias=_env("DATACACHE_DEFAULT_DELETION_POLICY"),
         description="Deletion policy of objects that do not set spec.deletionPolicy.",
     )
     batching: bool = Field(
-        True,
+        default=True,
         validation_alias=_env("DATACACHE_BATCHING"),
         description="Coalesce reads of one region into DescribeDataCaches calls of up to 20 ids "
         "(off: one call per object, for benchmarks).",
     )
     describe_batch_window: float = Field(
-        0.05,
+        default=0.05,
         ge=0,
         validation_alias=_env("DATACACHE_DESCRIBE_BATCH_WINDOW"),
         description="Seconds a read waits for others of the same region before the batch is sent.",
     )
     connect_timeout: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         validation_alias=_env("DATACACHE_CONNECT_TIMEOUT"),
         description="Seconds to connect to ECI.",
     )
     read_timeout: float = Field(
-        10.0,
+        default=10.0,
         gt=0,
         validation_alias=_env("DATACACHE_READ_TIMEOUT"),
         description="Seconds to wait for an ECI response.",
     )
     metrics_port: int = Field(
-        8080,
+        default=8080,
         ge=0,
         le=65535,
         validation_alias=_env("DATACACHE_METRICS_PORT"),
         description="Port of the Prometheus metrics endpoint (0: off).",
     )
     health_port: int = Field(
-        8081,
+        default=8081,
         ge=0,
         le=65535,
         validation_alias=_env("DATACACHE_HEALTH_PORT"),
         description="Port of the liveness/readiness endpoint (0: off).",
     )
     log_level: LogLevel = Field(
-        "INFO",
+        default="INFO",
         validation_alias=_env("DATACACHE_LOG_LEVEL"),
         description="Log level.",
     )
     log_json: bool = Field(
-        False,
+        default=False,
         validation_alias=_env("DATACACHE_LOG_JSON"),
         description="Log one JSON object per line.",
     )
@@ -247,8 +247,10 @@ class OperatorSettings(BaseSettings):
         if self.protocol:
             return self.protocol
         scheme, _ = split_scheme(self.endpoint or "")
-        if scheme == "http" or scheme == "https":
-            return scheme
+        if scheme == "http":
+            return "http"
+        if scheme == "https":
+            return "https"
         if self.endpoint and is_loopback_endpoint(self.endpoint):
             return "http"  # the emulator (`make run`) serves plain HTTP on loopback
         return "https"

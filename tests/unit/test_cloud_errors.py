@@ -6,6 +6,7 @@ import pickle
 import random
 from typing import Any
 
+import aiohttp
 import pytest
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException, ThrottlingException
 from darabonba.exceptions import RetryError, UnretryableException
@@ -179,6 +180,20 @@ def test_transport_failures(inner_message: str, code: str, retryable: bool) -> N
     assert error.http_status is None
     shown = str(error) + repr(error) + error.message
     assert TOKEN not in shown and "STS-token-value" not in shown
+
+
+@pytest.mark.parametrize(
+    ("inner", "code"),
+    [
+        (aiohttp.ServerDisconnectedError(), CODE_CONNECTION),
+        (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), CODE_TIMEOUT),
+        (ConnectionRefusedError(111, "Connection refused"), CODE_CONNECTION),
+    ],
+)
+def test_unwrapped_aiohttp_and_os_errors(inner: Exception, code: str) -> None:
+    """aiohttp errors that are not OSErrors reach us unwrapped inside UnretryableException."""
+    error = classify(unretryable(inner))
+    assert (error.code, error.retryable, error.category) == (code, True, ErrorCategory.TRANSPORT)
 
 
 def test_non_json_body_is_a_retryable_invalid_response() -> None:

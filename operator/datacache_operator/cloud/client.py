@@ -261,9 +261,11 @@ class EciClient:
         next_token: str | None = None
         for _ in range(MAX_PAGES):
             sdk_request = request(next_token)
-            response = await self._call(
-                ACTION_DESCRIBE, region, lambda sdk, r=sdk_request: sdk.describe_data_caches_async(r)
-            )
+
+            def describe_page(sdk: Any, page_request: Any = sdk_request) -> Awaitable[Any]:
+                return sdk.describe_data_caches_async(page_request)
+
+            response = await self._call(ACTION_DESCRIBE, region, describe_page)
             body = response.body
             for item in body.data_caches or []:
                 observed = ObservedCache.from_api(item.to_map() if hasattr(item, "to_map") else item, region)

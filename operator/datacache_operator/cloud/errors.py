@@ -326,7 +326,6 @@ def classify(
         return exc
     secrets = list(secrets)
     names = _class_names(exc)
-    where = {"action": action, "region": region}
 
     if names & {"ThrottlingException", "ClientException", "ServerException", "ResponseException"}:
         exc_any: Any = exc
@@ -348,9 +347,12 @@ def classify(
                 retryable=True,
                 retry_after=retry_after,
                 category=ErrorCategory.THROTTLING,
-                **where,
+                action=action,
+                region=region,
             )
-        return EciError(code, message, http_status=status, request_id=_request_id(exc_any), **where)
+        return EciError(
+            code, message, http_status=status, request_id=_request_id(exc_any), action=action, region=region
+        )
 
     if "UnretryableException" in names or "RetryError" in names:
         inner = getattr(exc, "inner_exception", None) if "UnretryableException" in names else exc
@@ -365,13 +367,18 @@ def classify(
                 scrub(getattr(inner, "message", None) or str(inner), secrets),
                 retryable=True,
                 category=ErrorCategory.CREDENTIALS,
-                **where,
+                action=action,
+                region=region,
             )
         if inner is None or "RetryError" in inner_names:
             text = str(getattr(inner, "message", "") or "") if inner is not None else ""
             code, category, retryable, message = _transport_error(text, secrets)
-            return EciError(code, message, retryable=retryable, category=category, **where)
-        if isinstance(inner, OSError):
+            return EciError(
+                code, message, retryable=retryable, category=category, action=action, region=region
+            )
+        if isinstance(inner, OSError) or "ClientError" in inner_names:
+            # aiohttp's own errors (ServerDisconnectedError...) are not OSErrors, so the SDK
+            # hands them over unwrapped.
             return classify(inner, action=action, region=region, secrets=secrets)
         # A body that is not JSON (an HTML 502 from a proxy, an empty 200): transient.
         return EciError(
@@ -379,7 +386,8 @@ def classify(
             scrub(f"unreadable ECI response ({type(inner).__name__}: {inner})", secrets),
             retryable=True,
             category=ErrorCategory.SERVER,
-            **where,
+            action=action,
+            region=region,
         )
 
     if "CredentialException" in names:
@@ -388,16 +396,22 @@ def classify(
             scrub(str(exc), secrets),
             retryable=True,
             category=ErrorCategory.CREDENTIALS,
-            **where,
+            action=action,
+            region=region,
         )
 
     if isinstance(exc, TimeoutError):
         return EciError(
-            CODE_TIMEOUT, "request timed out", retryable=True, category=ErrorCategory.TRANSPORT, **where
+            CODE_TIMEOUT,
+            "request timed out",
+            retryable=True,
+            category=ErrorCategory.TRANSPORT,
+            action=action,
+            region=region,
         )
     if isinstance(exc, OSError) or "ClientError" in names:
         code, category, retryable, message = _transport_error(f"{type(exc).__name__}: {exc}", secrets)
-        return EciError(code, message, retryable=retryable, category=category, **where)
+        return EciError(code, message, retryable=retryable, category=category, action=action, region=region)
 
     # A bug (ours or the SDK's): retrying would not fix it.
     return EciError(
@@ -405,5 +419,6 @@ def classify(
         scrub(f"{type(exc).__name__}: {exc}", secrets),
         retryable=False,
         category=ErrorCategory.UNKNOWN,
-        **where,
+        action=action,
+        region=region,
     )
