@@ -168,9 +168,7 @@ class Emulator:
         sock.bind((self.config.host, self.config.port))
         self._port = sock.getsockname()[1]
         # Keep-alive clients (the sync SDK pools connections) need room in the accept queue.
-        await web.SockSite(
-            self._runner, sock, backlog=1024, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
-        ).start()
+        await web.SockSite(self._runner, sock, backlog=1024).start()
         if self.config.state_file:
             self._saver = asyncio.create_task(self._save_periodically())
         log.info("ECI DataCache emulator serving at %s (admin API at %s)", self.endpoint, self.admin_url)
