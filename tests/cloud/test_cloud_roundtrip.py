@@ -86,12 +86,15 @@ async def test_round_trip(eci: EciClient, admin: EmulatorAdmin, eventually: Any)
 
     ready = await available(eci, admin, eventually, REGION, cache_id)
     assert ready.creation_time is not None and ready.expire_time is not None
-    assert ready.retention_days == 7
+    assert ready.retention_days_estimate == 7
     assert ready.last_event_message
 
     await eci.update(REGION, cache_id, UpdateRequest(retention_days=3, name="qwen-small"))
     updated = await eci.describe(REGION, cache_id)
-    assert updated is not None and (updated.name, updated.retention_days) == ("qwen-small", 3)
+    assert updated is not None and updated.name == "qwen-small"
+    # The emulator counts a new retention from the update: an estimate from creation differs
+    # in general, here less than a day has passed.
+    assert updated.retention_days_estimate == 3
 
     copy_id = await eci.copy(
         REGION,

@@ -55,7 +55,8 @@ def test_documented_example() -> None:
     assert (cache.bucket, cache.path, cache.size, cache.status) == ("default", "/model/test", 20, "Available")
     assert cache.progress_percent == 100
     assert cache.creation_time == datetime(2023, 6, 16, 2, 43, tzinfo=UTC)
-    assert cache.retention_days == 10
+    assert cache.retention_days is None  # DescribeDataCaches has no RetentionDays field
+    assert cache.retention_days_estimate == 10
     assert cache.data_source_type == "NAS"
     assert cache.data_source_options == {
         "path": "/",

@@ -157,6 +157,8 @@ class ObservedCache(_Frozen):
     creation_time: datetime | None = None
     expire_time: datetime | None = None
     last_matched_time: datetime | None = None
+    # Only when ECI states it: DescribeDataCaches documents no RetentionDays field. See
+    # `retention_days_estimate` for the value derived from the times.
     retention_days: int | None = None
     data_source_type: str | None = None
     data_source_options: dict[str, str] = Field(default_factory=dict, repr=False)
@@ -192,6 +194,18 @@ class ObservedCache(_Frozen):
     def progress_percent(self) -> float | None:
         return _parse_percent(self.progress)
 
+    @property
+    def retention_days_estimate(self) -> int | None:
+        """``expire_time - creation_time`` in whole days. An estimate for display only:
+        whether ECI counts retention from creation, from the last update or from the last
+        use is undocumented, so after an update this can differ from the days that were
+        set. Never diff it against a spec (that would re-send the update forever)."""
+        return (
+            self.retention_days
+            if self.retention_days is not None
+            else _retention_days(self.creation_time, self.expire_time)
+        )
+
     @classmethod
     def from_api(cls, item: Mapping[str, Any], region: str) -> ObservedCache:
         """Build from one ``DataCaches[]`` element (PascalCase keys, as on the wire or from
@@ -201,8 +215,6 @@ class ObservedCache(_Frozen):
         if not isinstance(data_source, Mapping):
             data_source = {}
         events = tuple(_parse_event(e) for e in (item.get("Events") or []) if isinstance(e, Mapping))
-        creation_time = parse_time(item.get("CreationTime"))
-        expire_time = parse_time(item.get("ExpireDateTime"))
         return cls(
             data_cache_id=str(item.get("DataCacheId") or ""),
             region=_str(item.get("RegionId")) or region,
@@ -212,10 +224,10 @@ class ObservedCache(_Frozen):
             size=_int(item.get("Size")),
             status=_str(item.get("Status")),
             progress=_str(item.get("Progress")),
-            creation_time=creation_time,
-            expire_time=expire_time,
+            creation_time=parse_time(item.get("CreationTime")),
+            expire_time=parse_time(item.get("ExpireDateTime")),
             last_matched_time=parse_time(item.get("LastMatchedTime")),
-            retention_days=_int(item.get("RetentionDays")) or _retention_days(creation_time, expire_time),
+            retention_days=_int(item.get("RetentionDays")),
             data_source_type=_str(data_source.get("Type")),
             data_source_options=parse_options(data_source.get("Options")),
             tags=_parse_tags(item.get("Tags")),
