@@ -34,3 +34,8 @@ crds: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache
+
+# The whole local stack in the foreground: control plane, ECI emulator, operator.
+run: $(STAMP)
+	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack

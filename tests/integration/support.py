@@ -130,3 +130,36 @@ class Kube:
             return obj if ok else None
 
         return wait_for(matches, timeout=timeout, what=f"{kind}/{name} {type_}={status} {reason or ''}")
+
+
+def create_cache_as_lost_reply(env: dict[str, str], uid: str, namespace: str, name: str, path: str) -> str:
+    """Create the cache exactly as the operator would, then 'lose' the reply: the id is
+    not written anywhere but the cloud."""
+    from alibabacloud_eci20180808 import models as eci_models
+    from alibabacloud_eci20180808.client import Client
+    from alibabacloud_tea_openapi.models import Config
+
+    from datacache_operator.reconcile.datacache import client_token, owner_tags
+
+    client = Client(
+        Config(
+            access_key_id=env["ALIBABA_CLOUD_ACCESS_KEY_ID"],
+            access_key_secret=env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"],
+            endpoint=env["ECI_ENDPOINT"],
+            protocol="http",
+        )
+    )
+    request = eci_models.CreateDataCacheRequest(
+        region_id=env["DATACACHE_DEFAULT_REGION"],
+        path=path,
+        name=name,
+        data_source=eci_models.CreateDataCacheRequestDataSource(
+            type="URL", options={"repoSource": "HuggingFace/Model", "repoId": "Qwen/Qwen2-0.5B"}
+        ),
+        tag=[
+            eci_models.CreateDataCacheRequestTag(key=k, value=v)
+            for k, v in owner_tags(uid, namespace, name).items()
+        ],
+        client_token=client_token(uid, 0),
+    )
+    return str(client.create_data_cache(request).body.data_cache_id)

@@ -143,3 +143,156 @@ def test_drift_recreates_a_cache_deleted_outside(kube: Kube, operator: OperatorP
     second = wait_for(replaced, what="a new cache")
     uid = kube.get("datacache", name)["metadata"]["uid"]  # type: ignore[index]
     assert [_cache_id(c) for c in caches_owned_by(eci, uid)] == [second]
+
+
+def test_terminal_error_stalls_then_a_spec_fix_recovers(kube: Kube, operator: OperatorProcess, eci: Any):
+    name = unique("small")
+    kube.apply(datacache(name, size=5))  # ECI takes 20 GiB and more
+    obj = kube.wait_condition("datacache", name, "Stalled", "True", reason="InvalidParameter")
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "InvalidParameter" in ready["message"]
+    assert obj["status"].get("dataCacheId") is None
+    attempts = len(eci.calls(action="CreateDataCache"))
+    kube.wait_condition("datacache", name, "Synced", "False", reason="InvalidParameter")
+    # No hot loop: the same spec is not sent again (checked after the operator's next passes).
+    generation = obj["metadata"]["generation"]
+    kube.apply(datacache(name, size=30))
+    fixed = kube.wait_condition("datacache", name, "Ready", "True")
+    assert fixed["status"]["observedGeneration"] == generation + 1
+    assert fixed["status"]["size"] == 30
+    stalled = next(c for c in fixed["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "False"
+    assert len(eci.calls(action="CreateDataCache")) == attempts + 1
+
+
+def test_retryable_faults_are_ridden_out(kube: Kube, operator: OperatorProcess, eci: Any):
+    eci.set_faults(fault_500_rate=0.15, fault_503_rate=0.05, fault_throttle_rate=0.1)
+    name = unique("faulty")
+    kube.apply(datacache(name))
+    obj = kube.wait_condition("datacache", name, "Ready", "True", timeout=120)
+    assert len(caches_owned_by(eci, obj["metadata"]["uid"])) == 1
+    outcomes = {c["outcome"] for c in eci.calls()}
+    assert {"InternalError", "Throttling.User"} & outcomes, outcomes
+
+
+def test_a_lost_create_response_is_recovered_by_tag(
+    kube: Kube, operator_env: dict[str, str], datacache_crds: list[str], eci: Any, tmp_path: Any
+):
+    """The cloud created the cache but the operator never wrote its id (crash, lost reply)."""
+    from tests.integration.support import create_cache_as_lost_reply
+
+    name = unique("lost")
+    kube.apply(datacache(name))
+    uid = kube.get("datacache", name)["metadata"]["uid"]  # type: ignore[index]
+    lost_id = create_cache_as_lost_reply(operator_env, uid, kube.namespace, name, f"/models/{name}")
+
+    running = OperatorProcess(operator_env, tmp_path / "operator.log")
+    running.start()
+    try:
+        obj = kube.wait_condition("datacache", name, "Ready", "True")
+    finally:
+        running.stop()
+    assert obj["status"]["dataCacheId"] == lost_id
+    assert [_cache_id(c) for c in caches_owned_by(eci, uid)] == [lost_id]
+
+
+def test_operator_killed_right_after_create_makes_one_cache(
+    kube: Kube, operator_env: dict[str, str], datacache_crds: list[str], eci: Any, tmp_path: Any
+):
+    running = OperatorProcess(operator_env, tmp_path / "operator.log")
+    running.start()
+    names = [unique("crash") for _ in range(5)]
+    before = len(eci.calls(action="CreateDataCache"))
+    for name in names:
+        kube.apply(datacache(name))
+    wait_for(lambda: len(eci.calls(action="CreateDataCache")) > before, interval=0.01, what="a create call")
+    running.kill()
+    running.start()
+    try:
+        for name in names:
+            obj = kube.wait_condition("datacache", name, "Ready", "True")
+            assert len(caches_owned_by(eci, obj["metadata"]["uid"])) == 1, name
+    finally:
+        running.stop()
+
+
+def test_secret_values_stay_out_of_status_events_and_logs(kube: Kube, operator: OperatorProcess, eci: Any):
+    secret_value = f"akSecret-{uuid.uuid4().hex}"
+    name = unique("oss")
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-keys"},
+            "stringData": {"akId": "LTAI-oss-reader", "akSecret": secret_value},
+        }
+    )
+    kube.apply(
+        datacache(
+            name,
+            dataSource={
+                "type": "OSS",
+                "options": {
+                    "bucket": "models",
+                    "url": "oss-cn-hangzhou-internal.aliyuncs.com",
+                    "path": "/qwen",
+                },
+                "secretRef": {"name": f"{name}-keys"},
+            },
+        )
+    )
+    obj = kube.wait_condition("datacache", name, "Ready", "True")
+    create = next(
+        c for c in eci.calls(action="CreateDataCache") if c["params"].get("Path") == f"/models/{name}"
+    )
+    assert "DataSource.Options.akSecret" in create["params"]  # sent to ECI...
+    events = kube.kubectl("get", "events", "-o", "json").stdout
+    for place, text in {
+        "status": str(obj),
+        "events": events,
+        "operator log": operator.log(),
+        "emulator call log": str(eci.calls()),
+    }.items():
+        assert secret_value not in text, f"the secret leaked into the {place}"
+
+
+def test_missing_secret_is_reported_and_then_picked_up(kube: Kube, operator: OperatorProcess):
+    name = unique("nosecret")
+    source = {"type": "OSS", "options": {"bucket": "models"}, "secretRef": {"name": f"{name}-keys"}}
+    kube.apply(datacache(name, dataSource=source))
+    obj = kube.wait_condition("datacache", name, "Ready", "False", reason="SecretNotFound")
+    assert f"{name}-keys" in next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")["message"]
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-keys"},
+            "stringData": {"akId": "x"},
+        }
+    )
+    kube.wait_condition("datacache", name, "Ready", "True")
+
+
+def test_paused_objects_make_no_cloud_calls(kube: Kube, operator: OperatorProcess, eci: Any):
+    name = unique("pause")
+    kube.apply(datacache(name, retentionDays=7))
+    cache_id = kube.wait_condition("datacache", name, "Ready", "True")["status"]["dataCacheId"]
+    kube.kubectl("annotate", "datacache", name, "eci.datacache.dev/paused=true")
+    kube.wait_condition("datacache", name, "Synced", "False", reason="ReconcilePaused")
+    kube.apply(datacache(name, retentionDays=9))
+    generation = kube.get("datacache", name)["metadata"]["generation"]  # type: ignore[index]
+    wait_for(
+        lambda: (kube.get("datacache", name) or {}).get("status", {}).get("observedGeneration") == generation,
+        what="a paused pass over the new generation",
+    )
+    calls_for = lambda: [c for c in eci.calls() if c["params"].get("DataCacheId") == cache_id]  # noqa: E731
+    described = len(calls_for())
+    kube.wait_condition("datacache", name, "Synced", "False", reason="ReconcilePaused")
+    assert not [c for c in calls_for() if c["action"] == "UpdateDataCache"]
+    kube.kubectl("annotate", "datacache", name, "eci.datacache.dev/paused-")
+    wait_for(
+        lambda: [c for c in calls_for() if c["action"] == "UpdateDataCache"],
+        what="the update after unpausing",
+    )
+    assert len(calls_for()) > described
+    kube.wait_condition("datacache", name, "Ready", "True")

@@ -229,7 +229,9 @@ class DataCacheController:
             reason = decide.reason_from_code(error.code)
             message = f"{error.code}: {error.message}" if error.message else error.code
             if error.retryable:
-                delay = error.retry_delay(failures, base=max(1.0, loading / 2), cap=max(loading, 60.0))
+                # Back off from the loading interval up to a minute (or the stable interval
+                # when that is shorter); the server's retry-after always wins.
+                delay = error.retry_delay(failures, base=loading, cap=max(loading, min(stable, 60.0)))
             else:
                 delay = stable
                 events.append(Event("Warning", reason, message))
