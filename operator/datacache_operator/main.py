@@ -81,13 +81,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         controller = getattr(memo, "datacaches", None)
         return controller.retrying_count if controller else 0
 
-    @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry)
+    def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+        return getattr(memo, "seen", None) != (body.metadata.get("generation"), is_paused(body.metadata))
+
+    # Filtered by `when`, so the handler (and its log line) runs only on a real change.
+    @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry, when=_changed)
     def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """A new generation or a changed pause flag: reconcile now, not at the next poll."""
-        seen = (body.metadata.get("generation"), is_paused(body.metadata))
-        if getattr(memo, "seen", None) != seen:
-            memo.seen = seen
-            _wake_event(memo).set()
+        memo.seen = (body.metadata.get("generation"), is_paused(body.metadata))
+        _wake_event(memo).set()
 
     @kopf.daemon(
         GROUP,

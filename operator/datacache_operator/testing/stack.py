@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-dir", default=".local", help="where kubeconfig and emulator.env go")
     parser.add_argument("--region", default="cn-hangzhou", help="default region of the operator")
     args = parser.parse_args(argv)
+    # Ctrl-C and SIGTERM both stop everything cleanly (even when started with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     local = Path(args.local_dir).resolve()
     root = local / "controlplane"
