@@ -115,9 +115,9 @@ def test_a_data_source_change_is_a_rebuild():
 def test_a_failed_cache_stalls_until_the_spec_changes():
     failed = situation(observed=observed("Failed"), failed_generation=1)
     assert next_step(failed, desired(), 7) == Step.FAILED
-    assert next_step(situation(observed=observed("Failed"), failed_generation=1, generation=2), desired(), 7) == (
-        Step.REPLACE_FAILED
-    )
+    assert next_step(
+        situation(observed=observed("Failed"), failed_generation=1, generation=2), desired(), 7
+    ) == (Step.REPLACE_FAILED)
 
 
 def test_update_failed_caches_take_an_update():
