@@ -296,3 +296,19 @@ def test_paused_objects_make_no_cloud_calls(kube: Kube, operator: OperatorProces
     )
     assert len(calls_for()) > described
     kube.wait_condition("datacache", name, "Ready", "True")
+
+
+def test_an_expired_cache_is_reported_not_recreated(kube: Kube, operator: OperatorProcess, eci: Any):
+    name = unique("expire")
+    kube.apply(datacache(name, retentionDays=1))
+    obj = kube.wait_condition("datacache", name, "Ready", "True")
+    assert obj["status"]["expireTime"]
+    creates = len(eci.calls(action="CreateDataCache"))
+    eci.advance(2 * 86400)  # the cloud's clock: past the retention, ECI removes the cache
+    expired = kube.wait_condition("datacache", name, "Ready", "False", reason="Expired")
+    assert expired["status"]["status"] == "Expired"
+    stalled = next(c for c in expired["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert len(eci.calls(action="CreateDataCache")) == creates
+    events = kube.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
+    assert "Expired" in events and "Available" in events and "Creating" in events

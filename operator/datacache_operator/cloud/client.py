@@ -32,6 +32,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from datacache_operator import __version__
@@ -158,6 +160,7 @@ class EciClient:
         if sdk_client_factory is None and credential is None:
             self._credential = _default_credential_client()
         self._sdk_clients: dict[str, Any] = {}
+        self._server_times: dict[str, tuple[datetime, float]] = {}
         self._limiter = RegionRateLimiter(
             self.settings.rate_limit,
             self.settings.effective_rate_burst,
@@ -447,7 +450,28 @@ class EciClient:
             # printed as the cause in a traceback.
             raise error from None
         self._report_call(action, region, OUTCOME_OK, time.monotonic() - started)
+        self._note_server_time(region, result)
         return result
+
+    def _note_server_time(self, region: str, result: Any) -> None:
+        headers = getattr(result, "headers", None)
+        date = headers.get("date") if isinstance(headers, dict) else None
+        if date:
+            try:
+                self._server_times[region] = (parsedate_to_datetime(date), time.monotonic())
+            except (TypeError, ValueError):
+                pass
+
+    def server_now(self, region: str) -> datetime | None:
+        """The region's clock as its last answer's Date header told, moved on since.
+
+        Expiry is the cloud's decision, so it is judged by the cloud's clock rather than
+        this machine's (which may be skewed, and an emulator's clock can be advanced)."""
+        noted = self._server_times.get(region)
+        if noted is None:
+            return None
+        server_time, at = noted
+        return server_time + timedelta(seconds=time.monotonic() - at)
 
     def _report_call(self, action: str, region: str, outcome: str, seconds: float) -> None:
         try:

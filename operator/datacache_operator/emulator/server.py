@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -305,8 +306,13 @@ class Emulator:
             if plan.error is not None:
                 raise plan.error
             result = self.service.call(action, Parameters(business))
+            # Date from the virtual clock, as a real server's clock: clients judge expiry by it.
             response = json_response(
-                {"RequestId": request_id, **result}, headers={"x-acs-request-id": request_id}
+                {"RequestId": request_id, **result},
+                headers={
+                    "x-acs-request-id": request_id,
+                    "Date": formatdate(self.state.clock.now(), usegmt=True),
+                },
             )
             outcome, status = SUCCESS, 200
         except ApiError as error:
