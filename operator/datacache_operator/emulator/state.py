@@ -12,6 +12,7 @@ and expiry happen at once, and the outcome does not depend on how busy the machi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -41,11 +42,14 @@ STATE_FORMAT_VERSION = 1
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+# Describe renders the same timestamps over and over; formatting them dominated its cost.
+@functools.lru_cache(maxsize=65_536)
 def format_minute(epoch_seconds: float) -> str:
     """Cache times as the API shows them: ``2023-06-16T02:43Z``."""
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+@functools.lru_cache(maxsize=65_536)
 def format_second(epoch_seconds: float) -> str:
     """Event times as the API shows them: ``2021-06-16T02:24:48Z``."""
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -171,6 +175,11 @@ class TokenRecord:
     fingerprint: str
     response: dict[str, Any]
     data_cache_id: str | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _options_json(sorted_options: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(sorted_options), ensure_ascii=False)
 
 
 def source_fingerprint(source_type: str | None, options: dict[str, str]) -> str:
@@ -443,7 +452,7 @@ class CloudState:
             # The SDK models Options as a string: the cloud sends the map JSON-encoded.
             view["DataSource"] = {
                 "Type": cache.data_source_type,
-                "Options": json.dumps(cache.data_source_options, ensure_ascii=False, sort_keys=True),
+                "Options": _options_json(tuple(sorted(cache.data_source_options.items()))),
             }
         return {key: value for key, value in view.items() if value is not None}
 
