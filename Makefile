@@ -39,3 +39,9 @@ clean:
 run: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack
+
+# The chart ships the same CRDs as deploy/crds (tests/integration/test_chart.py checks).
+.PHONY: chart-sync
+chart-sync:
+	rm -f charts/eci-datacache-operator/crds/*.yaml
+	cp deploy/crds/*.yaml charts/eci-datacache-operator/crds/

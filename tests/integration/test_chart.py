@@ -1,0 +1,281 @@
+"""The Helm chart: lint, schema, and every documented rendering accepted by the real apiserver."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+
+import pytest
+import yaml
+from tests.integration.support import REPO
+
+from datacache_operator.testing.controlplane import ControlPlane
+
+CHART = REPO / "charts" / "eci-datacache-operator"
+
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def helm(controlplane: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if not controlplane.helm_path:
+        pytest.skip("no helm binary")
+    return subprocess.run(
+        [controlplane.helm_path, *args],
+        capture_output=True,
+        text=True,
+        env=controlplane.env(),
+        check=check,
+        timeout=60,
+    )
+
+
+def render(controlplane: ControlPlane, namespace: str, *args: str, release: str = "edc") -> str:
+    return helm(controlplane, "template", release, str(CHART), "--namespace", namespace, *args).stdout
+
+
+def documents(rendered: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def dry_run(controlplane: ControlPlane, rendered: str) -> str:
+    result = controlplane.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def service_monitor_crd(controlplane: ControlPlane) -> None:
+    controlplane.apply(SERVICE_MONITOR_CRD, "--server-side")
+    controlplane.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"
+    )
+
+
+def test_helm_lint_is_clean(controlplane: ControlPlane):
+    result = helm(controlplane, "lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+
+
+def test_chart_crds_are_identical_to_deploy_crds():
+    deploy = sorted(p.name for p in (REPO / "deploy" / "crds").glob("*.yaml"))
+    chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert chart == deploy, "run `make chart-sync`"
+    _, mismatch, errors = filecmp.cmpfiles(REPO / "deploy" / "crds", CHART / "crds", deploy, shallow=False)
+    assert not mismatch and not errors, f"stale chart CRDs {mismatch + errors}: run `make chart-sync`"
+
+
+def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPlane, namespace: str):
+    rendered = render(controlplane, namespace, "--include-crds")
+    docs = documents(rendered)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds.count("CustomResourceDefinition") == len(list((CHART / "crds").glob("*.yaml")))
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"} <= set(kinds)
+    assert "Role" not in kinds and "ServiceMonitor" not in kinds
+    dry_run(controlplane, rendered)
+
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DATACACHE_DEFAULT_REGION"] == "cn-hangzhou"
+    assert env["DATACACHE_NAMESPACES"] == ""
+    assert env["DATACACHE_DEFAULT_DELETION_POLICY"] == "Delete"
+    assert env["DATACACHE_HEALTH_PORT"] == "8081" and env["DATACACHE_METRICS_PORT"] == "8080"
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" not in env and "ALIBABA_CLOUD_ROLE_ARN" not in env
+    # Every env var the chart sets is one the operator reads.
+    from datacache_operator.settings import OperatorSettings
+
+    known = {
+        f.validation_alias.choices[0]  # type: ignore[union-attr]
+        for f in OperatorSettings.model_fields.values()
+        if f.validation_alias is not None
+    }
+    assert {k for k in env if k.startswith(("DATACACHE_", "ECI_"))} <= known
+
+
+def test_watch_namespaces_renders_roles_per_namespace(controlplane: ControlPlane, namespace: str):
+    other = f"{namespace}-b"
+    controlplane.kubectl("create", "namespace", other)
+    rendered = render(controlplane, namespace, "--set-json", f'watchNamespaces=["{namespace}","{other}"]')
+    docs = documents(rendered)
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([namespace, other])
+    assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 2
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DATACACHE_NAMESPACES"] == f"{namespace},{other}"
+    dry_run(controlplane, rendered)
+
+
+def test_rrsa_rendering(controlplane: ControlPlane, namespace: str):
+    rendered = render(
+        controlplane,
+        namespace,
+        "--set",
+        "credentials.rrsa.enabled=true",
+        "--set",
+        "credentials.rrsa.roleName=datacache-operator",
+        "--set",
+        "credentials.rrsa.roleArn=acs:ram::123:role/datacache-operator",
+        "--set",
+        "credentials.rrsa.oidcProviderArn=acs:ram::123:oidc-provider/ack-rrsa-c1",
+        "--set",
+        "credentials.rrsa.projectToken=true",
+    )
+    docs = documents(rendered)
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "pod-identity.alibabacloud.com/role-name": "datacache-operator"
+    }
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["ALIBABA_CLOUD_ROLE_ARN"] == "acs:ram::123:role/datacache-operator"
+    assert env["ALIBABA_CLOUD_OIDC_PROVIDER_ARN"] == "acs:ram::123:oidc-provider/ack-rrsa-c1"
+    assert env["ALIBABA_CLOUD_OIDC_TOKEN_FILE"] == "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token"
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" not in env
+    assert any(v["name"] == "rrsa-token" for v in pod["volumes"])
+    dry_run(controlplane, rendered)
+
+
+def test_existing_secret_rendering(controlplane: ControlPlane, namespace: str):
+    rendered = render(controlplane, namespace, "--set", "credentials.existingSecret=eci-keys")
+    container = next(d for d in documents(rendered) if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ALIBABA_CLOUD_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "eci-keys",
+        "key": "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    }
+    assert env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "eci-keys"
+    dry_run(controlplane, rendered)
+
+
+def test_scheduling_and_extras_rendering(controlplane: ControlPlane, namespace: str):
+    rendered = render(
+        controlplane,
+        namespace,
+        "--set",
+        "nodeSelector.pool=system",
+        "--set-json",
+        'tolerations=[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]',
+        "--set-json",
+        'affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":'
+        '[{"matchExpressions":[{"key":"pool","operator":"In","values":["system"]}]}]}}}',
+        "--set",
+        "priorityClassName=system-cluster-critical",
+        "--set",
+        "podAnnotations.team=ml",
+        "--set-json",
+        'extraEnv=[{"name":"DATACACHE_RATE_BURST","value":"20"}]',
+        "--set-json",
+        'image.pullSecrets=["registry"]',
+        "--set",
+        "image.tag=v9",
+        "--set",
+        "logging.json=true",
+        "--set",
+        "metrics.service.enabled=false",
+    )
+    docs = documents(rendered)
+    assert "Service" not in {d["kind"] for d in docs}
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"team": "ml"}
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == {"pool": "system"}
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+    assert spec["tolerations"][0]["key"] == "dedicated" and "nodeAffinity" in spec["affinity"]
+    container = spec["containers"][0]
+    assert container["image"].endswith(":v9")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DATACACHE_RATE_BURST"] == "20" and env["DATACACHE_LOG_JSON"] == "true"
+    dry_run(controlplane, rendered)
+
+
+def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, service_monitor_crd: None):
+    rendered = render(
+        controlplane,
+        namespace,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
+    monitor = next(d for d in documents(rendered) if d["kind"] == "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    dry_run(controlplane, rendered)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--set", "replicaCount=2"), "at '/replicaCount': value must be 1"),
+        (
+            ("--set", "defaultDeletionPolicy=Keep"),
+            "at '/defaultDeletionPolicy': value must be one of 'Delete', 'Retain'",
+        ),
+        (("--set", "logging.level=LOUD"), "at '/logging/level'"),
+        (("--set", "rateLimit=0"), "at '/rateLimit'"),
+        (("--set", "unknownKey=1"), "additional properties 'unknownKey' not allowed"),
+    ],
+)
+def test_schema_rejects_wrong_values_readably(
+    controlplane: ControlPlane, args: tuple[str, ...], message: str
+):
+    result = helm(controlplane, "template", "edc", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_both_credential_kinds_at_once_is_refused(controlplane: ControlPlane):
+    result = helm(
+        controlplane,
+        "template",
+        "edc",
+        str(CHART),
+        "--set",
+        "credentials.existingSecret=k",
+        "--set",
+        "credentials.rrsa.enabled=true",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set either existingSecret or rrsa.enabled, not both" in result.stderr
