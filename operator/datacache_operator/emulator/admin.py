@@ -1,23 +1,26 @@
 """The admin API under ``/_emulator/``: unsigned JSON, answered on loopback only.
 
-=======================================  ===================================================
-``GET  /_emulator/health``               ``{"ok": true, "endpoint": ...}``
-``GET  /_emulator/state[?region=]``      clock, regions with every cache (all fields, client
-                                         tokens, data size), recently removed caches, rules,
-                                         faults
-``GET  /_emulator/calls[?action=&region=]``  call log: time, action, region, params (secrets
-                                         masked), outcome (``Success`` or the error code),
-                                         status, latency_ms, request_id, signature
-``GET  /_emulator/counters``             ``{action: {outcome: count}}``
-``POST /_emulator/reset``                forget caches, tokens, calls, rules, run-time faults
-``GET|POST /_emulator/faults``           read or replace the faults (see ``faults.py``)
-``GET|POST|DELETE /_emulator/rules``     list, add (see ``outcomes.py``) or clear the rules;
-``DELETE /_emulator/rules/{id}``         remove one
-``GET  /_emulator/clock``                virtual now and offset
-``POST /_emulator/clock/advance``        ``{"seconds": N}``: move the virtual clock forward
-``POST /_emulator/caches/{id}/delete-out-of-band``  the cache vanishes at once, as if a
-                                         person deleted it in the console
-=======================================  ===================================================
+* ``GET /_emulator/health``: ``{"ok": true, "endpoint": ...}``.
+* ``GET /_emulator/state[?region=]``: the virtual clock, every region with every cache (all
+  fields, tags, client tokens, data size, network, copy origin), recently removed caches,
+  rules and faults.
+* ``GET /_emulator/calls[?action=&region=]``: the call log, a list of ``{time, action,
+  region, params, outcome, status, latency_ms, request_id, signature}``; ``params`` has
+  secret option values masked and no signature or key fields; ``outcome`` is ``Success``,
+  the error code, or ``ConnectionDropped``.
+* ``GET /_emulator/counters``: ``{action: {outcome: count}}``.
+* ``POST /_emulator/reset``: forget caches, tokens, calls, rules and run-time faults.
+* ``GET|POST /_emulator/faults``: read or replace the faults (fields in ``faults.py``);
+  answers the active faults.
+* ``GET|POST|DELETE /_emulator/rules``: list, add or clear the outcome rules (fields in
+  ``outcomes.py``); adding answers the rule with its ``id``.
+  ``DELETE /_emulator/rules/{id}`` removes one.
+* ``GET /_emulator/clock``; ``POST /_emulator/clock/advance`` with ``{"seconds": N}`` moves
+  the virtual clock forward, so loading and expiry happen at once.
+* ``POST /_emulator/caches/{id}/delete-out-of-band``: the cache vanishes at once, as if a
+  person deleted it in the console.
+
+Bad input answers 400 ``{"error": "..."}``; an unknown rule or cache 404.
 """
 
 from __future__ import annotations
@@ -110,10 +113,10 @@ class AdminApi:
 
     async def calls(self, request: web.Request) -> web.Response:
         entries = self.emulator.calls.query(request.query.get("action"), request.query.get("region"))
-        return _reply({"calls": entries})
+        return _reply(entries)
 
     async def counters(self, request: web.Request) -> web.Response:
-        return _reply({"counters": self.emulator.calls.counts()})
+        return _reply(self.emulator.calls.counts())
 
     async def reset(self, request: web.Request) -> web.Response:
         self.emulator.reset()
@@ -127,7 +130,7 @@ class AdminApi:
         return _reply(self.emulator.faults.settings.to_json())
 
     async def list_rules(self, request: web.Request) -> web.Response:
-        return _reply({"rules": [rule.to_json() for rule in self.state.rules.list()]})
+        return _reply([rule.to_json() for rule in self.state.rules.list()])
 
     async def add_rule(self, request: web.Request) -> web.Response:
         rule = self.state.rules.add(await _json_body(request))
@@ -135,12 +138,12 @@ class AdminApi:
 
     async def clear_rules(self, request: web.Request) -> web.Response:
         self.state.rules.clear()
-        return _reply({"rules": []})
+        return _reply([])
 
     async def remove_rule(self, request: web.Request) -> web.Response:
         if not self.state.rules.remove(request.match_info["rule_id"]):
             return _problem(f"no rule {request.match_info['rule_id']}", 404)
-        return _reply({"rules": [rule.to_json() for rule in self.state.rules.list()]})
+        return _reply([rule.to_json() for rule in self.state.rules.list()])
 
     async def clock(self, request: web.Request) -> web.Response:
         return self._clock_reply()

@@ -56,10 +56,10 @@ class EmulatorAdmin:
         return next((cache for cache in self.caches() if cache["DataCacheId"] == data_cache_id), None)
 
     def calls(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/calls", query={"action": action, "region": region})["calls"]
+        return self._call("GET", "/calls", query={"action": action, "region": region})
 
     def counters(self) -> dict[str, dict[str, int]]:
-        return self._call("GET", "/counters")["counters"]
+        return self._call("GET", "/counters")
 
     def reset(self) -> None:
         self._call("POST", "/reset", body={})
@@ -96,7 +96,7 @@ class EmulatorAdmin:
         return self._call("POST", "/rules", body=body)
 
     def rules(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/rules")["rules"]
+        return self._call("GET", "/rules")
 
     def remove_rule(self, rule_id: str) -> None:
         self._call("DELETE", f"/rules/{quote(rule_id, safe='')}")

@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .admin import add_admin_routes
+from .admin_client import EmulatorAdmin
 from .config import EmulatorConfig
 from .errors import ApiError, internal_error
 from .faults import NO_FAULT, FaultInjector, FaultSettings, RateLimiter
@@ -140,9 +142,8 @@ class Emulator:
         return f"http://{self.endpoint}{ADMIN_PREFIX}"
 
     @property
-    def admin(self):
-        from .admin_client import EmulatorAdmin
-
+    def admin(self) -> EmulatorAdmin:
+        """A synchronous admin client; only for code not running on the emulator's own loop."""
         return EmulatorAdmin(self.admin_url)
 
     def _client_host(self) -> str:
@@ -154,8 +155,6 @@ class Emulator:
     async def start(self) -> Emulator:
         self._load_state_file()
         app = web.Application(middlewares=[_json_everywhere])
-        from .admin import add_admin_routes
-
         add_admin_routes(app, self)
         app.router.add_route("POST", "/", self._handle_api)
         app.router.add_route("GET", "/", self._handle_api)
