@@ -21,7 +21,10 @@ def test_prints_all_crds_as_multi_document_yaml(capsys: pytest.CaptureFixture[st
 
 def test_output_dir_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["crds", "--output-dir", str(tmp_path / "crds")]) == 0
-    assert [p.name for p in (tmp_path / "crds").iterdir()] == [FILE_NAME]
+    assert sorted(p.name for p in (tmp_path / "crds").iterdir()) == [
+        "eci.datacache.dev_datacachereplications.yaml",
+        FILE_NAME,
+    ]
     assert main(["crds", "--check", str(tmp_path / "crds")]) == 0
 
 

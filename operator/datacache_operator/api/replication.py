@@ -1,0 +1,239 @@
+"""The DataCacheReplication kind: copies of one ECI data cache in other regions (CopyDataCache).
+
+The source is a DataCache in the same namespace or a raw cache id plus its region; each
+destination is one region with the copy's own bucket, path, name, retention and tags
+(unset ones default to the source's where CopyDataCache allows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from datacache_operator import API_VERSION, GROUP, VERSION
+from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
+from datacache_operator.api.datacache import (
+    REGION_PATTERN,
+    RESERVED_BUCKET,
+    DeletionPolicy,
+    ObjectMeta,
+    _rule,
+    _rules,
+)
+from datacache_operator.api.schema import AGE_COLUMN, PrinterColumn, ResourceDefinition, condition_column
+
+KIND = "DataCacheReplication"
+PLURAL = "datacachereplications"
+MAX_DESTINATIONS = 32
+MAX_REGION_LENGTH = 64
+
+
+class DataCacheRef(ApiModel):
+    """A DataCache in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the DataCache.")
+
+
+class ReplicationSource(ApiModel):
+    """The cache to copy: a DataCache of this namespace, or a raw cache id with its region."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            _rule(
+                "has(self.dataCacheRef) != has(self.dataCacheId)",
+                "set exactly one of dataCacheRef or dataCacheId",
+            ),
+            _rule(
+                "!has(self.dataCacheId) || has(self.region)",
+                "region is required with dataCacheId",
+                ".region",
+            ),
+            _rule(
+                "!has(self.dataCacheRef) || !has(self.region)",
+                "region comes from the referenced DataCache; set it only with dataCacheId",
+                ".region",
+            ),
+        )
+    )
+
+    data_cache_ref: DataCacheRef | None = Field(
+        default=None, description="A DataCache in the same namespace; excludes dataCacheId."
+    )
+    data_cache_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="ID of a cloud cache (edc-...) to copy; needs region, excludes dataCacheRef.",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=REGION_PATTERN,
+        max_length=MAX_REGION_LENGTH,
+        description="Region of dataCacheId, e.g. cn-hongkong.",
+    )
+
+
+class ReplicationDestination(ApiModel):
+    """One copy of the source in another region."""
+
+    region: str = Field(
+        pattern=REGION_PATTERN,
+        max_length=MAX_REGION_LENGTH,
+        description="Region of the copy, e.g. cn-beijing; unique in the list and not the source's.",
+    )
+    bucket: str | None = Field(
+        default=None,
+        min_length=1,
+        description="ECI bucket of the copy; defaults to the source's.",
+        json_schema_extra=_rules(
+            _rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI")
+        ),
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Path of the copy in the bucket, starting with '/'; defaults to the source's.",
+        json_schema_extra=_rules(_rule("self.startsWith('/')", "path must start with '/'")),
+    )
+    name: str | None = Field(default=None, description="Display name of the copy; defaults to the source's.")
+    retention_days: int | None = Field(
+        default=None, ge=1, description="Days before ECI deletes the copy; unset keeps it."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags on the copy, besides the ones the operator adds to find its copies.",
+    )
+    resource_group_id: str | None = Field(default=None, description="Resource group of the copy.")
+
+
+class DataCacheReplicationSpec(ApiModel):
+    """Desired copies of one data cache."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            _rule(
+                "!has(self.source.region) || self.destinations.all(d, d.region != self.source.region)",
+                "a destination region must differ from the source region",
+                ".destinations",
+            ),
+        )
+    )
+
+    source: ReplicationSource = Field(description="The cache to copy.")
+    destinations: list[ReplicationDestination] = Field(
+        min_length=1,
+        max_length=MAX_DESTINATIONS,
+        description="Regions to copy the cache to, one entry per region. Removing an entry removes its "
+        "copy (per deletionPolicy).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["region"]},
+    )
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete removes the copies with the object (or with their destination entry), Retain "
+        "leaves them. Unset uses the operator's default.",
+    )
+
+
+class DestinationStatus(ApiModel):
+    """Observed state of the copy in one destination region."""
+
+    region: str = Field(description="Region of the copy.")
+    data_cache_id: str | None = Field(default=None, description="ID of the copy (edc-...).")
+    status: str | None = Field(
+        default=None, description="Cloud status of the copy: Creating, Loading, Available, Failed..."
+    )
+    reason: str | None = Field(default=None, description="Why the copy is in this state, CamelCase.")
+    message: str | None = Field(default=None, description="Details of the state, for humans.")
+    source_data_cache_id: str | None = Field(
+        default=None, description="ID of the source cache this copy was made from."
+    )
+    copy_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many copies the operator has started for this region; part of the ClientToken, "
+        "so a retried copy never makes two.",
+    )
+    failed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The metadata.generation whose copy failed; a newer spec tries again.",
+    )
+    last_sync_time: datetime | None = Field(
+        default=None, description="When the operator last read the copy from the cloud."
+    )
+
+
+class DataCacheReplicationStatus(ApiModel):
+    """Observed state of the copies, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status was computed from."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Ready (every destination Available), Synced and Stalled (True when only a change of "
+        "the spec can help).",
+        json_schema_extra=conditions_schema_extra(),
+    )
+    source_data_cache_id: str | None = Field(default=None, description="ID of the resolved source cache.")
+    source_region: str | None = Field(default=None, description="Region of the resolved source cache.")
+    destinations: list[DestinationStatus] | None = Field(
+        default=None, description="One entry per destination region (and per copy still being removed)."
+    )
+    ready_destinations: str | None = Field(
+        default=None, description="Available copies out of the destinations in the spec, e.g. 2/3."
+    )
+
+
+class DataCacheReplication(ApiModel):
+    """A whole DataCacheReplication object, e.g. parsed from a kopf body."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DataCacheReplicationSpec
+    status: DataCacheReplicationStatus = Field(default_factory=DataCacheReplicationStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> DataCacheReplication:
+        return cls.model_validate(
+            {
+                "apiVersion": body.get("apiVersion", API_VERSION),
+                "kind": body.get("kind", KIND),
+                "metadata": dict(body.get("metadata") or {}),
+                "spec": dict(body.get("spec") or {}),
+                "status": dict(body.get("status") or {}),
+            }
+        )
+
+
+DATACACHE_REPLICATION = ResourceDefinition(
+    group=GROUP,
+    version=VERSION,
+    kind=KIND,
+    plural=PLURAL,
+    singular="datacachereplication",
+    short_names=("edcr",),
+    categories=("eci", "datacache"),
+    description="Copies of one Alibaba Cloud ECI data cache in other regions, made with CopyDataCache "
+    "once the source is Available.",
+    spec_model=DataCacheReplicationSpec,
+    status_model=DataCacheReplicationStatus,
+    printer_columns=(
+        condition_column("Ready", ConditionType.READY, description="Whether every copy is Available."),
+        PrinterColumn("Source", ".status.sourceDataCacheId", description="ID of the source cache."),
+        PrinterColumn(
+            "Destinations", ".status.readyDestinations", description="Available copies out of all."
+        ),
+        condition_column(
+            "Reason", ConditionType.READY, "reason", description="Reason of the Ready condition.", priority=1
+        ),
+        PrinterColumn(
+            "Source Region", ".status.sourceRegion", description="Region of the source.", priority=1
+        ),
+        AGE_COLUMN,
+    ),
+    labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},
+)

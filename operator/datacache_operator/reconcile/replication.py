@@ -1,0 +1,153 @@
+"""Pure decisions for one DataCacheReplication: source readiness, the next step of each
+destination, and the conditions that sum them up.
+
+No kopf, no I/O: the controller reads the source and each copy, asks these functions what
+to do, performs it, and writes the status they compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from datacache_operator.cloud.models import (
+    BUSY_STATUSES,
+    STATUS_AVAILABLE,
+    TERMINAL_FAILURE_STATUSES,
+    ObservedCache,
+)
+from datacache_operator.reconcile.datacache import ConditionValue, client_token, owner_tags
+
+DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
+SOURCE_ID_TAG = "eci.datacache.dev/source-id"
+
+
+class SourceState(StrEnum):
+    READY = "Available"
+    NOT_FOUND = "SourceNotFound"
+    NOT_READY = "SourceNotReady"
+    FAILED = "SourceFailed"
+
+
+def source_state(known_id: str | None, exists: bool, observed: ObservedCache | None) -> SourceState:
+    """`exists`: the referenced DataCache object (or the raw id's spec) is there at all."""
+    if not exists:
+        return SourceState.NOT_FOUND
+    if known_id is None:
+        return SourceState.NOT_READY  # the DataCache has no cloud cache yet
+    if observed is None:
+        return SourceState.NOT_FOUND
+    if observed.status == STATUS_AVAILABLE:
+        return SourceState.READY
+    if observed.status in TERMINAL_FAILURE_STATUSES:
+        return SourceState.FAILED
+    return SourceState.NOT_READY
+
+
+class DestStep(StrEnum):
+    RECOVER = "Recover"  # look for a copy tagged with our uid and this region before copying
+    COPY = "Copy"
+    MISSING = "Missing"  # our copy vanished outside the operator: copy again
+    REPLACE_FAILED = "ReplaceFailed"  # a failed copy and a newer spec: delete it, copy again
+    WAIT = "Wait"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class DestinationSituation:
+    known_id: str | None
+    recovered: bool  # the tag lookup already ran in this pass
+    observed: ObservedCache | None  # the read of known_id (None: gone)
+    generation: int
+    failed_generation: int | None  # generation whose copy failed (or whose copy call was refused)
+
+
+def next_destination_step(s: DestinationSituation) -> DestStep:
+    if s.known_id is None:
+        if s.failed_generation is not None and s.generation <= s.failed_generation:
+            return DestStep.FAILED  # the copy call itself was refused for this spec
+        return DestStep.COPY if s.recovered else DestStep.RECOVER
+    if s.observed is None:
+        return DestStep.MISSING
+    status = s.observed.status
+    if status == STATUS_AVAILABLE:
+        return DestStep.READY
+    if status in TERMINAL_FAILURE_STATUSES:
+        if s.failed_generation is not None and s.generation > s.failed_generation:
+            return DestStep.REPLACE_FAILED
+        return DestStep.FAILED
+    if status in BUSY_STATUSES:
+        return DestStep.WAIT
+    return DestStep.WAIT  # an unknown status: keep watching it
+
+
+def copy_tags(
+    user_tags: Mapping[str, str], uid: str, namespace: str, name: str, region: str
+) -> dict[str, str]:
+    """The copy's tags: the user's, then the owner tags and the destination region (ours win)."""
+    return {**user_tags, **owner_tags(uid, namespace, name), DESTINATION_REGION_TAG: region}
+
+
+def copy_token(uid: str, region: str, copy_generation: int) -> str:
+    """Same object, region and generation: same token, so a repeated call never makes two copies."""
+    return client_token(uid, region, copy_generation)
+
+
+def removed_regions(desired: Sequence[str], recorded: Sequence[str]) -> list[str]:
+    """Regions that have a copy in status but no entry in the spec any more."""
+    wanted = set(desired)
+    return [region for region in recorded if region not in wanted]
+
+
+def ready_count(steps: Mapping[str, DestStep]) -> str:
+    ready = sum(1 for step in steps.values() if step == DestStep.READY)
+    return f"{ready}/{len(steps)}"
+
+
+def poll_delay(source: SourceState, steps: Mapping[str, DestStep], loading: float, stable: float) -> float:
+    if source != SourceState.READY:
+        return loading if source == SourceState.NOT_READY else stable
+    if any(step not in (DestStep.READY, DestStep.FAILED) for step in steps.values()):
+        return loading
+    return stable
+
+
+SYNCED = ConditionValue("Synced", "True", "ReconcileSuccess", "The copies match the spec or are being made.")
+NOT_STALLED = ConditionValue("Stalled", "False", "NotStalled", "")
+
+
+def source_conditions(state: SourceState, source: str) -> list[ConditionValue]:
+    """Conditions while the source is not Available: nothing is copied."""
+    if state == SourceState.NOT_FOUND:
+        message = f"Source {source} does not exist; waiting for it."
+    elif state == SourceState.FAILED:
+        message = f"Source {source} failed to load; nothing is copied."
+    else:
+        message = f"Source {source} is not Available yet; copies start once it is."
+    return [ConditionValue("Ready", "False", str(state), message), SYNCED, NOT_STALLED]
+
+
+def summary_conditions(steps: Mapping[str, DestStep]) -> list[ConditionValue]:
+    """Ready only when every destination is Available; Stalled when all the rest failed."""
+    total = len(steps)
+    ready = [r for r, step in steps.items() if step == DestStep.READY]
+    failed = sorted(r for r, step in steps.items() if step == DestStep.FAILED)
+    if len(ready) == total:
+        return [
+            ConditionValue("Ready", "True", "Available", f"All {total} copies are Available."),
+            SYNCED,
+            NOT_STALLED,
+        ]
+    if failed and len(ready) + len(failed) == total:
+        message = f"{len(ready)}/{total} copies Available; failed in {', '.join(failed)}."
+        return [
+            ConditionValue("Ready", "False", "CopyFailed", message),
+            SYNCED,
+            ConditionValue("Stalled", "True", "CopyFailed", f"{message} Change the spec to try again."),
+        ]
+    message = f"{len(ready)}/{total} copies Available." + (
+        f" Failed in {', '.join(failed)}." if failed else ""
+    )
+    return [ConditionValue("Ready", "False", "Copying", message), SYNCED, NOT_STALLED]

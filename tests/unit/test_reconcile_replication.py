@@ -1,0 +1,155 @@
+"""Pure decisions of DataCacheReplication: source readiness, per-destination steps, conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from datacache_operator.api.crds import all_crds
+from datacache_operator.cloud.models import ObservedCache
+from datacache_operator.reconcile import replication as decide
+from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
+
+
+def cache(status: str, cache_id: str = "edc-1") -> ObservedCache:
+    return ObservedCache(data_cache_id=cache_id, region="cn-beijing", status=status)
+
+
+def situation(**overrides: Any) -> DestinationSituation:
+    values: dict[str, Any] = dict(
+        known_id=None, recovered=False, observed=None, generation=1, failed_generation=None
+    )
+    values.update(overrides)
+    return DestinationSituation(**values)
+
+
+@pytest.mark.parametrize(
+    ("known_id", "exists", "observed", "expected"),
+    [
+        (None, False, None, SourceState.NOT_FOUND),
+        (None, True, None, SourceState.NOT_READY),
+        ("edc-1", True, None, SourceState.NOT_FOUND),
+        ("edc-1", True, cache("Loading"), SourceState.NOT_READY),
+        ("edc-1", True, cache("Creating"), SourceState.NOT_READY),
+        ("edc-1", True, cache("Failed"), SourceState.FAILED),
+        ("edc-1", True, cache("Available"), SourceState.READY),
+    ],
+)
+def test_source_state(
+    known_id: str | None, exists: bool, observed: ObservedCache | None, expected: SourceState
+):
+    assert decide.source_state(known_id, exists, observed) == expected
+
+
+def test_an_unknown_copy_is_looked_up_by_tag_before_copying():
+    assert decide.next_destination_step(situation()) == DestStep.RECOVER
+    assert decide.next_destination_step(situation(recovered=True)) == DestStep.COPY
+
+
+def test_a_known_copy_follows_its_cloud_status():
+    known = {"known_id": "edc-1"}
+    assert decide.next_destination_step(situation(**known, observed=cache("Creating"))) == DestStep.WAIT
+    assert decide.next_destination_step(situation(**known, observed=cache("Loading"))) == DestStep.WAIT
+    assert decide.next_destination_step(situation(**known, observed=cache("Available"))) == DestStep.READY
+    assert decide.next_destination_step(situation(**known, observed=cache("Whatever"))) == DestStep.WAIT
+    assert decide.next_destination_step(situation(**known, observed=None)) == DestStep.MISSING
+
+
+def test_a_failed_copy_is_retried_only_after_a_spec_change():
+    failed = situation(known_id="edc-1", observed=cache("Failed"), generation=2)
+    assert decide.next_destination_step(failed) == DestStep.FAILED
+    same_spec = situation(known_id="edc-1", observed=cache("Failed"), generation=2, failed_generation=2)
+    assert decide.next_destination_step(same_spec) == DestStep.FAILED
+    newer_spec = situation(known_id="edc-1", observed=cache("Failed"), generation=3, failed_generation=2)
+    assert decide.next_destination_step(newer_spec) == DestStep.REPLACE_FAILED
+
+
+def test_a_refused_copy_call_waits_for_a_spec_change():
+    assert decide.next_destination_step(situation(generation=2, failed_generation=2)) == DestStep.FAILED
+    assert decide.next_destination_step(situation(generation=3, failed_generation=2)) == DestStep.RECOVER
+
+
+def test_copy_token_is_deterministic_per_object_region_and_generation():
+    token = decide.copy_token("uid-1", "cn-beijing", 0)
+    assert token == decide.copy_token("uid-1", "cn-beijing", 0)
+    assert len(token) <= 64 and token.isascii()
+    others = {
+        decide.copy_token("uid-2", "cn-beijing", 0),
+        decide.copy_token("uid-1", "cn-shanghai", 0),
+        decide.copy_token("uid-1", "cn-beijing", 1),
+    }
+    assert token not in others and len(others) == 3
+
+
+def test_copy_tags_keep_the_owner_tags_over_the_users():
+    tags = decide.copy_tags(
+        {"team": "ml", "eci.datacache.dev/owner-uid": "forged"}, "uid-1", "ns", "rep", "cn-beijing"
+    )
+    assert tags == {
+        "team": "ml",
+        "eci.datacache.dev/owner-uid": "uid-1",
+        "eci.datacache.dev/owner-namespace": "ns",
+        "eci.datacache.dev/owner-name": "rep",
+        decide.DESTINATION_REGION_TAG: "cn-beijing",
+    }
+
+
+def test_removed_regions():
+    assert decide.removed_regions(["cn-beijing"], ["cn-beijing", "cn-shanghai"]) == ["cn-shanghai"]
+    assert decide.removed_regions(["cn-beijing", "cn-shanghai"], ["cn-beijing"]) == []
+
+
+def conditions(values: list[Any]) -> dict[str, tuple[str, str]]:
+    return {v.type: (v.status, v.reason) for v in values}
+
+
+def test_ready_only_when_every_destination_is_available():
+    steps = {"cn-beijing": DestStep.READY, "cn-shanghai": DestStep.WAIT}
+    assert conditions(decide.summary_conditions(steps))["Ready"] == ("False", "Copying")
+    assert decide.ready_count(steps) == "1/2"
+    steps["cn-shanghai"] = DestStep.READY
+    result = conditions(decide.summary_conditions(steps))
+    assert result["Ready"] == ("True", "Available") and result["Stalled"][0] == "False"
+    assert decide.ready_count(steps) == "2/2"
+
+
+def test_stalled_when_every_remaining_destination_failed():
+    steps = {"cn-beijing": DestStep.READY, "cn-shanghai": DestStep.FAILED}
+    result = conditions(decide.summary_conditions(steps))
+    assert result["Ready"] == ("False", "CopyFailed")
+    assert result["Stalled"] == ("True", "CopyFailed")
+    steps["cn-shenzhen"] = DestStep.WAIT
+    result = conditions(decide.summary_conditions(steps))
+    assert result["Ready"] == ("False", "Copying") and result["Stalled"][0] == "False"
+
+
+@pytest.mark.parametrize("state", [SourceState.NOT_FOUND, SourceState.NOT_READY, SourceState.FAILED])
+def test_source_conditions_name_the_state(state: SourceState):
+    result = decide.source_conditions(state, "DataCache src")
+    assert result[0].type == "Ready" and result[0].status == "False" and result[0].reason == str(state)
+    assert "DataCache src" in result[0].message
+
+
+def test_poll_delay_is_fast_while_anything_moves():
+    assert decide.poll_delay(SourceState.NOT_READY, {}, 1, 30) == 1
+    assert decide.poll_delay(SourceState.NOT_FOUND, {}, 1, 30) == 30
+    assert decide.poll_delay(SourceState.READY, {"a": DestStep.WAIT, "b": DestStep.READY}, 1, 30) == 1
+    assert decide.poll_delay(SourceState.READY, {"a": DestStep.FAILED, "b": DestStep.READY}, 1, 30) == 30
+
+
+def test_replication_crd_shape():
+    crd = next(c for c in all_crds() if c["spec"]["names"]["kind"] == "DataCacheReplication")
+    names = crd["spec"]["names"]
+    assert names["shortNames"] == ["edcr"] and names["categories"] == ["eci", "datacache"]
+    (version,) = crd["spec"]["versions"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Ready", "Source", "Destinations", "Age"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    destinations = spec["properties"]["destinations"]
+    assert destinations["x-kubernetes-list-type"] == "map"
+    assert destinations["x-kubernetes-list-map-keys"] == ["region"]
+    assert destinations["items"]["required"] == ["region"]
+    source_rules = [r["rule"] for r in spec["properties"]["source"]["x-kubernetes-validations"]]
+    assert "has(self.dataCacheRef) != has(self.dataCacheId)" in source_rules
+    assert any("d.region != self.source.region" in r["rule"] for r in spec["x-kubernetes-validations"])
