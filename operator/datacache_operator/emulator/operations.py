@@ -189,7 +189,7 @@ class DataCacheService:
         retention = params.integer(
             "RetentionDays", minimum=RETENTION_RANGE_DAYS[0], maximum=RETENTION_RANGE_DAYS[1]
         )
-        source_given = "DataSource.Type" in params or any(key.startswith("DataSource.") for key in params.raw)
+        source_given = any(key.startswith("DataSource.") for key in params.raw)
         source_type, options = _data_source(params) if source_given else (None, {})
         network = _network(params)
         tags = _tags(params)

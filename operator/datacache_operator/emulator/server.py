@@ -343,7 +343,14 @@ class Emulator:
             )
 
     def _drop(
-        self, request, action, region, business, started, request_id, applied_outcome=None
+        self,
+        request: web.Request,
+        action: str | None,
+        region: str | None,
+        business: dict[str, str],
+        started: float,
+        request_id: str,
+        applied_outcome: str | None = None,
     ) -> web.Response:
         if request.transport is not None:
             request.transport.abort()
@@ -351,7 +358,17 @@ class Emulator:
         self._record(action, region, business, outcome, 0, started, request_id, None)
         return web.Response()  # never written: the connection is gone
 
-    def _record(self, action, region, business, outcome, status, started, request_id, scheme) -> None:
+    def _record(
+        self,
+        action: str | None,
+        region: str | None,
+        business: dict[str, str],
+        outcome: str,
+        status: int,
+        started: float,
+        request_id: str,
+        scheme: str | None,
+    ) -> None:
         self.calls.record(
             {
                 "time": format_second(time.time()),
