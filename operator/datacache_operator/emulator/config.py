@@ -58,7 +58,8 @@ class EmulatorConfig:
     seed: int | None = None  # fixes fault rolls and generated ids
     state_file: str | Path | None = None
     durations: CloudDurations = field(default_factory=CloudDurations)
-    call_log_limit: int = 10_000
+    # Tests count calls across a whole session: keep plenty before the oldest are dropped.
+    call_log_limit: int = 50_000
 
     def __post_init__(self) -> None:
         if self.time_scale < 0:

@@ -31,7 +31,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,14 +163,13 @@ class Rule:
         return all(cache_fields.get(key) == value for key, value in self.match.items())
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
         return {
-            "id": data["rule_id"],
-            "outcome": data["outcome"],
-            "match": data["match"],
-            "message": data["message"],
-            "operations": data["operations"],
-            "times": data["remaining"],
+            "id": self.rule_id,
+            "outcome": self.outcome,
+            "match": dict(self.match),
+            "message": self.message,
+            "operations": self.operations,
+            "times": self.remaining,
         }
 
 
