@@ -94,6 +94,7 @@ def send_raw(
     date: str | None = None,
     nonce: str | None = None,
     path: str = "/",
+    encode_keys: bool = False,
 ) -> requests.Response:
     """A V3 request signed by hand, for what the SDK never sends."""
     headers = {
@@ -114,6 +115,7 @@ def send_raw(
             headers={name: [value] for name, value in headers.items()},
             signed_headers=signed,
             hashed_payload=headers["x-acs-content-sha256"],
+            encode_keys=encode_keys,
         )
         headers["Authorization"] = (
             f"ACS3-HMAC-SHA256 Credential={access_key_id},SignedHeaders={';'.join(signed)},"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from alibabacloud_eci20180808 import models
-from alibabacloud_tea_openapi.exceptions import ClientException
+from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
 from emulator_support import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -181,3 +181,23 @@ def test_default_credentials_come_from_the_environment(monkeypatch):
     assert ACCESS_KEY_SECRET not in repr(
         EmulatorConfig(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET)
     )
+
+
+def test_published_v3_form_with_encoded_keys_is_accepted_too(emulator):
+    params = {"RegionId": REGION, "Path": "/p", "DataSource.Type": "URL", "DataSource.Options.odd key": "v"}
+    for encode_keys in (False, True):
+        params["Path"] = f"/p{int(encode_keys)}"
+        response = send_raw(emulator.endpoint, "CreateDataCache", params, encode_keys=encode_keys)
+        assert response.status_code == 200, response.json()
+
+
+async def test_unexpected_errors_answer_json_without_details(async_emulator, monkeypatch):
+    def explode(action, params):
+        raise RuntimeError("boom with hf_SECRET inside")
+
+    monkeypatch.setattr(async_emulator.service, "call", explode)
+    client = make_client(async_emulator.endpoint)
+    with pytest.raises(ServerException) as caught:
+        await client.describe_data_caches_async(models.DescribeDataCachesRequest(region_id=REGION))
+    assert (caught.value.code, caught.value.status_code) == ("InternalError", 500)
+    assert "SECRET" not in str(caught.value.data)
