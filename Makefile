@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 
-.PHONY: test controlplane venv lint crds run bench clean
+.PHONY: test controlplane venv lint crds run bench-emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ run: $(STAMP)
 chart-sync:
 	rm -f charts/eci-datacache-operator/crds/*.yaml
 	cp deploy/crds/*.yaml charts/eci-datacache-operator/crds/
+
+# The emulator's sustained DescribeDataCaches rate (signatures checked); writes
+# benchmarks/results/emulator.json.
+bench-emulator: $(STAMP)
+	$(PY) benchmarks/emulator_bench.py
