@@ -69,3 +69,19 @@ def _read_secret_sync(namespace: str, name: str) -> dict[str, str]:
 async def read_secret(namespace: str, name: str) -> dict[str, str]:
     """The decoded data of a Secret. Values must go nowhere but the ECI request."""
     return await asyncio.to_thread(_read_secret_sync, namespace, name)
+
+
+def _get_object_sync(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    api = kubernetes.client.CustomObjectsApi(_api_client())
+    try:
+        found = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return dict(found)  # type: ignore[call-overload]
+
+
+async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One custom object of our group, or None when it does not exist."""
+    return await asyncio.to_thread(_get_object_sync, plural, namespace, name)

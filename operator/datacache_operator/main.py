@@ -19,10 +19,12 @@ import kopf
 from datacache_operator import GROUP, VERSION, kube
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
+from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 FINALIZER = f"{GROUP}/finalizer"
 DATACACHES = "datacaches"
+REPLICATIONS = "datacachereplications"
 
 logger = logging.getLogger("datacache_operator")
 
@@ -67,6 +69,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.posting.level = logging.INFO
         memo.cloud = EciClient(operator_settings)
         memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret)
+        memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object)
 
     operator_settings = settings
 
@@ -127,6 +130,50 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         if not done:
             raise kopf.TemporaryError(
                 "waiting for the data cache to be deleted", delay=settings.poll_interval_loading
+            )
+
+    # DataCacheReplication: the same shape as DataCache (daemon, wake on change, finalizer).
+    @kopf.on.event(GROUP, VERSION, REPLICATIONS, registry=registry, when=_changed)
+    def wake_replication_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.seen = (body.metadata.get("generation"), is_paused(body.metadata))
+        _wake_event(memo).set()
+
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        REPLICATIONS,
+        registry=registry,
+        cancellation_timeout=10,
+        initial_delay=lambda **_: random.uniform(0, 0.5),
+    )
+    async def replication_daemon(
+        body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+    ) -> None:
+        controller: ReplicationController = memo.replications
+        wake = _wake_event(memo)
+        while not stopped:
+            if meta.get("deletionTimestamp"):
+                return  # the delete handler takes over
+            try:
+                result = await controller.reconcile(body)
+                if result.status != dict(body.get("status") or {}):
+                    await kube.patch_status(REPLICATIONS, meta["namespace"], meta["name"], result.status)
+                post_events(body, result.events)
+                delay = result.delay
+            except Exception:  # an unexpected bug or API failure must not end the loop
+                logger.exception("DataCacheReplication reconcile failed; retrying")
+                delay = 10.0
+            await _sleep_until_woken(delay, stopped, wake)
+
+    @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
+    async def delete_replication(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if is_paused(body.metadata):
+            raise kopf.TemporaryError("paused: the copies are not deleted until unpaused", delay=30)
+        done, events = await memo.replications.finalize(body)
+        post_events(body, events)
+        if not done:
+            raise kopf.TemporaryError(
+                "waiting for the copies to be deleted", delay=settings.poll_interval_loading
             )
 
 

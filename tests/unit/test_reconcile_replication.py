@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,7 +142,7 @@ def test_poll_delay_is_fast_while_anything_moves():
 def test_replication_crd_shape():
     crd = next(c for c in all_crds() if c["spec"]["names"]["kind"] == "DataCacheReplication")
     names = crd["spec"]["names"]
-    assert names["shortNames"] == ["edcr"] and names["categories"] == ["eci", "datacache"]
+    assert names["shortNames"] == ["edcr"] and names["categories"] == ["eci"]
     (version,) = crd["spec"]["versions"]
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert columns == ["Ready", "Source", "Destinations", "Age"]
@@ -153,3 +154,19 @@ def test_replication_crd_shape():
     source_rules = [r["rule"] for r in spec["properties"]["source"]["x-kubernetes-validations"]]
     assert "has(self.dataCacheRef) != has(self.dataCacheId)" in source_rules
     assert any("d.region != self.source.region" in r["rule"] for r in spec["x-kubernetes-validations"])
+
+
+def test_example_parses():
+    import yaml
+
+    from datacache_operator.api.datacache import DataCache
+    from datacache_operator.api.replication import DataCacheReplication
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "replication-hongkong-to-mainland.yaml"
+    source, replication = yaml.safe_load_all(path.read_text())
+    cache = DataCache.from_body(source)
+    parsed = DataCacheReplication.from_body(replication)
+    assert parsed.spec.source.data_cache_ref is not None
+    assert parsed.spec.source.data_cache_ref.name == cache.metadata.name
+    assert cache.spec.region == "cn-hongkong"
+    assert [d.region for d in parsed.spec.destinations] == ["cn-beijing", "cn-shanghai"]

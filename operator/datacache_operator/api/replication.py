@@ -216,7 +216,9 @@ DATACACHE_REPLICATION = ResourceDefinition(
     plural=PLURAL,
     singular="datacachereplication",
     short_names=("edcr",),
-    categories=("eci", "datacache"),
+    # Not the category "datacache": kubectl would expand `kubectl get datacache` (the
+    # DataCache singular) to the whole category and refuse it as more than one resource.
+    categories=("eci",),
     description="Copies of one Alibaba Cloud ECI data cache in other regions, made with CopyDataCache "
     "once the source is Available.",
     spec_model=DataCacheReplicationSpec,

@@ -1,0 +1,377 @@
+"""One reconcile pass and one finalize pass of a DataCacheReplication: resolve the source,
+ask the pure decisions in `reconcile.replication` what each destination needs, call
+CopyDataCache / DescribeDataCaches / DeleteDataCache, compute the status.
+
+No kopf here: the handlers in `main.py` call these and post the returned events.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from datacache_operator.api.conditions import format_time, get_condition, set_condition
+from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
+from datacache_operator.cloud import models as cloud_models
+from datacache_operator.cloud.errors import EciError
+from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
+from datacache_operator.controllers.datacache import Event, PassResult, is_paused
+from datacache_operator.reconcile import datacache as decide_cache
+from datacache_operator.reconcile import replication as decide
+from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
+from datacache_operator.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+DATACACHES = "datacaches"
+
+
+class CloudClient(Protocol):
+    async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
+    async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
+    async def copy(
+        self, source_region: str, source_id: str, request: cloud_models.CopyRequest, client_token: str
+    ) -> str: ...
+    async def delete(self, region: str, data_cache_id: str) -> bool: ...
+
+
+ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]  # (plural, namespace, name)
+
+
+def deletion_policy(spec: DataCacheReplicationSpec, settings: OperatorSettings) -> str:
+    return str(spec.deletion_policy or settings.default_deletion_policy)
+
+
+def copy_request(dest: ReplicationDestination, meta: Mapping[str, Any]) -> cloud_models.CopyRequest:
+    return cloud_models.CopyRequest(
+        destination_region=dest.region,
+        bucket=dest.bucket,
+        path=dest.path,
+        name=dest.name,
+        retention_days=dest.retention_days,
+        tags=decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region),
+        resource_group_id=dest.resource_group_id,
+    )
+
+
+class ReplicationController:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        cloud: CloudClient,
+        read_object: ObjectReader,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cloud = cloud
+        self.read_object = read_object
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
+
+    @property
+    def retrying_count(self) -> int:
+        return len(self._failures)
+
+    def _jittered(self, delay: float) -> float:
+        jitter = self.settings.poll_jitter
+        return max(0.05, delay * (1 + self.rng.uniform(-jitter, jitter)))
+
+    async def _resolve_source(
+        self, spec: DataCacheReplicationSpec, namespace: str
+    ) -> tuple[SourceState, str | None, str | None, str]:
+        """(state, source id, source region, a label for messages)."""
+        source = spec.source
+        if source.data_cache_ref is not None:
+            name = source.data_cache_ref.name
+            label = f"DataCache {name}"
+            obj = await self.read_object(DATACACHES, namespace, name)
+            if obj is None:
+                return SourceState.NOT_FOUND, None, None, label
+            obj_status = obj.get("status") or {}
+            known_id = obj_status.get("dataCacheId")
+            region = (
+                obj_status.get("region")
+                or (obj.get("spec") or {}).get("region")
+                or self.settings.default_region
+            )
+        else:
+            known_id, region = source.data_cache_id, source.region
+            label = f"data cache {known_id} in {region}"
+        assert region is not None
+        observed = await self.cloud.describe(region, known_id) if known_id else None
+        return decide.source_state(known_id, True, observed), known_id, region, label
+
+    async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
+        meta = body["metadata"]
+        uid = meta["uid"]
+        generation = meta.get("generation") or 0
+        status: dict[str, Any] = dict(body.get("status") or {})
+        conditions = list(status.get("conditions") or [])
+        now = self.clock()
+        events: list[Event] = []
+        spec = DataCacheReplicationSpec.model_validate(body.get("spec") or {})
+        loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
+
+        def finish(values: list[decide_cache.ConditionValue], delay: float) -> PassResult:
+            new_conditions = conditions
+            for value in values:
+                new_conditions = set_condition(
+                    new_conditions, value.type, value.status, value.reason, value.message, generation, now
+                )
+            if get_condition(new_conditions, "Ready") is None:
+                new_conditions = set_condition(
+                    new_conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
+                )
+            status.update(conditions=new_conditions, observedGeneration=generation)
+            return PassResult(status=status, delay=self._jittered(delay), events=events)
+
+        if is_paused(meta):
+            return finish(decide_cache.conditions_for(decide_cache.Step.PAUSED, None), stable)
+
+        entries: dict[str, dict[str, Any]] = {
+            entry["region"]: dict(entry) for entry in status.get("destinations") or [] if entry.get("region")
+        }
+        wanted = [d.region for d in spec.destinations]
+        try:
+            for region in decide.removed_regions(wanted, list(entries)):
+                if await self._remove(region, entries[region], deletion_policy(spec, self.settings), events):
+                    del entries[region]
+            state, source_id, source_region, label = await self._resolve_source(spec, meta["namespace"])
+        except EciError as error:
+            return self._retry_or_stall(uid, error, events, status, entries, finish)
+        self._failures.pop(uid, None)
+        status.update(sourceDataCacheId=source_id, sourceRegion=source_region)
+
+        steps: dict[str, DestStep] = {}
+        if state == SourceState.READY:
+            assert source_id is not None and source_region is not None
+            retry_error: EciError | None = None
+            for dest in spec.destinations:
+                entry = entries.setdefault(dest.region, {"region": dest.region})
+                try:
+                    steps[dest.region] = await self._destination(
+                        dest, entry, meta, generation, source_id, source_region, now, events
+                    )
+                except EciError as error:
+                    code = decide_cache.reason_from_code(error.code)
+                    message = f"{error.code}: {error.message}" if error.message else error.code
+                    if error.retryable:
+                        retry_error = retry_error or error
+                        entry.update(reason=code, message=f"{message} Retrying.")
+                        steps[dest.region] = DestStep.WAIT
+                    else:
+                        entry.update(reason=code, message=message, failedGeneration=generation)
+                        events.append(Event("Warning", code, f"Copy to {dest.region}: {message}"))
+                        steps[dest.region] = DestStep.FAILED
+            status["destinations"] = self._ordered(entries, wanted)
+            status["readyDestinations"] = decide.ready_count(steps)
+            if retry_error is not None:
+                return self._retry_or_stall(uid, retry_error, events, status, entries, finish, keep=True)
+            values = decide.summary_conditions(steps)
+            previous_ready = get_condition(conditions, "Ready") or {}
+            if values[0].status == "True" and previous_ready.get("status") != "True":
+                events.append(Event("Normal", "Available", values[0].message))
+            return finish(values, decide.poll_delay(state, steps, loading, stable))
+
+        status["destinations"] = self._ordered(entries, wanted) or None
+        status["readyDestinations"] = f"0/{len(wanted)}"
+        previous_reason = (get_condition(conditions, "Ready") or {}).get("reason")
+        values = decide.source_conditions(state, label)
+        if previous_reason != str(state):
+            kind = "Normal" if state == SourceState.NOT_READY else "Warning"
+            events.append(Event(kind, str(state), values[0].message))
+        return finish(values, decide.poll_delay(state, steps, loading, stable))
+
+    @staticmethod
+    def _ordered(entries: Mapping[str, dict[str, Any]], wanted: list[str]) -> list[dict[str, Any]]:
+        """Spec order first, then copies still being removed."""
+        ordered = [entries[r] for r in wanted if r in entries]
+        return ordered + [e for r, e in entries.items() if r not in wanted]
+
+    def _retry_or_stall(
+        self,
+        uid: str,
+        error: EciError,
+        events: list[Event],
+        status: dict[str, Any],
+        entries: Mapping[str, dict[str, Any]],
+        finish: Callable[[list[decide_cache.ConditionValue], float], PassResult],
+        keep: bool = False,
+    ) -> PassResult:
+        loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
+        failures = self._failures.get(uid, 0)
+        self._failures[uid] = failures + 1
+        reason = decide_cache.reason_from_code(error.code)
+        message = f"{error.code}: {error.message}" if error.message else error.code
+        if not keep and entries:
+            status["destinations"] = list(entries.values())
+        if error.retryable:
+            delay = error.retry_delay(failures, base=loading, cap=max(loading, min(stable, 60.0)))
+            return finish(decide_cache.error_conditions(reason, message, terminal=False), delay)
+        events.append(Event("Warning", reason, message))
+        return finish(decide_cache.error_conditions(reason, message, terminal=False), stable)
+
+    async def _destination(
+        self,
+        dest: ReplicationDestination,
+        entry: dict[str, Any],
+        meta: Mapping[str, Any],
+        generation: int,
+        source_id: str,
+        source_region: str,
+        now: datetime,
+        events: list[Event],
+    ) -> DestStep:
+        """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
+        region = dest.region
+        recovered = False
+        for _ in range(5):  # at most: missing -> recover -> copy
+            known_id = entry.get("dataCacheId")
+            observed = await self.cloud.describe(region, known_id) if known_id else None
+            situation = DestinationSituation(
+                known_id=known_id,
+                recovered=recovered,
+                observed=observed,
+                generation=generation,
+                failed_generation=entry.get("failedGeneration"),
+            )
+            step = decide.next_destination_step(situation)
+            if step == DestStep.RECOVER:
+                recovered = True
+                candidates = [
+                    c
+                    for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
+                    if c.status != STATUS_DELETING
+                ]
+                if candidates:
+                    found = min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id))
+                    entry["dataCacheId"] = found.data_cache_id
+                    entry.setdefault("sourceDataCacheId", source_id)
+                    events.append(
+                        Event(
+                            "Normal",
+                            "Recovered",
+                            f"Found copy {found.data_cache_id} in {region} by its tags.",
+                        )
+                    )
+                continue
+            if step == DestStep.COPY:
+                count = int(entry.get("copyGeneration") or 0)
+                token = decide.copy_token(meta["uid"], region, count)
+                new_id = await self.cloud.copy(source_region, source_id, copy_request(dest, meta), token)
+                entry.update(
+                    dataCacheId=new_id,
+                    copyGeneration=count + 1,
+                    sourceDataCacheId=source_id,
+                    status="Creating",
+                    reason="Copying",
+                    message=f"Copying {source_id} from {source_region}.",
+                    failedGeneration=None,
+                )
+                events.append(Event("Normal", "Copying", f"Copying {source_id} to {region} as {new_id}."))
+                return DestStep.WAIT
+            if step == DestStep.MISSING:
+                events.append(
+                    Event("Warning", "CopyMissing", f"Copy {known_id} is gone from {region}; copying again.")
+                )
+                entry["dataCacheId"] = None
+                recovered = False
+                continue
+            if step == DestStep.REPLACE_FAILED:
+                assert known_id is not None
+                await self.cloud.delete(region, known_id)
+                events.append(
+                    Event(
+                        "Normal", "Replacing", f"Deleting failed copy {known_id} in {region} to copy again."
+                    )
+                )
+                entry.update(dataCacheId=None, failedGeneration=None)
+                recovered = True  # the failed copy is the only one with our tags there
+                continue
+            if observed is not None:
+                entry.update(status=observed.status, lastSyncTime=format_time(now))
+            if step == DestStep.READY:
+                if entry.get("reason") != "Available":
+                    events.append(
+                        Event("Normal", "CopyAvailable", f"Copy {known_id} in {region} is Available.")
+                    )
+                entry.update(
+                    reason="Available", message=f"Copy of {entry.get('sourceDataCacheId')} is Available."
+                )
+            elif step == DestStep.FAILED and observed is not None:
+                message = observed.last_event_message or f"The copy is {observed.status}."
+                if entry.get("failedGeneration") is None:
+                    entry["failedGeneration"] = generation
+                    events.append(Event("Warning", "CopyFailed", f"Copy {known_id} in {region}: {message}"))
+                entry.update(reason="CopyFailed", message=message)
+            elif step == DestStep.WAIT and observed is not None:
+                progress = f" ({observed.progress})" if observed.progress else ""
+                entry.update(
+                    reason=observed.status or "Unknown", message=f"The copy is {observed.status}{progress}."
+                )
+            return step
+        raise RuntimeError("destination did not settle")  # pragma: no cover - bounded loop
+
+    async def _remove(self, region: str, entry: dict[str, Any], policy: str, events: list[Event]) -> bool:
+        """Delete (or retain) the copy of a removed destination; True once its entry can go."""
+        known_id = entry.get("dataCacheId")
+        if policy == "Retain" or not known_id:
+            if known_id:
+                events.append(
+                    Event("Normal", "Retained", f"deletionPolicy Retain: copy {known_id} left in {region}.")
+                )
+            return True
+        observed = await self.cloud.describe(region, known_id)
+        if observed is None:
+            events.append(Event("Normal", "Deleted", f"Copy {known_id} in {region} is gone."))
+            return True
+        if observed.status != STATUS_DELETING:
+            await self.cloud.delete(region, known_id)
+            events.append(Event("Normal", "Deleting", f"Deleting copy {known_id} in {region}."))
+        entry.update(
+            status=STATUS_DELETING, reason="Removing", message="The destination was removed from the spec."
+        )
+        return False
+
+    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+        """Delete (or retain) every copy this object made; True once the finalizer can go."""
+        meta = body["metadata"]
+        spec = DataCacheReplicationSpec.model_validate(body.get("spec") or {})
+        status = body.get("status") or {}
+        entries = {e["region"]: e for e in status.get("destinations") or [] if e.get("region")}
+        regions = list(dict.fromkeys([d.region for d in spec.destinations] + list(entries)))
+        if deletion_policy(spec, self.settings) == "Retain":
+            kept = [f"{e['dataCacheId']} in {r}" for r, e in entries.items() if e.get("dataCacheId")]
+            what = ", ".join(kept) or "no copies"
+            return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left.")]
+        events: list[Event] = []
+        pending = False
+        for region in regions:
+            ids = {entries.get(region, {}).get("dataCacheId")}
+            # Also a copy whose id was lost (a crash right after the call): found by its tags.
+            ids.update(
+                c.data_cache_id
+                for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
+            )
+            for cache_id in sorted(i for i in ids if i):
+                observed = await self.cloud.describe(region, cache_id)
+                if observed is None:
+                    continue
+                pending = True
+                if observed.status == STATUS_DELETING:
+                    continue
+                try:
+                    await self.cloud.delete(region, cache_id)
+                except EciError as error:
+                    if error.is_not_found:
+                        continue
+                    if not error.retryable:
+                        raise
+                    continue
+                events.append(Event("Normal", "Deleting", f"Deleting copy {cache_id} in {region}."))
+        return not pending, events

@@ -1,0 +1,265 @@
+"""DataCacheReplication end to end: the operator process, the real apiserver, the ECI emulator."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import yaml
+from tests.integration.support import REPO, Kube, OperatorProcess, wait_for
+
+from datacache_operator import API_VERSION
+
+SOURCE_REGION = "cn-hongkong"
+OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def source_cache(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DataCache",
+        "metadata": {"name": name},
+        "spec": {
+            "region": SOURCE_REGION,
+            "path": f"/models/{name}",
+            "dataSource": {
+                "type": "URL",
+                "options": {"repoSource": "HuggingFace/Model", "repoId": "Qwen/Qwen2-0.5B"},
+            },
+        },
+    }
+
+
+def replication(
+    name: str, source: dict[str, Any], *destinations: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DataCacheReplication",
+        "metadata": {"name": name},
+        "spec": {"source": source, "destinations": list(destinations), **spec},
+    }
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"dataCacheRef": {"name": name}}
+
+
+def tags_of(cache: dict[str, Any]) -> dict[str, str]:
+    tags = cache.get("Tags") or []
+    if isinstance(tags, dict):
+        return dict(tags)
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def copies_owned_by(eci: Any, uid: str, region: str) -> list[dict[str, Any]]:
+    return [c for c in eci.caches(region=region) if tags_of(c).get(OWNER_UID_TAG) == uid]
+
+
+def ready_source(kube: Kube, name: str) -> str:
+    kube.apply(source_cache(name))
+    obj = kube.wait_condition("datacache", name, "Ready", "True")
+    return str(obj["status"]["dataCacheId"])
+
+
+def destinations(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {d["region"]: d for d in obj["status"].get("destinations") or []}
+
+
+def test_copies_to_two_regions_and_is_ready_only_when_all_are_available(
+    kube: Kube, operator: OperatorProcess, eci: Any
+):
+    source = unique("src")
+    source_id = ready_source(kube, source)
+    name = unique("rep")
+    slow_path = f"/copies/{name}"
+    eci.add_rule("stall", path=slow_path, regionId="cn-shanghai", operations=["copy"])
+    kube.apply(
+        replication(
+            name,
+            ref(source),
+            {"region": "cn-beijing", "retentionDays": 7, "tags": {"team": "ml"}},
+            {"region": "cn-shanghai", "path": slow_path},
+        )
+    )
+
+    def beijing_available() -> dict[str, Any] | None:
+        obj = kube.get("datacachereplication", name) or {}
+        entry = destinations(obj).get("cn-beijing") if obj.get("status") else None
+        return obj if entry and entry.get("status") == "Available" else None
+
+    obj = wait_for(beijing_available, timeout=60, what="the cn-beijing copy to be Available")
+    assert kube.condition("datacachereplication", name, "Ready")["status"] == "False"  # type: ignore[index]
+    assert obj["status"]["readyDestinations"] == "1/2"
+    assert destinations(obj)["cn-shanghai"]["status"] != "Available"
+
+    eci.clear_rules()
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    status = obj["status"]
+    assert status["sourceDataCacheId"] == source_id and status["sourceRegion"] == SOURCE_REGION
+    assert status["readyDestinations"] == "2/2"
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    uid = obj["metadata"]["uid"]
+    for region, entry in destinations(obj).items():
+        assert entry["status"] == "Available" and entry["sourceDataCacheId"] == source_id
+        owned = copies_owned_by(eci, uid, region)
+        assert [c["DataCacheId"] for c in owned] == [entry["dataCacheId"]], region
+        assert tags_of(owned[0])[DESTINATION_REGION_TAG] == region
+    beijing = copies_owned_by(eci, uid, "cn-beijing")[0]
+    assert tags_of(beijing)["team"] == "ml"
+    assert copies_owned_by(eci, uid, "cn-shanghai")[0]["Path"] == slow_path
+
+    copy_calls = [c for c in eci.calls(action="CopyDataCache") if c["params"].get("DataCacheId") == source_id]
+    assert sorted(c["params"]["DestinationRegionId"] for c in copy_calls) == ["cn-beijing", "cn-shanghai"]
+    assert all(c["params"].get("ClientToken") for c in copy_calls)
+
+    columns = kube.kubectl("get", "edcr", name).stdout.splitlines()
+    assert columns[0].split() == ["NAME", "READY", "SOURCE", "DESTINATIONS", "AGE"]
+    assert source_id in columns[1] and "2/2" in columns[1]
+
+
+def test_waits_for_a_missing_then_loading_source(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("late")
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "False", "SourceNotFound")
+    assert obj["status"]["readyDestinations"] == "0/1"
+
+    eci.add_rule("stall", path=f"/models/{source}", regionId=SOURCE_REGION, operations=["create"])
+    kube.apply(source_cache(source))
+    kube.wait_condition("datacachereplication", name, "Ready", "False", "SourceNotReady")
+    assert not copies_owned_by(eci, obj["metadata"]["uid"], "cn-beijing")
+
+    eci.clear_rules()
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True", timeout=90)
+    assert len(copies_owned_by(eci, obj["metadata"]["uid"], "cn-beijing")) == 1
+    events = kube.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
+    assert "SourceNotFound" in events
+
+
+def test_a_failed_copy_is_reported_while_the_other_succeeds(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    ready_source(kube, source)
+    name = unique("rep")
+    bad_path = f"/copies/{name}-bad"
+    eci.add_rule("fail", "disk full in the destination", path=bad_path, operations=["copy"])
+    kube.apply(
+        replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai", "path": bad_path})
+    )
+    obj = kube.wait_condition("datacachereplication", name, "Stalled", "True", "CopyFailed")
+    assert kube.condition("datacachereplication", name, "Ready")["reason"] == "CopyFailed"  # type: ignore[index]
+    entries = destinations(obj)
+    assert entries["cn-beijing"]["status"] == "Available"
+    assert entries["cn-shanghai"]["status"] == "Failed"
+    assert entries["cn-shanghai"]["reason"] == "CopyFailed"
+    assert "disk full" in entries["cn-shanghai"]["message"]
+    assert obj["status"]["readyDestinations"] == "1/2"
+    shanghai_copies = [c for c in eci.calls(action="CopyDataCache") if c["params"].get("Path") == bad_path]
+    assert len(shanghai_copies) == 1
+
+
+def test_adding_and_removing_destinations(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    ready_source(kube, source)
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, deletionPolicy="Delete"))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    uid = obj["metadata"]["uid"]
+    beijing_id = destinations(obj)["cn-beijing"]["dataCacheId"]
+
+    kube.apply(
+        replication(
+            name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}, deletionPolicy="Delete"
+        )
+    )
+
+    def two_ready() -> dict[str, Any] | None:
+        found = kube.get("datacachereplication", name) or {}
+        status = found.get("status") or {}
+        ok = status.get("readyDestinations") == "2/2" and status.get("observedGeneration") == 2
+        return found if ok else None
+
+    obj = wait_for(two_ready, timeout=60, what="both copies Available")
+    assert destinations(obj)["cn-beijing"]["dataCacheId"] == beijing_id
+    assert len(copies_owned_by(eci, uid, "cn-shanghai")) == 1
+
+    kube.apply(replication(name, ref(source), {"region": "cn-shanghai"}, deletionPolicy="Delete"))
+    wait_for(lambda: eci.cache(beijing_id) is None, timeout=60, what=f"{beijing_id} deleted")
+
+    def beijing_gone_from_status() -> dict[str, Any] | None:
+        found = kube.get("datacachereplication", name) or {}
+        regions = set(destinations(found)) if found.get("status") else set()
+        return found if regions == {"cn-shanghai"} else None
+
+    obj = wait_for(beijing_gone_from_status, timeout=60, what="cn-beijing to leave the status")
+    kube.wait_condition("datacachereplication", name, "Ready", "True")
+    assert len(copies_owned_by(eci, uid, "cn-shanghai")) == 1
+
+
+def test_deletion_policy_delete_removes_the_copies(kube: Kube, operator: OperatorProcess, eci: Any):
+    source_id = ready_source(kube, unique("src"))
+    name = unique("rep")
+    raw = {"dataCacheId": source_id, "region": SOURCE_REGION}
+    kube.apply(
+        replication(name, raw, {"region": "cn-beijing"}, {"region": "cn-shanghai"}, deletionPolicy="Delete")
+    )
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    ids = [d["dataCacheId"] for d in obj["status"]["destinations"]]
+
+    kube.kubectl("delete", "datacachereplication", name, "--timeout=90s")
+    assert kube.get("datacachereplication", name) is None
+    for cache_id in ids:
+        assert eci.cache(cache_id) is None, cache_id
+    assert eci.cache(source_id) is not None  # the source is not the replication's to delete
+
+
+def test_deletion_policy_retain_keeps_the_copies(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    ready_source(kube, source)
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, deletionPolicy="Retain"))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    (copy_id,) = [d["dataCacheId"] for d in obj["status"]["destinations"]]
+
+    kube.kubectl("delete", "datacachereplication", name, "--timeout=60s")
+    assert kube.get("datacachereplication", name) is None
+    assert eci.cache(copy_id)["Status"] == "Available"  # type: ignore[index]
+
+
+def rejected(kube: Kube, obj: dict[str, Any]) -> str:
+    result = kube.controlplane.kubectl(
+        "apply", "-n", kube.namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj), check=False
+    )
+    assert result.returncode != 0, f"accepted: {obj['spec']}"
+    return result.stderr
+
+
+def test_cel_rules_reject_invalid_specs(kube: Kube, datacache_crds: list[str]):
+    raw = {"dataCacheId": "edc-1", "region": SOURCE_REGION}
+    both = {**raw, "dataCacheRef": {"name": "src"}}
+    assert "exactly one of dataCacheRef or dataCacheId" in rejected(
+        kube, replication("r", both, {"region": "cn-beijing"})
+    )
+    assert "exactly one of dataCacheRef or dataCacheId" in rejected(
+        kube, replication("r", {}, {"region": "cn-beijing"})
+    )
+    assert "region is required with dataCacheId" in rejected(
+        kube, replication("r", {"dataCacheId": "edc-1"}, {"region": "cn-beijing"})
+    )
+    assert "differ from the source region" in rejected(kube, replication("r", raw, {"region": SOURCE_REGION}))
+    assert "path must start with '/'" in rejected(
+        kube, replication("r", raw, {"region": "cn-beijing", "path": "models/x"})
+    )
+    duplicate = rejected(kube, replication("r", raw, {"region": "cn-beijing"}, {"region": "cn-beijing"}))
+    assert "Duplicate value" in duplicate
+    assert "destinations" in rejected(kube, replication("r", raw))  # at least one destination
+
+
+def test_example_is_accepted_by_the_apiserver(kube: Kube, datacache_crds: list[str]):
+    path = REPO / "examples" / "replication-hongkong-to-mainland.yaml"
+    kube.kubectl("apply", "--dry-run=server", "-f", str(path))
