@@ -263,3 +263,56 @@ def test_cel_rules_reject_invalid_specs(kube: Kube, datacache_crds: list[str]):
 def test_example_is_accepted_by_the_apiserver(kube: Kube, datacache_crds: list[str]):
     path = REPO / "examples" / "replication-hongkong-to-mainland.yaml"
     kube.kubectl("apply", "--dry-run=server", "-f", str(path))
+
+
+def test_retryable_faults_during_copies_are_ridden_out(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    ready_source(kube, source)
+    eci.set_faults(fault_500_rate=0.3, fault_503_rate=0.1, fault_throttle_rate=0.3, actions=["CopyDataCache"])
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True", timeout=120)
+    uid = obj["metadata"]["uid"]
+    for region in ("cn-beijing", "cn-shanghai"):
+        assert len(copies_owned_by(eci, uid, region)) == 1, region
+
+
+def test_operator_killed_right_after_a_copy_makes_one_copy_per_destination(
+    kube: Kube, operator_env: dict[str, str], datacache_crds: list[str], eci: Any, tmp_path: Any
+):
+    running = OperatorProcess(operator_env, tmp_path / "operator.log")
+    running.start()
+    try:
+        source = unique("src")
+        ready_source(kube, source)
+        names = [unique("crash") for _ in range(3)]
+        before = len(eci.calls(action="CopyDataCache"))
+        for name in names:
+            kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}))
+        wait_for(lambda: len(eci.calls(action="CopyDataCache")) > before, interval=0.01, what="a copy call")
+        running.kill()
+        running.start()
+        for name in names:
+            obj = kube.wait_condition("datacachereplication", name, "Ready", "True", timeout=90)
+            for region in ("cn-beijing", "cn-shanghai"):
+                assert len(copies_owned_by(eci, obj["metadata"]["uid"], region)) == 1, (name, region)
+    finally:
+        running.stop()
+
+
+def test_lost_copy_responses_never_make_a_second_copy(kube: Kube, operator: OperatorProcess, eci: Any):
+    """The copy took effect but its reply was lost: the retry (same token) or the tag lookup finds it."""
+    source = unique("src")
+    source_id = ready_source(kube, source)
+    # Every copy reply is lost: the next pass must find the copy by its tags, not copy again.
+    eci.set_faults(fault_drop_rate=1.0, drop_after_apply=True, actions=["CopyDataCache"])
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True", timeout=120)
+    uid = obj["metadata"]["uid"]
+    for region, entry in destinations(obj).items():
+        assert [c["DataCacheId"] for c in copies_owned_by(eci, uid, region)] == [entry["dataCacheId"]]
+    copy_calls = [c for c in eci.calls(action="CopyDataCache") if c["params"].get("DataCacheId") == source_id]
+    assert sorted(c["params"]["DestinationRegionId"] for c in copy_calls) == ["cn-beijing", "cn-shanghai"]
+    events = kube.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
+    assert "Recovered" in events
