@@ -316,3 +316,54 @@ def test_lost_copy_responses_never_make_a_second_copy(kube: Kube, operator: Oper
     assert sorted(c["params"]["DestinationRegionId"] for c in copy_calls) == ["cn-beijing", "cn-shanghai"]
     events = kube.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
     assert "Recovered" in events
+
+
+def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    ready_source(kube, source)
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    uid = obj["metadata"]["uid"]
+    before = {region: entry["dataCacheId"] for region, entry in destinations(obj).items()}
+
+    moved_path = f"/copies/{name}"
+    kube.apply(
+        replication(
+            name,
+            ref(source),
+            {"region": "cn-beijing", "name": f"{name}-bj", "tags": {"team": "ml"}},
+            {"region": "cn-shanghai", "path": moved_path},
+        )
+    )
+
+    def settled() -> dict[str, Any] | None:
+        found = kube.get("datacachereplication", name) or {}
+        status = found.get("status") or {}
+        entries = destinations(found) if status else {}
+        ok = (
+            status.get("observedGeneration") == 2
+            and status.get("readyDestinations") == "2/2"
+            and entries.get("cn-shanghai", {}).get("dataCacheId") not in (None, before["cn-shanghai"])
+            and tags_of(eci.cache(entries.get("cn-beijing", {}).get("dataCacheId", "")) or {}).get("team")
+            == "ml"
+        )
+        return found if ok else None
+
+    obj = wait_for(settled, timeout=90, what="the update and the replacement to settle")
+    kube.wait_condition("datacachereplication", name, "Ready", "True")
+    beijing = destinations(obj)["cn-beijing"]
+    assert beijing["dataCacheId"] == before["cn-beijing"]  # updated in place
+    updates = [
+        c
+        for c in eci.calls(action="UpdateDataCache")
+        if c["params"].get("DataCacheId") == beijing["dataCacheId"]
+    ]
+    assert updates and updates[-1]["params"].get("Name") == f"{name}-bj"
+    assert "Path" not in updates[-1]["params"]
+    assert eci.cache(beijing["dataCacheId"])["Name"] == f"{name}-bj"  # type: ignore[index]
+
+    wait_for(lambda: eci.cache(before["cn-shanghai"]) is None, timeout=60, what="the old copy deleted")
+    shanghai = copies_owned_by(eci, uid, "cn-shanghai")
+    assert [c["DataCacheId"] for c in shanghai] == [destinations(obj)["cn-shanghai"]["dataCacheId"]]
+    assert shanghai[0]["Path"] == moved_path

@@ -170,3 +170,37 @@ def test_example_parses():
     assert parsed.spec.source.data_cache_ref.name == cache.metadata.name
     assert cache.spec.region == "cn-hongkong"
     assert [d.region for d in parsed.spec.destinations] == ["cn-beijing", "cn-shanghai"]
+
+
+def observed_copy(**fields: Any) -> ObservedCache:
+    values: dict[str, Any] = dict(
+        data_cache_id="edc-2", region="cn-beijing", status="Available", name="src", bucket="default"
+    )
+    values.update(path="/models/src", tags={"a": "1"})
+    values.update(fields)
+    return ObservedCache(**values)
+
+
+def test_copy_changes_compare_only_what_the_spec_sets():
+    copy = observed_copy()
+    assert not decide.copy_changes(None, {"a": "1"}, copy)
+    assert not decide.copy_changes("src", {"a": "1"}, copy)
+    changes = decide.copy_changes("other", {"a": "2"}, copy)
+    assert (changes.name, changes.tags) == ("other", {"a": "2"})
+    assert changes.describe() == "name, tags"
+
+
+def test_copy_moved_when_bucket_or_path_differs_from_the_spec_or_the_source():
+    source = observed_copy(data_cache_id="edc-1", region="cn-hongkong")
+    assert not decide.copy_moved(None, None, observed_copy(), source)
+    assert decide.copy_moved(None, "/elsewhere", observed_copy(), source)
+    assert decide.copy_moved("other", None, observed_copy(), source)
+    assert not decide.copy_moved(None, "/elsewhere", observed_copy(path="/elsewhere"), source)
+
+
+def test_a_moved_copy_is_replaced_before_a_changed_one_is_updated():
+    base = {"known_id": "edc-2", "observed": cache("Available")}
+    assert decide.next_destination_step(situation(**base, moved=True, changed=True)) == DestStep.MOVE
+    assert decide.next_destination_step(situation(**base, changed=True)) == DestStep.UPDATE
+    busy = {"known_id": "edc-2", "observed": cache("Loading")}
+    assert decide.next_destination_step(situation(**busy, moved=True, changed=True)) == DestStep.WAIT

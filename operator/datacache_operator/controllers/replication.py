@@ -36,6 +36,7 @@ class CloudClient(Protocol):
         self, source_region: str, source_id: str, request: cloud_models.CopyRequest, client_token: str
     ) -> str: ...
     async def delete(self, region: str, data_cache_id: str) -> bool: ...
+    async def update(self, region: str, data_cache_id: str, request: cloud_models.UpdateRequest) -> None: ...
 
 
 ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]  # (plural, namespace, name)
@@ -83,15 +84,15 @@ class ReplicationController:
 
     async def _resolve_source(
         self, spec: DataCacheReplicationSpec, namespace: str
-    ) -> tuple[SourceState, str | None, str | None, str]:
-        """(state, source id, source region, a label for messages)."""
+    ) -> tuple[SourceState, str | None, str | None, str, ObservedCache | None]:
+        """(state, source id, source region, a label for messages, the source as read)."""
         source = spec.source
         if source.data_cache_ref is not None:
             name = source.data_cache_ref.name
             label = f"DataCache {name}"
             obj = await self.read_object(DATACACHES, namespace, name)
             if obj is None:
-                return SourceState.NOT_FOUND, None, None, label
+                return SourceState.NOT_FOUND, None, None, label, None
             obj_status = obj.get("status") or {}
             known_id = obj_status.get("dataCacheId")
             region = (
@@ -104,7 +105,7 @@ class ReplicationController:
             label = f"data cache {known_id} in {region}"
         assert region is not None
         observed = await self.cloud.describe(region, known_id) if known_id else None
-        return decide.source_state(known_id, True, observed), known_id, region, label
+        return decide.source_state(known_id, True, observed), known_id, region, label, observed
 
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         meta = body["metadata"]
@@ -141,7 +142,9 @@ class ReplicationController:
             for region in decide.removed_regions(wanted, list(entries)):
                 if await self._remove(region, entries[region], deletion_policy(spec, self.settings), events):
                     del entries[region]
-            state, source_id, source_region, label = await self._resolve_source(spec, meta["namespace"])
+            state, source_id, source_region, label, source = await self._resolve_source(
+                spec, meta["namespace"]
+            )
         except EciError as error:
             return self._retry_or_stall(uid, error, events, status, entries, finish)
         self._failures.pop(uid, None)
@@ -149,13 +152,13 @@ class ReplicationController:
 
         steps: dict[str, DestStep] = {}
         if state == SourceState.READY:
-            assert source_id is not None and source_region is not None
+            assert source is not None
             retry_error: EciError | None = None
             for dest in spec.destinations:
                 entry = entries.setdefault(dest.region, {"region": dest.region})
                 try:
                     steps[dest.region] = await self._destination(
-                        dest, entry, meta, generation, source_id, source_region, now, events
+                        dest, entry, meta, generation, source, now, events
                     )
                 except EciError as error:
                     code = decide_cache.reason_from_code(error.code)
@@ -222,23 +225,31 @@ class ReplicationController:
         entry: dict[str, Any],
         meta: Mapping[str, Any],
         generation: int,
-        source_id: str,
-        source_region: str,
+        source: ObservedCache,
         now: datetime,
         events: list[Event],
     ) -> DestStep:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
         region = dest.region
+        source_id, source_region = source.data_cache_id, source.region
+        tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], region)
         recovered = False
         for _ in range(5):  # at most: missing -> recover -> copy
             known_id = entry.get("dataCacheId")
             observed = await self.cloud.describe(region, known_id) if known_id else None
+            changes = (
+                decide.copy_changes(dest.name, tags, observed)
+                if observed is not None
+                else decide.CopyChanges()
+            )
             situation = DestinationSituation(
                 known_id=known_id,
                 recovered=recovered,
                 observed=observed,
                 generation=generation,
                 failed_generation=entry.get("failedGeneration"),
+                moved=observed is not None and decide.copy_moved(dest.bucket, dest.path, observed, source),
+                changed=bool(changes),
             )
             step = decide.next_destination_step(situation)
             if step == DestStep.RECOVER:
@@ -275,6 +286,31 @@ class ReplicationController:
                 )
                 events.append(Event("Normal", "Copying", f"Copying {source_id} to {region} as {new_id}."))
                 return DestStep.WAIT
+            if step == DestStep.UPDATE:
+                assert known_id is not None
+                request = cloud_models.UpdateRequest(
+                    name=changes.name,
+                    tags=dict(changes.tags) if changes.tags is not None else None,
+                )
+                await self.cloud.update(region, known_id, request)
+                entry.update(status="Updating", reason="Updating", message=f"Updating {changes.describe()}.")
+                events.append(
+                    Event("Normal", "Updating", f"Updating {changes.describe()} of copy {known_id}.")
+                )
+                return DestStep.WAIT
+            if step == DestStep.MOVE:
+                assert known_id is not None
+                await self.cloud.delete(region, known_id)
+                events.append(
+                    Event(
+                        "Normal",
+                        "Replacing",
+                        f"Bucket or path changed: replacing copy {known_id} in {region}.",
+                    )
+                )
+                entry.update(dataCacheId=None)
+                recovered = True  # the old copy is Deleting and must not be found again
+                continue
             if step == DestStep.MISSING:
                 events.append(
                     Event("Warning", "CopyMissing", f"Copy {known_id} is gone from {region}; copying again.")

@@ -15,6 +15,7 @@ from datacache_operator.cloud.models import (
     BUSY_STATUSES,
     STATUS_AVAILABLE,
     TERMINAL_FAILURE_STATUSES,
+    UPDATABLE_STATUSES,
     ObservedCache,
 )
 from datacache_operator.reconcile.datacache import ConditionValue, client_token, owner_tags
@@ -48,6 +49,8 @@ def source_state(known_id: str | None, exists: bool, observed: ObservedCache | N
 class DestStep(StrEnum):
     RECOVER = "Recover"  # look for a copy tagged with our uid and this region before copying
     COPY = "Copy"
+    UPDATE = "Update"  # name or tags changed: UpdateDataCache
+    MOVE = "Move"  # bucket or path changed: a new copy, then the old one goes
     MISSING = "Missing"  # our copy vanished outside the operator: copy again
     REPLACE_FAILED = "ReplaceFailed"  # a failed copy and a newer spec: delete it, copy again
     WAIT = "Wait"
@@ -62,6 +65,8 @@ class DestinationSituation:
     observed: ObservedCache | None  # the read of known_id (None: gone)
     generation: int
     failed_generation: int | None  # generation whose copy failed (or whose copy call was refused)
+    moved: bool = False  # the copy's bucket or path differs from the spec
+    changed: bool = False  # the copy's name or tags differ from the spec
 
 
 def next_destination_step(s: DestinationSituation) -> DestStep:
@@ -72,6 +77,10 @@ def next_destination_step(s: DestinationSituation) -> DestStep:
     if s.observed is None:
         return DestStep.MISSING
     status = s.observed.status
+    if status in UPDATABLE_STATUSES and s.moved:
+        return DestStep.MOVE
+    if status in UPDATABLE_STATUSES and s.changed:
+        return DestStep.UPDATE
     if status == STATUS_AVAILABLE:
         return DestStep.READY
     if status in TERMINAL_FAILURE_STATUSES:
@@ -93,6 +102,44 @@ def copy_tags(
 def copy_token(uid: str, region: str, copy_generation: int) -> str:
     """Same object, region and generation: same token, so a repeated call never makes two copies."""
     return client_token(uid, region, copy_generation)
+
+
+@dataclass(frozen=True)
+class CopyChanges:
+    """Fields of UpdateDataCache that differ from the spec (None: unchanged)."""
+
+    name: str | None = None
+    tags: Mapping[str, str] | None = None
+
+    def __bool__(self) -> bool:
+        return self.name is not None or self.tags is not None
+
+    def describe(self) -> str:
+        fields = (("name", self.name), ("tags", self.tags))
+        return ", ".join(label for label, value in fields if value is not None)
+
+
+def copy_changes(name: str | None, tags: Mapping[str, str], observed: ObservedCache) -> CopyChanges:
+    """What UpdateDataCache must send so the copy matches its destination entry.
+
+    An unset name is not compared (the copy keeps the source's). Retention is not compared:
+    ECI does not report it, and the status has no field yet for the value last applied.
+    """
+    return CopyChanges(
+        name=name if name is not None and name != observed.name else None,
+        tags=dict(tags) if dict(tags) != dict(observed.tags) else None,
+    )
+
+
+def copy_moved(
+    bucket: str | None, path: str | None, observed: ObservedCache, source: ObservedCache | None
+) -> bool:
+    """The copy sits at another bucket or path than the spec asks (unset: the source's)."""
+    want_bucket = bucket or (source.bucket if source else None)
+    want_path = path or (source.path if source else None)
+    return (want_bucket is not None and observed.bucket is not None and want_bucket != observed.bucket) or (
+        want_path is not None and observed.path is not None and want_path != observed.path
+    )
 
 
 def removed_regions(desired: Sequence[str], recorded: Sequence[str]) -> list[str]:
