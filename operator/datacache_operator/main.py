@@ -12,14 +12,16 @@ import argparse
 import asyncio
 import logging
 import random
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from datacache_operator import GROUP, VERSION, kube
+from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
 from datacache_operator.controllers.replication import ReplicationController
+from datacache_operator.metrics import Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -67,7 +69,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.watching.client_timeout = 310
         settings.networking.request_timeout = 60
         settings.posting.level = logging.INFO
-        memo.cloud = EciClient(operator_settings)
+        memo.metrics = Metrics()
+        if operator_settings.metrics_port:
+            memo.metrics.serve(operator_settings.metrics_port)
+        memo.cloud = EciClient(operator_settings, hooks=memo.metrics)
         memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret)
         memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object)
 
@@ -105,21 +110,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def datacache_daemon(
         body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
     ) -> None:
-        controller: DataCacheController = memo.datacaches
-        wake = _wake_event(memo)
-        while not stopped:
-            if meta.get("deletionTimestamp"):
-                return  # the delete handler takes over
-            try:
-                result = await controller.reconcile(body)
-                if result.status != dict(body.get("status") or {}):
-                    await kube.patch_status(DATACACHES, meta["namespace"], meta["name"], result.status)
-                post_events(body, result.events)
-                delay = result.delay
-            except Exception:  # an unexpected bug or API failure must not end the loop
-                logger.exception("DataCache reconcile failed; retrying")
-                delay = 10.0
-            await _sleep_until_woken(delay, stopped, wake)
+        await _reconcile_loop("DataCache", DATACACHES, memo.datacaches, body, memo, stopped, logger)
 
     @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
     async def delete_datacache(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -127,7 +118,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             raise kopf.TemporaryError("paused: the data cache is not deleted until unpaused", delay=30)
         done, events = await memo.datacaches.finalize(body)
         post_events(body, events)
-        if not done:
+        if done:
+            memo.metrics.objects.forget("DataCache", body.metadata.uid)
+        else:
             raise kopf.TemporaryError(
                 "waiting for the data cache to be deleted", delay=settings.poll_interval_loading
             )
@@ -149,21 +142,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def replication_daemon(
         body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
     ) -> None:
-        controller: ReplicationController = memo.replications
-        wake = _wake_event(memo)
-        while not stopped:
-            if meta.get("deletionTimestamp"):
-                return  # the delete handler takes over
-            try:
-                result = await controller.reconcile(body)
-                if result.status != dict(body.get("status") or {}):
-                    await kube.patch_status(REPLICATIONS, meta["namespace"], meta["name"], result.status)
-                post_events(body, result.events)
-                delay = result.delay
-            except Exception:  # an unexpected bug or API failure must not end the loop
-                logger.exception("DataCacheReplication reconcile failed; retrying")
-                delay = 10.0
-            await _sleep_until_woken(delay, stopped, wake)
+        await _reconcile_loop(
+            "DataCacheReplication", REPLICATIONS, memo.replications, body, memo, stopped, logger
+        )
 
     @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
     async def delete_replication(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -171,10 +152,53 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             raise kopf.TemporaryError("paused: the copies are not deleted until unpaused", delay=30)
         done, events = await memo.replications.finalize(body)
         post_events(body, events)
-        if not done:
+        if done:
+            memo.metrics.objects.forget("DataCacheReplication", body.metadata.uid)
+        else:
             raise kopf.TemporaryError(
                 "waiting for the copies to be deleted", delay=settings.poll_interval_loading
             )
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, body: Any) -> Any: ...
+
+
+async def _reconcile_loop(
+    kind: str,
+    plural: str,
+    controller: Reconciler,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+) -> None:
+    """The level-based loop of one object: a pass, its status and events, an adaptive sleep."""
+    metrics: Metrics = memo.metrics
+    wake = _wake_event(memo)
+    meta = body.metadata
+    while not stopped:
+        if meta.get("deletionTimestamp"):
+            return  # the delete handler takes over
+        try:
+            with metrics.reconcile(kind) as outcome:
+                result = await controller.reconcile(body)
+                if result.status != dict(body.get("status") or {}):
+                    await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
+                post_events(body, result.events)
+                ready = get_condition(result.status.get("conditions"), "Ready") or {}
+                outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
+                metrics.objects.record(
+                    kind,
+                    meta["uid"],
+                    result.status.get("status"),
+                    None if outcome["result"] == "ready" else ready.get("reason"),
+                )
+            delay = result.delay
+        except Exception:  # an unexpected bug or API failure must not end the loop
+            logger.exception(f"{kind} reconcile failed; retrying")
+            delay = 10.0
+        await _sleep_until_woken(delay, stopped, wake)
 
 
 def _wake_event(memo: kopf.Memo) -> asyncio.Event:
@@ -185,7 +209,14 @@ def _wake_event(memo: kopf.Memo) -> asyncio.Event:
 
 
 def configure_logging(settings: OperatorSettings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """kopf's own log set-up: JSON lines on request, each with the object it is about."""
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        verbose=settings.log_level in ("DEBUG", "INFO"),
+        log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
+        log_refkey="object",
+    )
+    logging.getLogger().setLevel(settings.log_level)
 
 
 def main(args: argparse.Namespace) -> int:

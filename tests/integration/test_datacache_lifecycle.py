@@ -312,3 +312,29 @@ def test_an_expired_cache_is_reported_not_recreated(kube: Kube, operator: Operat
     assert len(eci.calls(action="CreateDataCache")) == creates
     events = kube.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
     assert "Expired" in events and "Available" in events and "Creating" in events
+
+
+def test_metrics_endpoint_reports_calls_passes_and_caches(kube: Kube, operator: OperatorProcess):
+    import urllib.request
+
+    name = unique("metrics")
+    kube.apply(datacache(name))
+    kube.wait_condition("datacache", name, "Ready", "True")
+    port = operator.env["DATACACHE_METRICS_PORT"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def scrape() -> str:
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def scraped_with_available() -> str | None:
+        text = scrape()
+        return text if 'datacache_operator_caches{kind="DataCache",status="Available"}' in text else None
+
+    text = wait_for(scraped_with_available, what="the Available cache in the metrics")
+    assert (
+        'datacache_operator_eci_calls_total{action="CreateDataCache",outcome="OK",region="cn-hangzhou"}'
+        in text
+    )
+    assert 'datacache_operator_reconciles_total{kind="DataCache",result="ready"}' in text
+    assert "datacache_operator_eci_call_duration_seconds_bucket" in text
