@@ -350,7 +350,13 @@ def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: Operator
         )
         return found if ok else None
 
-    obj = wait_for(settled, timeout=90, what="the update and the replacement to settle")
+    try:
+        obj = wait_for(settled, timeout=180, what="the update and the replacement to settle")
+    except AssertionError as error:  # say where it stood, for whoever reads a failure
+        raise AssertionError(
+            f"{error}\nstatus: {(kube.get('datacachereplication', name) or {}).get('status')}\n"
+            f"operator log (tail):\n{operator.log()[-4000:]}"
+        ) from None
     kube.wait_condition("datacachereplication", name, "Ready", "True")
     beijing = destinations(obj)["cn-beijing"]
     assert beijing["dataCacheId"] == before["cn-beijing"]  # updated in place
