@@ -18,6 +18,7 @@ from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyErro
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
+from datacache_operator.controllers.base import PollingController
 from datacache_operator.kube import SecretNotFound
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
@@ -139,7 +140,7 @@ def observed_status(observed: ObservedCache) -> dict[str, Any]:
     }
 
 
-class DataCacheController:
+class DataCacheController(PollingController):
     def __init__(
         self,
         settings: OperatorSettings,
@@ -148,21 +149,9 @@ class DataCacheController:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
-        self.cloud = cloud
+        super().__init__(settings, cloud, clock, rng)
+        self.cloud: CloudClient = cloud
         self.read_secret = read_secret
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
-
-    @property
-    def retrying_count(self) -> int:
-        """Objects whose last pass failed with a retryable error."""
-        return len(self._failures)
-
-    def _jittered(self, delay: float) -> float:
-        jitter = self.settings.poll_jitter
-        return max(0.05, delay * (1 + self.rng.uniform(-jitter, jitter)))
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
         if spec.data_source is None or spec.data_source.secret_ref is None:

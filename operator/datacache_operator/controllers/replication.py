@@ -18,6 +18,7 @@ from datacache_operator.api.replication import DataCacheReplicationSpec, Replica
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
+from datacache_operator.controllers.base import PollingController
 from datacache_operator.controllers.datacache import Event, PassResult, is_paused
 from datacache_operator.reconcile import datacache as decide_cache
 from datacache_operator.reconcile import replication as decide
@@ -58,7 +59,7 @@ def copy_request(dest: ReplicationDestination, meta: Mapping[str, Any]) -> cloud
     )
 
 
-class ReplicationController:
+class ReplicationController(PollingController):
     def __init__(
         self,
         settings: OperatorSettings,
@@ -67,20 +68,9 @@ class ReplicationController:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
-        self.cloud = cloud
+        super().__init__(settings, cloud, clock, rng)
+        self.cloud: CloudClient = cloud
         self.read_object = read_object
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
-
-    @property
-    def retrying_count(self) -> int:
-        return len(self._failures)
-
-    def _jittered(self, delay: float) -> float:
-        jitter = self.settings.poll_jitter
-        return max(0.05, delay * (1 + self.rng.uniform(-jitter, jitter)))
 
     async def _resolve_source(
         self, spec: DataCacheReplicationSpec, namespace: str
