@@ -90,14 +90,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         return controller.retrying_count if controller else 0
 
     def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-        return getattr(memo, "seen", None) != (body.metadata.get("generation"), is_paused(body.metadata))
+        return getattr(memo, "seen", None) != _trigger(body)
 
     # Filtered by `when`, so the handler (and its log line) runs only on a real change.
     @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry, when=_changed)
     def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """A new generation or a changed pause flag: reconcile now, not at the next poll."""
-        memo.seen = (body.metadata.get("generation"), is_paused(body.metadata))
-        _wake_event(memo).set()
+        _wake(body, memo)
 
     @kopf.daemon(
         GROUP,
@@ -128,8 +126,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     # DataCacheReplication: the same shape as DataCache (daemon, wake on change, finalizer).
     @kopf.on.event(GROUP, VERSION, REPLICATIONS, registry=registry, when=_changed)
     def wake_replication_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        memo.seen = (body.metadata.get("generation"), is_paused(body.metadata))
-        _wake_event(memo).set()
+        _wake(body, memo)
 
     @kopf.daemon(
         GROUP,
@@ -199,6 +196,17 @@ async def _reconcile_loop(
             logger.exception(f"{kind} reconcile failed; retrying")
             delay = 10.0
         await _sleep_until_woken(delay, stopped, wake)
+
+
+def _trigger(body: kopf.Body) -> tuple[Any, bool]:
+    """What wakes a daemon early: a new generation or a changed pause flag."""
+    return body.metadata.get("generation"), is_paused(body.metadata)
+
+
+def _wake(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile now, not at the next poll."""
+    memo.seen = _trigger(body)
+    _wake_event(memo).set()
 
 
 def _wake_event(memo: kopf.Memo) -> asyncio.Event:

@@ -4,11 +4,33 @@ the count of objects whose last pass failed with a retryable error (for backoff)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from datacache_operator.api.conditions import get_condition, set_condition
+from datacache_operator.reconcile.datacache import ConditionValue
 from datacache_operator.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class PassResult:
+    status: dict[str, Any]  # the full new status (None values remove fields)
+    delay: float  # seconds until the next pass
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        condition = get_condition(self.status.get("conditions"), "Ready")
+        return bool(condition and condition["status"] == "True")
 
 
 class PollingController:
@@ -33,3 +55,26 @@ class PollingController:
     def _jittered(self, delay: float) -> float:
         jitter = self.settings.poll_jitter
         return max(0.05, delay * (1 + self.rng.uniform(-jitter, jitter)))
+
+    def _conclude(
+        self,
+        status: dict[str, Any],
+        values: Sequence[ConditionValue],
+        generation: int | None,
+        now: datetime,
+        delay: float,
+        events: list[Event],
+    ) -> PassResult:
+        """End a pass: set the conditions (Ready at least Unknown, as kstatus needs one from
+        the first pass on) and observedGeneration, and jitter the next delay."""
+        conditions = list(status.get("conditions") or [])
+        for value in values:
+            conditions = set_condition(
+                conditions, value.type, value.status, value.reason, value.message, generation, now
+            )
+        if get_condition(conditions, "Ready") is None:
+            conditions = set_condition(
+                conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
+            )
+        status.update(conditions=conditions, observedGeneration=generation)
+        return PassResult(status=status, delay=self._jittered(delay), events=events)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.conditions import format_time, get_condition, set_condition
+from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
-from datacache_operator.controllers.base import PollingController
+from datacache_operator.controllers.base import Event, PassResult, PollingController
 from datacache_operator.kube import SecretNotFound
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
@@ -42,25 +41,6 @@ class CloudClient(Protocol):
 
 
 SecretReader = Callable[[str, str], Any]  # async (namespace, name) -> dict[str, str]
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class PassResult:
-    status: dict[str, Any]  # the full new status (None values remove fields)
-    delay: float  # seconds until the next pass
-    events: list[Event] = field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        condition = get_condition(self.status.get("conditions"), "Ready")
-        return bool(condition and condition["status"] == "True")
 
 
 def is_paused(meta: Mapping[str, Any]) -> bool:
@@ -170,17 +150,7 @@ class DataCacheController(PollingController):
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
 
         def finish(values: list[decide.ConditionValue], delay: float) -> PassResult:
-            new_conditions = conditions
-            for value in values:
-                new_conditions = set_condition(
-                    new_conditions, value.type, value.status, value.reason, value.message, generation, now
-                )
-            if get_condition(new_conditions, "Ready") is None:
-                new_conditions = set_condition(
-                    new_conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
-                )
-            status.update(conditions=new_conditions, observedGeneration=generation)
-            return PassResult(status=status, delay=self._jittered(delay), events=events)
+            return self._conclude(status, values, generation, now, delay, events)
 
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
         if is_paused(meta):

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.conditions import format_time, get_condition, set_condition
+from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
-from datacache_operator.controllers.base import PollingController
-from datacache_operator.controllers.datacache import Event, PassResult, is_paused
+from datacache_operator.controllers.base import Event, PassResult, PollingController
+from datacache_operator.controllers.datacache import is_paused
 from datacache_operator.reconcile import datacache as decide_cache
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
@@ -109,17 +109,7 @@ class ReplicationController(PollingController):
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
 
         def finish(values: list[decide_cache.ConditionValue], delay: float) -> PassResult:
-            new_conditions = conditions
-            for value in values:
-                new_conditions = set_condition(
-                    new_conditions, value.type, value.status, value.reason, value.message, generation, now
-                )
-            if get_condition(new_conditions, "Ready") is None:
-                new_conditions = set_condition(
-                    new_conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
-                )
-            status.update(conditions=new_conditions, observedGeneration=generation)
-            return PassResult(status=status, delay=self._jittered(delay), events=events)
+            return self._conclude(status, values, generation, now, delay, events)
 
         if is_paused(meta):
             return finish(decide_cache.conditions_for(decide_cache.Step.PAUSED, None), stable)
