@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import kopf
 
 from datacache_operator import GROUP, VERSION, kube
+from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
@@ -198,9 +199,10 @@ async def _reconcile_loop(
         await _sleep_until_woken(delay, stopped, wake)
 
 
-def _trigger(body: kopf.Body) -> tuple[Any, bool]:
-    """What wakes a daemon early: a new generation or a changed pause flag."""
-    return body.metadata.get("generation"), is_paused(body.metadata)
+def _trigger(body: kopf.Body) -> tuple[Any, bool, str | None]:
+    """What wakes a daemon early: a new generation, a changed pause flag or a new reconcile request."""
+    requested = (body.metadata.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
+    return body.metadata.get("generation"), is_paused(body.metadata), requested
 
 
 def _wake(body: kopf.Body, memo: kopf.Memo) -> None:

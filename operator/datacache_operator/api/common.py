@@ -9,6 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+RECONCILE_REQUEST_ANNOTATION = "eci.datacache.dev/reconcile-requested-at"
+"""Set it to a new value (e.g. the time) to reconcile now and retry what failed; the value
+handled last is kept in ``status.lastHandledReconcileAt`` (Crossplane's and Flux's convention)."""
+
 
 class ApiModel(BaseModel):
     """Base of every CRD model: snake_case in Python, camelCase on the wire.
