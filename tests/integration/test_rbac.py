@@ -1,5 +1,6 @@
 """The chart's RBAC is proven, not assumed: the operator runs with only a TokenRequest token
-of the chart's ServiceAccount, bound by the chart's rendered Role/ClusterRole."""
+of the chart's ServiceAccount, bound by the chart's rendered Role/ClusterRole, through a
+DataCache and a DataCacheReplication lifecycle; no request may be refused."""
 
 from __future__ import annotations
 
@@ -8,26 +9,39 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from tests.integration.support import Kube, OperatorProcess, wait_for
 from tests.integration.test_chart import render
+from tests.integration.test_replication import destinations, ref, replication
 
 from datacache_operator import API_VERSION
 from datacache_operator.testing.controlplane import ControlPlane
 
 # Not after a comma: log lines carry milliseconds (`11:14:19,403`), which are no HTTP status.
 FORBIDDEN = re.compile(r"(?<!,)\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+# Only the apiserver's own refusals (kopf's and the kubernetes client's wording). A
+# cluster-wide operator also meets the objects other tests left in their namespaces, whose
+# cloud errors may say 403 or Forbidden without any Kubernetes permission being missing.
+KUBE_DENIED = re.compile(
+    r"is forbidden: User|cannot \w+ resource|APIForbiddenError|ForbiddenException|not enough permissions",
+    re.IGNORECASE,
+)
+TIMEOUT = 120  # generous: the machine is shared with other test runs
 
 
-def chart_rbac(controlplane: ControlPlane, namespace: str) -> tuple[str, list[dict[str, Any]]]:
-    """The chart's ServiceAccount and RBAC in namespaced mode for `namespace` (a unique
-    release name keeps the cluster-scoped ClusterRole of each test apart)."""
+def chart_rbac(
+    controlplane: ControlPlane, namespace: str, namespaced: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
+    """The chart's ServiceAccount and RBAC for a release in `namespace`: namespaced mode
+    (`watchNamespaces: [namespace]`) or the default ClusterRole mode. A unique release name
+    keeps the cluster-scoped ClusterRole of each test apart."""
     release = f"rbac-{uuid.uuid4().hex[:6]}"
+    mode = ("--set-json", f'watchNamespaces=["{namespace}"]') if namespaced else ()
     rendered = render(
         controlplane,
         namespace,
-        "--set-json",
-        f'watchNamespaces=["{namespace}"]',
+        *mode,
         "--show-only",
         "templates/serviceaccount.yaml",
         "--show-only",
@@ -84,7 +98,63 @@ def cache_with_secret(kube: Kube, name: str) -> None:
     )
 
 
-def test_operator_runs_a_full_lifecycle_with_only_the_chart_rbac(
+def datacache_lifecycle_start(kube: Kube, name: str) -> None:
+    """Reads a Secret, adds the finalizer, patches status, posts events."""
+    cache_with_secret(kube, name)
+    kube.wait_condition("datacaches", name, "Ready", "True", timeout=TIMEOUT)
+    wait_for(
+        lambda: (
+            kube.kubectl(
+                "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "name"
+            ).stdout
+        ),
+        timeout=TIMEOUT,
+        what="an event posted by the operator",
+    )
+
+
+def replication_lifecycle(kube: Kube, eci: Any, source: str) -> None:
+    """Copies `source` to two regions, drops one destination, deletes the replication:
+    reads the source DataCache, patches the replication's finalizer and status, posts events."""
+    name = f"{source}-rep"
+
+    def spec(*regions: str) -> dict[str, Any]:
+        return replication(name, ref(source), *({"region": r} for r in regions), deletionPolicy="Delete")
+
+    kube.apply(spec("cn-beijing", "cn-shanghai"))
+    obj = kube.wait_condition("datacachereplications", name, "Ready", "True", timeout=TIMEOUT)
+    copies = {region: entry["dataCacheId"] for region, entry in destinations(obj).items()}
+    assert set(copies) == {"cn-beijing", "cn-shanghai"}, obj["status"]
+    for copy_id in copies.values():
+        assert eci.cache(copy_id)["Status"] == "Available"  # type: ignore[index]
+    assert kube.kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "name"
+    ).stdout, "no event posted for the replication"
+
+    kube.apply(spec("cn-beijing"))  # a removed destination deletes its copy
+    wait_for(
+        lambda: eci.cache(copies["cn-shanghai"]) is None, timeout=TIMEOUT, what="the cn-shanghai copy deleted"
+    )
+
+    def only_beijing() -> dict[str, Any] | None:
+        found = kube.get("datacachereplications", name) or {}
+        status = found.get("status") or {}
+        ok = set(destinations(found)) == {"cn-beijing"} and status.get("readyDestinations") == "1/1"
+        return found if ok else None
+
+    wait_for(only_beijing, timeout=TIMEOUT, what="cn-beijing alone in the replication's status")
+    assert eci.cache(copies["cn-beijing"]) is not None
+
+    kube.kubectl("delete", "datacachereplications", name, "--wait=false")  # the finalizer goes by a patch
+    wait_for(
+        lambda: kube.get("datacachereplications", name) is None, timeout=TIMEOUT, what="the replication to go"
+    )
+    assert eci.cache(copies["cn-beijing"]) is None, "the replication's last copy outlived it"
+
+
+@pytest.mark.parametrize("mode", ["namespaced", "cluster"])
+def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
+    mode: str,
     controlplane: ControlPlane,
     kube: Kube,
     namespace: str,
@@ -93,31 +163,32 @@ def test_operator_runs_a_full_lifecycle_with_only_the_chart_rbac(
     eci: Any,
     tmp_path: Path,
 ):
-    account, docs = chart_rbac(controlplane, namespace)
-    running = run_as(controlplane, operator_env, namespace, docs, account, tmp_path / "operator.log")
+    """`namespaced`: `watchNamespaces: [ns]` (a Role in ns, a ClusterRole for discovery only)
+    with the operator watching ns. `cluster`: the chart's defaults (one ClusterRole) with the
+    operator watching every namespace, as the chart's Deployment runs it."""
+    namespaced = mode == "namespaced"
+    account, docs = chart_rbac(controlplane, namespace, namespaced=namespaced)
+    assert any(d["kind"] == "Role" for d in docs) == namespaced
+    env = operator_env if namespaced else {**operator_env, "DATACACHE_NAMESPACES": ""}
+    running = run_as(controlplane, env, namespace, docs, account, tmp_path / "operator.log")
     try:
         name = f"rbac-{uuid.uuid4().hex[:6]}"
-        cache_with_secret(kube, name)  # reads a Secret, patches status, posts events
-        kube.wait_condition("datacaches", name, "Ready", "True")
-        wait_for(
-            lambda: (
-                name in kube.kubectl("get", "events", "-o", "name").stdout
-                or kube.kubectl(
-                    "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "name"
-                ).stdout
-            ),
-            what="an event posted by the operator",
-        )
-        kube.kubectl("delete", "datacaches", name, "--wait=false")  # the finalizer is removed by a patch
-        wait_for(lambda: kube.get("datacaches", name) is None, what="the object to go")
+        datacache_lifecycle_start(kube, name)
+        replication_lifecycle(kube, eci, name)
+        cache_id = kube.get("datacaches", name)["status"]["dataCacheId"]  # type: ignore[index]
+        kube.kubectl("delete", "datacaches", name, "--wait=false")  # the finalizer goes by a patch
+        wait_for(lambda: kube.get("datacaches", name) is None, timeout=TIMEOUT, what="the DataCache to go")
+        assert eci.cache(cache_id) is None
     finally:
         running.stop()
     log = running.log()
-    found = FORBIDDEN.findall(log)
+    found = (FORBIDDEN if namespaced else KUBE_DENIED).findall(log)
     assert not found, f"the operator hit missing permissions: {found}\n{log[-4000:]}"
 
 
+@pytest.mark.parametrize("resource", ["datacaches/status", "datacachereplications/status"])
 def test_a_missing_rule_shows_up(
+    resource: str,
     controlplane: ControlPlane,
     kube: Kube,
     namespace: str,
@@ -126,20 +197,29 @@ def test_a_missing_rule_shows_up(
     eci: Any,
     tmp_path: Path,
 ):
-    """Without the status rule the object never becomes Ready and the log says forbidden:
-    the test above can fail."""
+    """Without the status rule of one kind its object never becomes Ready and the log says
+    forbidden: the test above can fail, for either kind."""
     account, docs = chart_rbac(controlplane, namespace)
     role = next(d for d in docs if d["kind"] == "Role")
-    before = len(role["rules"])
-    role["rules"] = [r for r in role["rules"] if "datacaches/status" not in r["resources"]]
-    assert len(role["rules"]) == before - 1
+    (rule,) = [r for r in role["rules"] if resource in r["resources"]]
+    rule["resources"].remove(resource)
     running = run_as(controlplane, operator_env, namespace, docs, account, tmp_path / "operator.log")
     try:
         name = f"norbac-{uuid.uuid4().hex[:6]}"
         cache_with_secret(kube, name)
+        if resource.startswith("datacachereplications"):
+            kube.wait_condition("datacaches", name, "Ready", "True", timeout=TIMEOUT)
+            kube.apply(replication(f"{name}-rep", ref(name), {"region": "cn-beijing"}))
+            name, kind = f"{name}-rep", "datacachereplications"
+        else:
+            kind = "datacaches"
         wait_for(
-            lambda: FORBIDDEN.search(running.log()), timeout=60, what="a forbidden status patch in the log"
+            lambda: FORBIDDEN.search(running.log()),
+            timeout=TIMEOUT,
+            what="a forbidden status patch in the log",
         )
-        assert kube.condition("datacaches", name, "Ready") is None
+        assert KUBE_DENIED.search(running.log()), "the cluster-mode check would miss this refusal"
+        assert f'cannot patch resource \\"{resource}\\"' in running.log()
+        assert kube.condition(kind, name, "Ready") is None
     finally:
         running.stop()
