@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
+import uuid
 
 import pytest
 import yaml
@@ -310,3 +312,63 @@ def test_kustomization_lists_every_crd_and_applies(controlplane: ControlPlane):
     )
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/eci-datacache-operator serverside-applied (server dry run)" in result.stdout
+
+
+def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: ControlPlane, namespace: str):
+    """`helm install` as the README says (minus the CRDs, which the session shares), then
+    `helm upgrade` to namespaced mode, then `helm uninstall`: every object comes and goes.
+    No kubelet runs here, so the pod never starts; the objects are what is checked."""
+    release = f"it-{uuid.uuid4().hex[:6]}"  # the ClusterRole's name is unique per release
+    fullname = f"{release}-eci-datacache-operator"
+    crds_before = controlplane.kubectl("get", "crd", "-o", "name").stdout
+    controlplane.kubectl(
+        "-n", namespace, "create", "secret", "generic", "eci-keys",
+        "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_ID=id", "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_SECRET=s",
+    )  # fmt: skip
+    common = (str(CHART), "-n", namespace, "--skip-crds", "--set", "credentials.existingSecret=eci-keys")
+    installed = helm(controlplane, "install", release, *common, "--set", "region=cn-beijing")
+    assert "STATUS: deployed" in installed.stdout, installed.stdout + installed.stderr
+
+    def names(kinds: str, *scope: str) -> set[str]:
+        found = controlplane.kubectl(
+            "get", kinds, *scope, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
+        )
+        return set(found.stdout.split())
+
+    namespaced = f"deployment.apps/{fullname},serviceaccount/{fullname},service/{fullname}-metrics"
+    assert names("deployment,serviceaccount,service", "-n", namespace) == set(namespaced.split(","))
+    assert names("clusterrole,clusterrolebinding") == {
+        f"clusterrole.rbac.authorization.k8s.io/{fullname}",
+        f"clusterrolebinding.rbac.authorization.k8s.io/{fullname}",
+    }
+    deployment = json.loads(
+        controlplane.kubectl("-n", namespace, "get", "deployment", fullname, "-o", "json").stdout
+    )
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DATACACHE_DEFAULT_REGION"]["value"] == "cn-beijing"
+    assert env["ALIBABA_CLOUD_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "eci-keys"
+
+    upgraded = helm(
+        controlplane,
+        "upgrade",
+        release,
+        *common,
+        "--reuse-values",
+        "--set-json",
+        f'watchNamespaces=["{namespace}"]',
+    )
+    assert "STATUS: deployed" in upgraded.stdout and "REVISION: 2" in upgraded.stdout, upgraded.stdout
+    assert names("role,rolebinding", "-n", namespace) == {
+        f"role.rbac.authorization.k8s.io/{fullname}",
+        f"rolebinding.rbac.authorization.k8s.io/{fullname}",
+    }
+    cluster_role = json.loads(controlplane.kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+        "customresourcedefinitions",
+        "namespaces",
+    }
+
+    helm(controlplane, "uninstall", release, "-n", namespace)
+    assert not names("deployment,serviceaccount,service,role,rolebinding", "-n", namespace)
+    assert not names("clusterrole,clusterrolebinding")
+    assert controlplane.kubectl("get", "crd", "-o", "name").stdout == crds_before  # shared: untouched
