@@ -162,6 +162,19 @@ def test_a_failed_copy_is_reported_while_the_other_succeeds(kube: Kube, operator
     shanghai_copies = [c for c in eci.calls(action="CopyDataCache") if c["params"].get("Path") == bad_path]
     assert len(shanghai_copies) == 1
 
+    # Whatever broke it is fixed; a reconcile request (not a spec change) tries again.
+    eci.clear_rules()
+    kube.kubectl("annotate", "edcr", name, "eci.datacache.dev/reconcile-requested-at=retry-1")
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True", timeout=90)
+    assert obj["status"]["lastHandledReconcileAt"] == "retry-1"
+    assert obj["metadata"]["generation"] == 1
+    shanghai = destinations(obj)["cn-shanghai"]
+    assert (
+        shanghai["status"] == "Available" and shanghai["dataCacheId"] != entries["cn-shanghai"]["dataCacheId"]
+    )
+    assert len([c for c in eci.calls(action="CopyDataCache") if c["params"].get("Path") == bad_path]) == 2
+    wait_for(lambda: eci.cache(entries["cn-shanghai"]["dataCacheId"]) is None, what="the failed copy deleted")
+
 
 def test_adding_and_removing_destinations(kube: Kube, operator: OperatorProcess, eci: Any):
     source = unique("src")
@@ -332,7 +345,7 @@ def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: Operator
         replication(
             name,
             ref(source),
-            {"region": "cn-beijing", "name": f"{name}-bj", "tags": {"team": "ml"}},
+            {"region": "cn-beijing", "name": f"{name}-bj", "retentionDays": 30, "tags": {"team": "ml"}},
             {"region": "cn-shanghai", "path": moved_path},
         )
     )
@@ -366,6 +379,7 @@ def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: Operator
         if c["params"].get("DataCacheId") == beijing["dataCacheId"]
     ]
     assert updates and updates[-1]["params"].get("Name") == f"{name}-bj"
+    assert str(updates[-1]["params"].get("RetentionDays")) == "30" and beijing["retentionDays"] == 30
     assert "Path" not in updates[-1]["params"]
     assert eci.cache(beijing["dataCacheId"])["Name"] == f"{name}-bj"  # type: ignore[index]
 
@@ -373,3 +387,47 @@ def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: Operator
     shanghai = copies_owned_by(eci, uid, "cn-shanghai")
     assert [c["DataCacheId"] for c in shanghai] == [destinations(obj)["cn-shanghai"]["dataCacheId"]]
     assert shanghai[0]["Path"] == moved_path
+
+
+def test_a_reloaded_or_recreated_source_refreshes_the_copies(kube: Kube, operator: OperatorProcess, eci: Any):
+    source = unique("src")
+    first_source_id = ready_source(kube, source)
+    name = unique("rep")
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing"}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    uid = obj["metadata"]["uid"]
+    first = destinations(obj)["cn-beijing"]
+    assert first["sourceRevision"] == obj["status"]["sourceRevision"]
+
+    def refreshed(previous: dict[str, Any]) -> dict[str, Any] | None:
+        found = kube.get("datacachereplication", name) or {}
+        status = found.get("status") or {}
+        entry = destinations(found).get("cn-beijing", {}) if status else {}
+        ok = (
+            entry.get("status") == "Available"
+            and entry.get("sourceRevision") not in (None, previous["sourceRevision"])
+            and entry.get("sourceRevision") == status.get("sourceRevision")
+            and entry.get("dataCacheId") != previous["dataCacheId"]
+        )
+        return found if ok else None
+
+    # Reloaded: the DataCache is loaded from another model, in place (same id).
+    reloaded = source_cache(source)
+    reloaded["spec"]["dataSource"]["options"]["repoId"] = "Qwen/Qwen2-1.5B"
+    kube.apply(reloaded)
+    obj = wait_for(lambda: refreshed(first), timeout=120, what="the copy refreshed after the reload")
+    second = destinations(obj)["cn-beijing"]
+    assert second["sourceDataCacheId"] == first_source_id
+    wait_for(lambda: eci.cache(first["dataCacheId"]) is None, what="the stale copy deleted")
+    assert [c["DataCacheId"] for c in copies_owned_by(eci, uid, "cn-beijing")] == [second["dataCacheId"]]
+
+    # Re-created: a new source cache (new id) under the same DataCache name.
+    kube.kubectl("delete", "datacache", source, "--wait=true", "--timeout=60s")
+    recreated_id = ready_source(kube, source)
+    assert recreated_id != first_source_id
+    obj = wait_for(lambda: refreshed(second), timeout=120, what="the copy refreshed after the re-creation")
+    third = destinations(obj)["cn-beijing"]
+    assert third["sourceDataCacheId"] == recreated_id == obj["status"]["sourceDataCacheId"]
+    kube.wait_condition("datacachereplication", name, "Ready", "True")
+    wait_for(lambda: eci.cache(second["dataCacheId"]) is None, what="the copy of the old source deleted")
+    assert [c["DataCacheId"] for c in copies_owned_by(eci, uid, "cn-beijing")] == [third["dataCacheId"]]

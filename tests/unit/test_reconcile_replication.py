@@ -183,11 +183,67 @@ def observed_copy(**fields: Any) -> ObservedCache:
 
 def test_copy_changes_compare_only_what_the_spec_sets():
     copy = observed_copy()
-    assert not decide.copy_changes(None, {"a": "1"}, copy)
-    assert not decide.copy_changes("src", {"a": "1"}, copy)
-    changes = decide.copy_changes("other", {"a": "2"}, copy)
-    assert (changes.name, changes.tags) == ("other", {"a": "2"})
+    assert not decide.copy_changes(None, None, {"a": "1"}, copy, applied_retention=7)
+    assert not decide.copy_changes("src", 7, {"a": "1"}, copy, applied_retention=7)
+    changes = decide.copy_changes("other", None, {"a": "2"}, copy, applied_retention=7)
+    assert (changes.name, changes.retention_days, changes.tags) == ("other", None, {"a": "2"})
     assert changes.describe() == "name, tags"
+
+
+def test_retention_is_compared_with_what_eci_states_or_else_what_was_applied():
+    changes = decide.copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=7)
+    assert (changes.retention_days, changes.describe()) == (30, "retentionDays")
+    assert decide.copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=None)
+    stated = observed_copy(retention_days=30)
+    assert not decide.copy_changes(None, 30, {"a": "1"}, stated, applied_retention=7)
+
+
+def test_source_revision_follows_the_id_and_the_data_source_but_not_credentials():
+    source = observed_copy(
+        data_cache_id="edc-1",
+        region="cn-hongkong",
+        data_source_type="URL",
+        data_source_options={"repoId": "Qwen/Qwen2-0.5B", "accessToken": "hf_secret"},
+    )
+    revision = decide.source_revision(source)
+    assert revision == decide.source_revision(source.model_copy())
+    assert "hf_secret" not in revision and len(revision) == 16
+    rotated = source.model_copy(
+        update={"data_source_options": {"repoId": "Qwen/Qwen2-0.5B", "accessToken": "x"}}
+    )
+    assert decide.source_revision(rotated) == revision
+    recreated = source.model_copy(update={"data_cache_id": "edc-9"})
+    reloaded = source.model_copy(update={"data_source_options": {"repoId": "Qwen/Qwen2-1.5B"}})
+    assert len({revision, decide.source_revision(recreated), decide.source_revision(reloaded)}) == 3
+
+
+def test_a_copy_is_stale_when_it_holds_another_source_revision():
+    assert not decide.is_stale("edc-1", "r1", "edc-1", "r1")
+    assert decide.is_stale("edc-1", "r1", "edc-1", "r2")
+    # Recorded before revisions were kept: judged by the source id alone.
+    assert not decide.is_stale("edc-1", None, "edc-1", "r2")
+    assert decide.is_stale("edc-0", None, "edc-1", "r2")
+    assert not decide.is_stale(None, None, "edc-1", "r2")
+
+
+def test_a_stale_copy_is_refreshed_once_it_is_not_busy():
+    stale = {"known_id": "edc-2", "stale": True}
+    assert decide.next_destination_step(situation(**stale, observed=cache("Available"))) == DestStep.REFRESH
+    assert decide.next_destination_step(situation(**stale, observed=cache("Failed"))) == DestStep.REFRESH
+    assert decide.next_destination_step(situation(**stale, observed=cache("Loading"))) == DestStep.WAIT
+    moved = situation(**stale, observed=cache("Available"), moved=True)
+    assert decide.next_destination_step(moved) == DestStep.MOVE
+
+
+def test_a_reconcile_request_retries_a_failed_copy_of_the_same_spec():
+    failed = {"known_id": "edc-1", "observed": cache("Failed"), "generation": 2, "failed_generation": 2}
+    assert decide.next_destination_step(situation(**failed)) == DestStep.FAILED
+    assert decide.next_destination_step(situation(**failed, retry_requested=True)) == DestStep.REPLACE_FAILED
+    refused = {"generation": 2, "failed_generation": 2}
+    assert decide.next_destination_step(situation(**refused)) == DestStep.FAILED
+    assert decide.next_destination_step(situation(**refused, retry_requested=True)) == DestStep.RECOVER
+    ready = situation(known_id="edc-1", observed=cache("Available"), retry_requested=True)
+    assert decide.next_destination_step(ready) == DestStep.READY
 
 
 def test_copy_moved_when_bucket_or_path_differs_from_the_spec_or_the_source():

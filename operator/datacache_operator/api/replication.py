@@ -149,6 +149,14 @@ class DestinationStatus(ApiModel):
     source_data_cache_id: str | None = Field(
         default=None, description="ID of the source cache this copy was made from."
     )
+    source_revision: str | None = Field(
+        default=None,
+        description="The source revision this copy holds (see status.sourceRevision); a newer one "
+        "refreshes the copy.",
+    )
+    retention_days: int | None = Field(
+        default=None, ge=1, description="The retentionDays the operator last applied to the copy."
+    )
     copy_generation: int | None = Field(
         default=None,
         ge=0,
@@ -162,6 +170,9 @@ class DestinationStatus(ApiModel):
     )
     last_sync_time: datetime | None = Field(
         default=None, description="When the operator last read the copy from the cloud."
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the copy's cloud status last changed."
     )
 
 
@@ -179,6 +190,16 @@ class DataCacheReplicationStatus(ApiModel):
     )
     source_data_cache_id: str | None = Field(default=None, description="ID of the resolved source cache.")
     source_region: str | None = Field(default=None, description="Region of the resolved source cache.")
+    source_revision: str | None = Field(
+        default=None,
+        description="Digest of the source's id and data source: it changes when the source is re-created "
+        "or loaded from another data source, and each copy records the revision it holds.",
+    )
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The last value of the eci.datacache.dev/reconcile-requested-at annotation acted "
+        "on; a new value retries failed copies.",
+    )
     destinations: list[DestinationStatus] | None = Field(
         default=None, description="One entry per destination region (and per copy still being removed)."
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
@@ -57,6 +59,23 @@ def copy_request(dest: ReplicationDestination, meta: Mapping[str, Any]) -> cloud
         tags=decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region),
         resource_group_id=dest.resource_group_id,
     )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What one destination's copy should be in this pass."""
+
+    destination: ReplicationDestination
+    source: ObservedCache
+    revision: str  # of the source, see `decide.source_revision`
+    generation: int
+    retry: bool  # a new reconcile request asks to try failed copies again
+
+
+def _set_cloud_status(entry: dict[str, Any], cloud_status: str | None, now: datetime) -> None:
+    if entry.get("status") != cloud_status:
+        entry["lastTransitionTime"] = format_time(now)
+    entry["status"] = cloud_status
 
 
 class ReplicationController(PollingController):
@@ -133,13 +152,16 @@ class ReplicationController(PollingController):
         steps: dict[str, DestStep] = {}
         if state == SourceState.READY:
             assert source is not None
+            revision = decide.source_revision(source)
+            status["sourceRevision"] = revision
+            requested = (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
+            retry = requested is not None and requested != status.get("lastHandledReconcileAt")
             retry_error: EciError | None = None
             for dest in spec.destinations:
                 entry = entries.setdefault(dest.region, {"region": dest.region})
+                target = _Target(dest, source, revision, generation, retry)
                 try:
-                    steps[dest.region] = await self._destination(
-                        dest, entry, meta, generation, source, now, events
-                    )
+                    steps[dest.region] = await self._destination(target, entry, meta, now, events)
                 except EciError as error:
                     code = decide_cache.reason_from_code(error.code)
                     message = f"{error.code}: {error.message}" if error.message else error.code
@@ -155,6 +177,8 @@ class ReplicationController(PollingController):
             status["readyDestinations"] = decide.ready_count(steps)
             if retry_error is not None:
                 return self._retry_or_stall(uid, retry_error, events, status, entries, finish, keep=True)
+            if retry:
+                status["lastHandledReconcileAt"] = requested
             values = decide.summary_conditions(steps)
             previous_ready = get_condition(conditions, "Ready") or {}
             if values[0].status == "True" and previous_ready.get("status") != "True":
@@ -201,15 +225,14 @@ class ReplicationController(PollingController):
 
     async def _destination(
         self,
-        dest: ReplicationDestination,
+        target: _Target,
         entry: dict[str, Any],
         meta: Mapping[str, Any],
-        generation: int,
-        source: ObservedCache,
         now: datetime,
         events: list[Event],
     ) -> DestStep:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
+        dest, source, revision = target.destination, target.source, target.revision
         region = dest.region
         source_id, source_region = source.data_cache_id, source.region
         tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], region)
@@ -218,7 +241,9 @@ class ReplicationController(PollingController):
             known_id = entry.get("dataCacheId")
             observed = await self.cloud.describe(region, known_id) if known_id else None
             changes = (
-                decide.copy_changes(dest.name, tags, observed)
+                decide.copy_changes(
+                    dest.name, dest.retention_days, tags, observed, entry.get("retentionDays")
+                )
                 if observed is not None
                 else decide.CopyChanges()
             )
@@ -226,10 +251,14 @@ class ReplicationController(PollingController):
                 known_id=known_id,
                 recovered=recovered,
                 observed=observed,
-                generation=generation,
+                generation=target.generation,
                 failed_generation=entry.get("failedGeneration"),
                 moved=observed is not None and decide.copy_moved(dest.bucket, dest.path, observed, source),
                 changed=bool(changes),
+                stale=decide.is_stale(
+                    entry.get("sourceDataCacheId"), entry.get("sourceRevision"), source_id, revision
+                ),
+                retry_requested=target.retry,
             )
             step = decide.next_destination_step(situation)
             if step == DestStep.RECOVER:
@@ -241,8 +270,10 @@ class ReplicationController(PollingController):
                 ]
                 if candidates:
                     found = min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id))
-                    entry["dataCacheId"] = found.data_cache_id
-                    entry.setdefault("sourceDataCacheId", source_id)
+                    # Old copies are deleted before a new one is made, so a live one is the newest.
+                    entry.update(
+                        dataCacheId=found.data_cache_id, sourceDataCacheId=source_id, sourceRevision=revision
+                    )
                     events.append(
                         Event(
                             "Normal",
@@ -255,11 +286,13 @@ class ReplicationController(PollingController):
                 count = int(entry.get("copyGeneration") or 0)
                 token = decide.copy_token(meta["uid"], region, count)
                 new_id = await self.cloud.copy(source_region, source_id, copy_request(dest, meta), token)
+                _set_cloud_status(entry, "Creating", now)
                 entry.update(
                     dataCacheId=new_id,
                     copyGeneration=count + 1,
                     sourceDataCacheId=source_id,
-                    status="Creating",
+                    sourceRevision=revision,
+                    retentionDays=dest.retention_days,
                     reason="Copying",
                     message=f"Copying {source_id} from {source_region}.",
                     failedGeneration=None,
@@ -270,24 +303,29 @@ class ReplicationController(PollingController):
                 assert known_id is not None
                 request = cloud_models.UpdateRequest(
                     name=changes.name,
+                    retention_days=changes.retention_days,
                     tags=dict(changes.tags) if changes.tags is not None else None,
                 )
                 await self.cloud.update(region, known_id, request)
-                entry.update(status="Updating", reason="Updating", message=f"Updating {changes.describe()}.")
+                if changes.retention_days is not None:
+                    entry["retentionDays"] = changes.retention_days
+                _set_cloud_status(entry, "Updating", now)
+                entry.update(reason="Updating", message=f"Updating {changes.describe()}.")
                 events.append(
                     Event("Normal", "Updating", f"Updating {changes.describe()} of copy {known_id}.")
                 )
                 return DestStep.WAIT
-            if step == DestStep.MOVE:
+            if step in (DestStep.MOVE, DestStep.REFRESH):
                 assert known_id is not None
+                # The old copy goes first: ECI does not document whether two caches may share a
+                # bucket and path, and pods pick a cache by them.
                 await self.cloud.delete(region, known_id)
-                events.append(
-                    Event(
-                        "Normal",
-                        "Replacing",
-                        f"Bucket or path changed: replacing copy {known_id} in {region}.",
-                    )
+                why = (
+                    "Bucket or path changed"
+                    if step == DestStep.MOVE
+                    else f"Source changed to {source_id} revision {revision}"
                 )
+                events.append(Event("Normal", "Replacing", f"{why}: replacing copy {known_id} in {region}."))
                 entry.update(dataCacheId=None)
                 recovered = True  # the old copy is Deleting and must not be found again
                 continue
@@ -310,7 +348,8 @@ class ReplicationController(PollingController):
                 recovered = True  # the failed copy is the only one with our tags there
                 continue
             if observed is not None:
-                entry.update(status=observed.status, lastSyncTime=format_time(now))
+                _set_cloud_status(entry, observed.status, now)
+                entry["lastSyncTime"] = format_time(now)
             if step == DestStep.READY:
                 if entry.get("reason") != "Available":
                     events.append(
@@ -322,7 +361,7 @@ class ReplicationController(PollingController):
             elif step == DestStep.FAILED and observed is not None:
                 message = observed.last_event_message or f"The copy is {observed.status}."
                 if entry.get("failedGeneration") is None:
-                    entry["failedGeneration"] = generation
+                    entry["failedGeneration"] = target.generation
                     events.append(Event("Warning", "CopyFailed", f"Copy {known_id} in {region}: {message}"))
                 entry.update(reason="CopyFailed", message=message)
             elif step == DestStep.WAIT and observed is not None:
@@ -349,9 +388,8 @@ class ReplicationController(PollingController):
         if observed.status != STATUS_DELETING:
             await self.cloud.delete(region, known_id)
             events.append(Event("Normal", "Deleting", f"Deleting copy {known_id} in {region}."))
-        entry.update(
-            status=STATUS_DELETING, reason="Removing", message="The destination was removed from the spec."
-        )
+        _set_cloud_status(entry, STATUS_DELETING, datetime.now(UTC))
+        entry.update(reason="Removing", message="The destination was removed from the spec.")
         return False
 
     async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:

@@ -17,6 +17,7 @@ from datacache_operator.cloud.models import (
     TERMINAL_FAILURE_STATUSES,
     UPDATABLE_STATUSES,
     ObservedCache,
+    is_sensitive_option,
 )
 from datacache_operator.reconcile.datacache import ConditionValue, client_token, owner_tags
 
@@ -50,7 +51,8 @@ class DestStep(StrEnum):
     RECOVER = "Recover"  # look for a copy tagged with our uid and this region before copying
     COPY = "Copy"
     UPDATE = "Update"  # name or tags changed: UpdateDataCache
-    MOVE = "Move"  # bucket or path changed: a new copy, then the old one goes
+    MOVE = "Move"  # bucket or path changed: the old copy goes, a new one is made
+    REFRESH = "Refresh"  # the source was re-created or reloaded: the old copy goes, a new one is made
     MISSING = "Missing"  # our copy vanished outside the operator: copy again
     REPLACE_FAILED = "ReplaceFailed"  # a failed copy and a newer spec: delete it, copy again
     WAIT = "Wait"
@@ -66,12 +68,16 @@ class DestinationSituation:
     generation: int
     failed_generation: int | None  # generation whose copy failed (or whose copy call was refused)
     moved: bool = False  # the copy's bucket or path differs from the spec
-    changed: bool = False  # the copy's name or tags differ from the spec
+    changed: bool = False  # the copy's name, retention or tags differ from the spec
+    stale: bool = False  # the copy holds an older revision of the source
+    retry_requested: bool = False  # a new reconcile request: failed copies are tried again
 
 
 def next_destination_step(s: DestinationSituation) -> DestStep:
+    # A failure stays until the spec changes or a reconcile request asks to try again.
+    try_again = s.retry_requested or (s.failed_generation is not None and s.generation > s.failed_generation)
     if s.known_id is None:
-        if s.failed_generation is not None and s.generation <= s.failed_generation:
+        if s.failed_generation is not None and not try_again:
             return DestStep.FAILED  # the copy call itself was refused for this spec
         return DestStep.COPY if s.recovered else DestStep.RECOVER
     if s.observed is None:
@@ -79,14 +85,14 @@ def next_destination_step(s: DestinationSituation) -> DestStep:
     status = s.observed.status
     if status in UPDATABLE_STATUSES and s.moved:
         return DestStep.MOVE
+    if (status in UPDATABLE_STATUSES or status in TERMINAL_FAILURE_STATUSES) and s.stale:
+        return DestStep.REFRESH
     if status in UPDATABLE_STATUSES and s.changed:
         return DestStep.UPDATE
     if status == STATUS_AVAILABLE:
         return DestStep.READY
     if status in TERMINAL_FAILURE_STATUSES:
-        if s.failed_generation is not None and s.generation > s.failed_generation:
-            return DestStep.REPLACE_FAILED
-        return DestStep.FAILED
+        return DestStep.REPLACE_FAILED if try_again else DestStep.FAILED
     if status in BUSY_STATUSES:
         return DestStep.WAIT
     return DestStep.WAIT  # an unknown status: keep watching it
@@ -104,29 +110,56 @@ def copy_token(uid: str, region: str, copy_generation: int) -> str:
     return client_token(uid, region, copy_generation)
 
 
+def source_revision(source: ObservedCache) -> str:
+    """Which load of the source a copy holds: its id and data source (credentials left out),
+    digested. Derived from the cloud alone, so it is the same after any restart and for a
+    source given by raw id."""
+    public = sorted((k, v) for k, v in source.data_source_options.items() if not is_sensitive_option(k))
+    return client_token(source.data_cache_id, source.data_source_type or "", repr(public))[:16]
+
+
+def is_stale(copy_source_id: str | None, copy_revision: str | None, source_id: str, revision: str) -> bool:
+    """The copy holds another revision of the source. A copy recorded before revisions were
+    kept (or recovered by its tags) counts as current when it came from the same source id."""
+    if copy_revision is None:
+        return copy_source_id is not None and copy_source_id != source_id
+    return copy_revision != revision
+
+
 @dataclass(frozen=True)
 class CopyChanges:
     """Fields of UpdateDataCache that differ from the spec (None: unchanged)."""
 
     name: str | None = None
+    retention_days: int | None = None
     tags: Mapping[str, str] | None = None
 
     def __bool__(self) -> bool:
-        return self.name is not None or self.tags is not None
+        return self.name is not None or self.retention_days is not None or self.tags is not None
 
     def describe(self) -> str:
-        fields = (("name", self.name), ("tags", self.tags))
+        fields = (("name", self.name), ("retentionDays", self.retention_days), ("tags", self.tags))
         return ", ".join(label for label, value in fields if value is not None)
 
 
-def copy_changes(name: str | None, tags: Mapping[str, str], observed: ObservedCache) -> CopyChanges:
+def copy_changes(
+    name: str | None,
+    retention_days: int | None,
+    tags: Mapping[str, str],
+    observed: ObservedCache,
+    applied_retention: int | None,
+) -> CopyChanges:
     """What UpdateDataCache must send so the copy matches its destination entry.
 
-    An unset name is not compared (the copy keeps the source's). Retention is not compared:
-    ECI does not report it, and the status has no field yet for the value last applied.
+    An unset name or retention is not compared (the copy keeps what it has). ECI does not
+    report retention, so where it is not stated the value the operator last applied counts.
     """
+    current_retention = observed.retention_days if observed.retention_days is not None else applied_retention
     return CopyChanges(
         name=name if name is not None and name != observed.name else None,
+        retention_days=(
+            retention_days if retention_days is not None and retention_days != current_retention else None
+        ),
         tags=dict(tags) if dict(tags) != dict(observed.tags) else None,
     )
 
