@@ -98,8 +98,12 @@ def test_replication_kind_uses_the_same_rules():
 def test_readme_snippet_carries_the_same_script_for_both_kinds():
     readme = (REPO / "deploy" / "argocd" / "README.md").read_text()
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    config_map = yaml.safe_load(block)
-    customizations = yaml.safe_load(config_map["data"]["resource.customizations"])
-    assert set(customizations) == {"eci.datacache.dev/DataCache", "eci.datacache.dev/DataCacheReplication"}
-    for entry in customizations.values():
-        assert entry["health.lua"].strip() == SCRIPT.strip()
+    patch = yaml.safe_load(block)
+    assert set(patch) == {"data"}, "a merge patch of argocd-cm's data only"
+    prefix = "resource.customizations.health."
+    assert set(patch["data"]) == {
+        f"{prefix}eci.datacache.dev_DataCache",
+        f"{prefix}eci.datacache.dev_DataCacheReplication",
+    }
+    for script in patch["data"].values():
+        assert script.strip() == SCRIPT.strip()
