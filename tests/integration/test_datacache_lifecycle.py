@@ -165,6 +165,28 @@ def test_terminal_error_stalls_then_a_spec_fix_recovers(kube: Kube, operator: Op
     assert len(eci.calls(action="CreateDataCache")) == attempts + 1
 
 
+def test_a_reconcile_request_rebuilds_a_failed_cache_without_a_spec_change(
+    kube: Kube, operator: OperatorProcess, eci: Any
+):
+    name = unique("flaky")
+    eci.add_rule("fail", "source repository unreachable", path=f"/models/{name}", operations=["create"])
+    kube.apply(datacache(name))
+    obj = kube.wait_condition("datacache", name, "Stalled", "True", reason="Failed")
+    failed_id = obj["status"]["dataCacheId"]
+    assert obj["status"]["status"] == "Failed"
+
+    eci.clear_rules()  # e.g. the repository is reachable again
+    kube.kubectl("annotate", "datacache", name, "eci.datacache.dev/reconcile-requested-at=1")
+    obj = kube.wait_condition("datacache", name, "Ready", "True", timeout=90)
+    assert obj["status"]["lastHandledReconcileAt"] == "1"
+    assert obj["metadata"]["generation"] == 1
+    assert obj["status"]["dataCacheId"] != failed_id
+    wait_for(lambda: eci.cache(failed_id) is None, what="the failed cache deleted")
+    assert [_cache_id(c) for c in caches_owned_by(eci, obj["metadata"]["uid"])] == [
+        obj["status"]["dataCacheId"]
+    ]
+
+
 def test_retryable_faults_are_ridden_out(kube: Kube, operator: OperatorProcess, eci: Any):
     eci.set_faults(fault_500_rate=0.15, fault_503_rate=0.05, fault_throttle_rate=0.1)
     name = unique("faulty")

@@ -327,6 +327,11 @@ class DataCacheStatus(ApiModel):
         description="How many caches the operator has created for this object (a new one follows a cache "
         "deleted outside the operator); part of the ClientToken, so a retried create never makes two.",
     )
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The last value of the eci.datacache.dev/reconcile-requested-at annotation acted "
+        "on; a new value retries a terminal error or a Failed build without a spec change.",
+    )
 
 
 class ObjectMeta(ApiModel):

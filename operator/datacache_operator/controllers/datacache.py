@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
@@ -156,12 +157,19 @@ class DataCacheController(PollingController):
         if is_paused(meta):
             return finish(decide.conditions_for(Step.PAUSED, None), stable)
 
+        requested = (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
+        retry = requested is not None and requested != status.get("lastHandledReconcileAt")
+        if retry:
+            # Tried again once per new value: a terminal error or a Failed build of this
+            # very spec, e.g. after a quota or a RAM policy was fixed outside Kubernetes.
+            status["lastHandledReconcileAt"] = requested
         stalled = get_condition(conditions, "Stalled")
         if (
             stalled
             and stalled.get("status") == "True"
             and stalled.get("observedGeneration") == generation
             and stalled.get("reason") not in _CACHE_STALL_REASONS
+            and not retry
         ):
             # A terminal error for this very spec: calling again would fail the same way.
             return finish([], stable)
@@ -182,7 +190,7 @@ class DataCacheController(PollingController):
         status["region"] = desired.region
 
         try:
-            step, observed = await self._act(spec, desired, meta, status, conditions, now, events)
+            step, observed = await self._act(spec, desired, meta, status, conditions, now, events, retry)
         except EciError as error:
             failures = self._failures.get(uid, 0)
             self._failures[uid] = failures + 1
@@ -211,6 +219,7 @@ class DataCacheController(PollingController):
         conditions: list[dict[str, Any]],
         now: datetime,
         events: list[Event],
+        retry: bool = False,
     ) -> tuple[Step, ObservedCache | None]:
         """Perform the next steps until one that waits for ECI; returns it with the last read."""
         region = desired.region
@@ -221,6 +230,8 @@ class DataCacheController(PollingController):
             if stalled and stalled.get("status") == "True" and stalled.get("reason") == "Failed"
             else None
         )
+        if retry and failed_generation is not None:
+            failed_generation -= 1  # as if the spec had changed since the build failed
         for _ in range(4):  # at most: recreate -> recover -> create
             known_id = status.get("dataCacheId") if not spec.data_cache_id else spec.data_cache_id
             observed = await self.cloud.describe(region, known_id) if known_id else None
