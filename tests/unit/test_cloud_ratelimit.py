@@ -125,3 +125,29 @@ async def test_regions_have_separate_buckets_and_waits_are_reported() -> None:
 def test_invalid_parameters(rate: float, burst: int) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate=rate, burst=burst)
+
+
+async def test_callers_woken_late_still_keep_the_one_second_bound() -> None:
+    """A busy event loop wakes every sleeper late at once: they must not all go together."""
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=4, burst=1, clock=clock.now, sleep=clock.sleep)
+    planned_sleep = clock.sleep
+
+    async def late_sleep(seconds: float) -> None:
+        # The loop is stuck until t=2: every sleeper planned before then wakes at t=2.
+        await planned_sleep(max(seconds, 2.0 - (clock.time - 1000.0)))
+
+    bucket._sleep = late_sleep
+    served: list[float] = []
+
+    async def caller() -> None:
+        await bucket.acquire()
+        served.append(clock.time - 1000.0)
+
+    async def all_callers() -> None:
+        await asyncio.gather(*(caller() for _ in range(12)))
+
+    await clock.run(all_callers())
+    assert served[:5] == pytest.approx([0.0, 2.0, 2.0, 2.0, 2.0])  # the plan's most in one second
+    for i, start in enumerate(served):
+        assert sum(1 for t in served[i:] if t < start + 1.0 - 1e-9) <= 1 + 4 - 1

@@ -7,6 +7,12 @@ The bucket works by reservation: each caller takes a token at once, possibly dri
 balance below zero, and sleeps until its own token would have accrued. Callers are thus
 served in arrival order, with one sleep each and no polling loop; a cancelled caller
 gives its token back. Clock and sleep are injectable so tests run on a fake clock.
+
+Reservations are planned on the clock, but a busy event loop wakes sleepers late, and
+callers planned over a second or more would then go out together. So the bucket also
+remembers when its last ``burst + ceil(rate) - 1`` callers really went (the most its plan
+allows in one second) and holds a caller until the oldest of them is a second old: the
+bound holds for the calls as sent, not only as planned.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 WaitCallback = Callable[[str, float], None]
+_TOLERANCE = 1e-6  # seconds: float error in planned times is not a late wake-up
 
 
 class TokenBucket:
@@ -40,6 +48,8 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = float(burst)  # a fresh bucket is full
         self._updated = clock()
+        # When the last callers really went: at most this many in any one second.
+        self._sent: deque[float] = deque(maxlen=self.burst + math.ceil(self.rate) - 1)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -66,15 +76,27 @@ class TokenBucket:
     async def acquire(self) -> float:
         """Wait for a token; returns the seconds waited."""
         wait = self.reserve()
-        if wait <= 0:
-            return 0.0
         started = self._clock()
         try:
-            await self._sleep(wait)
+            if wait > 0:
+                await self._sleep(wait)
+            held = await self._hold_for_window()
         except asyncio.CancelledError:
             self.give_back()
             raise
-        return max(0.0, self._clock() - started)
+        now = self._clock()
+        self._sent.append(now)
+        return max(0.0, now - started) if wait > 0 or held else 0.0
+
+    async def _hold_for_window(self) -> bool:
+        """Sleep while the last ``maxlen`` callers all went less than a second ago;
+        True if it slept."""
+        sent = self._sent
+        held = False
+        while len(sent) == sent.maxlen and (age := self._clock() - sent[0]) < 1.0 - _TOLERANCE:
+            held = True
+            await self._sleep(1.0 - age)
+        return held
 
 
 class RegionRateLimiter:
