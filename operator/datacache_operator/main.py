@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import random
 from typing import Any, Protocol
 
@@ -40,6 +41,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def post_events(body: Any, events: list[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def aligned_delay(delay: float, now: float, settings: OperatorSettings) -> float:
+    """With batching on, end the sleep on a grid shared by every object of the process.
+
+    Left alone, each object's polls keep the phase of the moment it was created (plus
+    jitter), so at scale they arrive one by one and the describe batcher, which only
+    waits a few milliseconds, sends almost one call per object. Rounding each wake-up
+    up to the next multiple of a tenth of the interval (loading or stable, whichever
+    the delay is closer to) makes the objects due in that tenth poll together: 20 ids a
+    call, at the price of at most a tenth more wait. ``now`` is the event loop's clock.
+    """
+    if not settings.batching or delay <= 0:
+        return delay
+    interval = (
+        settings.poll_interval_loading
+        if delay < settings.poll_interval_stable / 2
+        else settings.poll_interval_stable
+    )
+    slot = interval / 10
+    return math.ceil((now + delay) / slot) * slot - now
 
 
 class Finalizer(Protocol):
@@ -130,7 +152,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def datacache_daemon(
         body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
     ) -> None:
-        await _reconcile_loop("DataCache", DATACACHES, memo.datacaches, body, memo, stopped, logger)
+        await _reconcile_loop(
+            "DataCache", DATACACHES, memo.datacaches, operator_settings, body, memo, stopped, logger
+        )
 
     @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
     async def delete_datacache(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
@@ -162,7 +186,14 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
     ) -> None:
         await _reconcile_loop(
-            "DataCacheReplication", REPLICATIONS, memo.replications, body, memo, stopped, logger
+            "DataCacheReplication",
+            REPLICATIONS,
+            memo.replications,
+            operator_settings,
+            body,
+            memo,
+            stopped,
+            logger,
         )
 
     @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
@@ -187,6 +218,7 @@ async def _reconcile_loop(
     kind: str,
     plural: str,
     controller: Reconciler,
+    settings: OperatorSettings,
     body: kopf.Body,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
@@ -199,6 +231,9 @@ async def _reconcile_loop(
     while not stopped:
         if meta.get("deletionTimestamp"):
             return  # the delete handler takes over
+        # This pass reads the object as it is now: a change seen before it starts needs no
+        # second pass (which would run before our own status write is seen, on an old body).
+        wake.clear()
         try:
             with metrics.reconcile(kind) as outcome:
                 result = await controller.reconcile(body)
@@ -217,6 +252,7 @@ async def _reconcile_loop(
         except Exception:  # an unexpected bug or API failure must not end the loop
             logger.exception(f"{kind} reconcile failed; retrying")
             delay = 10.0
+        delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
         await _sleep_until_woken(delay, stopped, wake)
 
 
