@@ -3,8 +3,9 @@ the count of objects whose last pass failed with a retryable error (for backoff)
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,32 @@ class PollingController:
         self.clock = clock
         self.rng = rng or random.Random()
         self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
+        self._last_status: dict[str, dict[str, Any]] = {}  # uid -> the status our last pass computed
+
+    def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The status a pass starts from: the one our last pass computed, else the object's.
+
+        The watched body shows our own status write only after a watch round trip; a pass
+        that starts before it would act on an older status (a copy id already replaced, a
+        ClientToken generation already used). After a restart the object's status is fresh.
+        """
+        remembered = self._last_status.get(body["metadata"]["uid"])
+        return copy.deepcopy(remembered) if remembered is not None else dict(body.get("status") or {})
+
+    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+        """Delete (or retain) what the object made in the cloud; True once the finalizer can go."""
+        done, events = await self._finalize(body)
+        if done:
+            self.forget(body["metadata"]["uid"])
+        return done, events
+
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+        raise NotImplementedError
+
+    def forget(self, uid: str) -> None:
+        """The object is gone: drop what is remembered of it."""
+        self._last_status.pop(uid, None)
+        self._failures.pop(uid, None)
 
     @property
     def retrying_count(self) -> int:
@@ -58,6 +85,7 @@ class PollingController:
 
     def _conclude(
         self,
+        uid: str,
         status: dict[str, Any],
         values: Sequence[ConditionValue],
         generation: int | None,
@@ -77,4 +105,15 @@ class PollingController:
                 conditions, "Ready", "Unknown", "Reconciling", "Not reconciled yet.", generation, now
             )
         status.update(conditions=conditions, observedGeneration=generation)
+        self._last_status[uid] = _without_nones(status)  # what the apiserver keeps of the patch
         return PassResult(status=status, delay=self._jittered(delay), events=events)
+
+
+def _without_nones(value: Any) -> Any:
+    """A deep copy without None values (a merge patch's None removes a field; the apiserver
+    drops nulls inside list items, as our schema has no nullable fields)."""
+    if isinstance(value, dict):
+        return {k: _without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nones(v) for v in value]
+    return value

@@ -144,14 +144,14 @@ class DataCacheController(PollingController):
         meta = body["metadata"]
         uid = meta["uid"]
         generation = meta.get("generation")
-        status: dict[str, Any] = dict(body.get("status") or {})
+        status = self.current_status(body)
         conditions = list(status.get("conditions") or [])
         now = self.clock()
         events: list[Event] = []
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
 
         def finish(values: list[decide.ConditionValue], delay: float) -> PassResult:
-            return self._conclude(status, values, generation, now, delay, events)
+            return self._conclude(uid, status, values, generation, now, delay, events)
 
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
         if is_paused(meta):
@@ -320,11 +320,11 @@ class DataCacheController(PollingController):
             return step, observed
         raise RuntimeError("reconcile did not settle")  # pragma: no cover - bounded loop
 
-    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
         """Delete (or retain) the cloud cache; True once the finalizer can go."""
         meta = body["metadata"]
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
-        status = body.get("status") or {}
+        status = self.current_status(body)
         region = status.get("region") or spec.region or self.settings.default_region
         default_policy = "Retain" if spec.data_cache_id else self.settings.default_deletion_policy
         policy = str(spec.deletion_policy or default_policy)

@@ -120,7 +120,7 @@ class ReplicationController(PollingController):
         meta = body["metadata"]
         uid = meta["uid"]
         generation = meta.get("generation") or 0
-        status: dict[str, Any] = dict(body.get("status") or {})
+        status = self.current_status(body)
         conditions = list(status.get("conditions") or [])
         now = self.clock()
         events: list[Event] = []
@@ -128,7 +128,7 @@ class ReplicationController(PollingController):
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
 
         def finish(values: list[decide_cache.ConditionValue], delay: float) -> PassResult:
-            return self._conclude(status, values, generation, now, delay, events)
+            return self._conclude(uid, status, values, generation, now, delay, events)
 
         if is_paused(meta):
             return finish(decide_cache.conditions_for(decide_cache.Step.PAUSED, None), stable)
@@ -392,11 +392,11 @@ class ReplicationController(PollingController):
         entry.update(reason="Removing", message="The destination was removed from the spec.")
         return False
 
-    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
         """Delete (or retain) every copy this object made; True once the finalizer can go."""
         meta = body["metadata"]
         spec = DataCacheReplicationSpec.model_validate(body.get("spec") or {})
-        status = body.get("status") or {}
+        status = self.current_status(body)
         entries = {e["region"]: e for e in status.get("destinations") or [] if e.get("region")}
         regions = list(dict.fromkeys([d.region for d in spec.destinations] + list(entries)))
         if deletion_policy(spec, self.settings) == "Retain":

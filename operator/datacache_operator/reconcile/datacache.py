@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.cloud.models import (
     BUSY_STATUSES,
     STATUS_AVAILABLE,
@@ -24,6 +25,9 @@ from datacache_operator.cloud.models import (
 )
 
 OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+TRY_AGAIN = (
+    f"Change the spec, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to a new value, to try again."
+)
 OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
 OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
 
@@ -231,7 +235,7 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
         return [
             ConditionValue("Ready", "False", cloud_status, message),
             synced,
-            ConditionValue("Stalled", "True", cloud_status, f"{message} Change the spec to try again."),
+            ConditionValue("Stalled", "True", cloud_status, f"{message} {TRY_AGAIN}"),
         ]
     if step == Step.EXPIRED:
         message = "The data cache reached its retentionDays and ECI removed it; it is not recreated."
@@ -258,7 +262,7 @@ def error_conditions(code: str, message: str, terminal: bool) -> list[ConditionV
         return [
             ConditionValue("Ready", "False", code, message),
             ConditionValue("Synced", "False", code, message),
-            ConditionValue("Stalled", "True", code, f"{message} Change the spec to try again."),
+            ConditionValue("Stalled", "True", code, f"{message} {TRY_AGAIN}"),
         ]
     return [ConditionValue("Synced", "False", code, f"{message} Retrying.")]
 

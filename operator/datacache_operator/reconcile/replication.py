@@ -19,7 +19,7 @@ from datacache_operator.cloud.models import (
     ObservedCache,
     is_sensitive_option,
 )
-from datacache_operator.reconcile.datacache import ConditionValue, client_token, owner_tags
+from datacache_operator.reconcile.datacache import TRY_AGAIN, ConditionValue, client_token, owner_tags
 
 DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"
@@ -225,7 +225,7 @@ def summary_conditions(steps: Mapping[str, DestStep]) -> list[ConditionValue]:
         return [
             ConditionValue("Ready", "False", "CopyFailed", message),
             SYNCED,
-            ConditionValue("Stalled", "True", "CopyFailed", f"{message} Change the spec to try again."),
+            ConditionValue("Stalled", "True", "CopyFailed", f"{message} {TRY_AGAIN}"),
         ]
     message = f"{len(ready)}/{total} copies Available." + (
         f" Failed in {', '.join(failed)}." if failed else ""
