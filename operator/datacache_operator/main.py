@@ -30,6 +30,10 @@ from datacache_operator.settings import OperatorSettings, add_settings_arguments
 FINALIZER = f"{GROUP}/finalizer"
 DATACACHES = "datacaches"
 REPLICATIONS = "datacachereplications"
+# A deleted object's daemon may finish the pass it is in (at most a few ECI calls, each
+# bounded by the connect and read timeouts) before kopf cancels it: a create or copy
+# cancelled half-way may still happen in the cloud, after the finalizer looked for it.
+PASS_GRACE_S = 20.0
 
 logger = logging.getLogger("datacache_operator")
 
@@ -134,7 +138,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         return controller.retrying_count if controller else 0
 
     def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-        return getattr(memo, "seen", None) != _trigger(body)
+        seen = getattr(memo, "seen", None)
+        if seen is None:
+            # First sight (a new object, or any object after a restart): the daemon's first
+            # pass reads it anyway, so no wake-up, no handler run and no event to post.
+            memo.seen = _trigger(body)
+            return False
+        return bool(seen != _trigger(body))
 
     # Filtered by `when`, so the handler (and its log line) runs only on a real change.
     @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry, when=_changed)
@@ -146,6 +156,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         VERSION,
         DATACACHES,
         registry=registry,
+        cancellation_backoff=PASS_GRACE_S,
         cancellation_timeout=10,
         initial_delay=lambda **_: random.uniform(0, 0.5),
     )
@@ -160,6 +171,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def delete_datacache(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         if is_paused(body.metadata):
             raise kopf.TemporaryError("paused: the data cache is not deleted until unpaused", delay=30)
+        _wait_for_the_running_pass(memo, settings)
         done, events = await finalize_or_back_off(memo.datacaches, body, retry, settings)
         post_events(body, events)
         if done:
@@ -179,6 +191,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         VERSION,
         REPLICATIONS,
         registry=registry,
+        cancellation_backoff=PASS_GRACE_S,
         cancellation_timeout=10,
         initial_delay=lambda **_: random.uniform(0, 0.5),
     )
@@ -200,6 +213,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def delete_replication(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         if is_paused(body.metadata):
             raise kopf.TemporaryError("paused: the copies are not deleted until unpaused", delay=30)
+        _wait_for_the_running_pass(memo, settings)
         done, events = await finalize_or_back_off(memo.replications, body, retry, settings)
         post_events(body, events)
         if done:
@@ -234,6 +248,7 @@ async def _reconcile_loop(
         # This pass reads the object as it is now: a change seen before it starts needs no
         # second pass (which would run before our own status write is seen, on an old body).
         wake.clear()
+        memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
         try:
             with metrics.reconcile(kind) as outcome:
                 result = await controller.reconcile(body)
@@ -252,8 +267,23 @@ async def _reconcile_loop(
         except Exception:  # an unexpected bug or API failure must not end the loop
             logger.exception(f"{kind} reconcile failed; retrying")
             delay = 10.0
+        finally:
+            memo.pass_running = False
         delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
         await _sleep_until_woken(delay, stopped, wake)
+
+
+def _wait_for_the_running_pass(memo: kopf.Memo, settings: OperatorSettings) -> None:
+    """Finalize only once no reconcile pass of the object is running (memo is per object).
+
+    kopf runs the delete handler while the daemon is still in its pass: a pass that began
+    before the deletion may be creating the cache (or a copy) right now, after the
+    finalizer's lookup found nothing, and the new cache would outlive its object.
+    """
+    if getattr(memo, "pass_running", False):
+        raise kopf.TemporaryError(
+            "waiting for the running reconcile pass to end", delay=settings.poll_interval_loading
+        )
 
 
 def _trigger(body: kopf.Body) -> tuple[Any, bool, str | None]:
