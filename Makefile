@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 
-.PHONY: test controlplane venv lint crds run bench-emulator clean
+.PHONY: test controlplane venv lint crds run bench bench-emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ clean:
 run: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack
+
+# The operator at scale: N = 100 and 1,000 DataCaches (10,000 recorded as not run unless
+# BENCH_ARGS='--max-n 10000'), batching on and off, against the real control plane and the
+# emulator; about 30 minutes. Writes benchmarks/results/latest.json and benchmarks/README.md.
+bench: $(STAMP)
+	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
 
 # The emulator's sustained DescribeDataCaches rate (signatures checked); writes
 # benchmarks/results/emulator.json.
