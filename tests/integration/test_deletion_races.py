@@ -1,6 +1,6 @@
-"""A delete that arrives while the operator is in the middle of a pass (found by the soak):
-kopf runs the delete handler while the daemon's pass is still creating, so the finalizer
-must wait for that pass, or the new cache outlives its object."""
+"""A delete that arrives while the operator is in the middle of a pass (found while building
+the fault soak): kopf runs the delete handler while the daemon's pass is still creating, so
+the finalizer must wait for that pass, or the new cache outlives its object."""
 
 from __future__ import annotations
 
