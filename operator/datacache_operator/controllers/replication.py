@@ -406,26 +406,39 @@ class ReplicationController(PollingController):
         events: list[Event] = []
         pending = False
         for region in regions:
-            ids = {entries.get(region, {}).get("dataCacheId")}
-            # Also a copy whose id was lost (a crash right after the call): found by its tags.
-            ids.update(
-                c.data_cache_id
-                for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
-            )
-            for cache_id in sorted(i for i in ids if i):
-                observed = await self.cloud.describe(region, cache_id)
-                if observed is None:
-                    continue
-                pending = True
-                if observed.status == STATUS_DELETING:
-                    continue
-                try:
-                    await self.cloud.delete(region, cache_id)
-                except EciError as error:
-                    if error.is_not_found:
-                        continue
-                    if not error.retryable:
-                        raise
-                    continue
-                events.append(Event("Normal", "Deleting", f"Deleting copy {cache_id} in {region}."))
+            try:
+                pending |= await self._delete_copies(
+                    region, entries.get(region, {}).get("dataCacheId"), meta, events
+                )
+            except EciError as error:
+                if not error.retryable:
+                    raise
+                pending = True  # this region again on the next attempt; the others went on
         return not pending, events
+
+    async def _delete_copies(
+        self, region: str, known_id: str | None, meta: Mapping[str, Any], events: list[Event]
+    ) -> bool:
+        """Delete the copies in one region; True while one still exists."""
+        # Also a copy whose id was lost (a crash right after the call): found by its tags.
+        found = {
+            c.data_cache_id: c
+            for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
+        }
+        if known_id and known_id not in found:
+            observed = await self.cloud.describe(region, known_id)
+            if observed is not None:
+                found[known_id] = observed
+        pending = False
+        for cache_id, observed in sorted(found.items()):
+            pending = True
+            if observed.status == STATUS_DELETING:
+                continue
+            try:
+                await self.cloud.delete(region, cache_id)
+            except EciError as error:
+                if not error.is_not_found:
+                    raise
+                continue
+            events.append(Event("Normal", "Deleting", f"Deleting copy {cache_id} in {region}."))
+        return pending
