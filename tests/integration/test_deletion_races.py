@@ -14,7 +14,8 @@ from datacache_operator.reconcile.datacache import OWNER_UID_TAG
 
 
 def _looked_up_by_owner_tag(eci: Any, uid: str) -> bool:
-    """The lookup by tag that comes right before a create (or a copy)."""
+    """The lookup by tag that comes right before a create (or a copy) of an object older than
+    the operator process (the tests restart the operator to get one)."""
     return any(
         any(
             key.startswith("Tag.") and key.endswith(".Value") and value == uid
@@ -29,7 +30,9 @@ def test_deleted_while_its_create_is_in_flight_leaves_no_cache(
 ):
     eci.set_faults(fault_latency_ms=2000, actions=["CreateDataCache"])  # a create that takes 2 s
     name = unique("race")
+    operator.stop()
     kube.apply(datacache(name))
+    operator.start()
     uid = kube.get("datacache", name)["metadata"]["uid"]  # type: ignore[index]
     wait_for(lambda: _looked_up_by_owner_tag(eci, uid), interval=0.02, what="the lookup before the create")
     kube.kubectl("delete", "datacache", name, "--wait=false")  # the create is on its way now
@@ -53,7 +56,9 @@ def test_replication_deleted_while_its_copy_is_in_flight_leaves_no_copy(
     ready_source(kube, source := unique("src"))
     eci.set_faults(fault_latency_ms=2000, actions=["CopyDataCache"])  # a copy that takes 2 s
     name = unique("race")
+    operator.stop()
     kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, deletionPolicy="Delete"))
+    operator.start()
     uid = kube.get("datacachereplication", name)["metadata"]["uid"]  # type: ignore[index]
     wait_for(lambda: _looked_up_by_owner_tag(eci, uid), interval=0.02, what="the lookup before the copy")
     kube.kubectl("delete", "datacachereplication", name, "--wait=false")  # the copy is on its way now

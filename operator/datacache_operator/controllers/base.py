@@ -7,12 +7,15 @@ import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from datacache_operator.api.conditions import get_condition, set_condition
+from datacache_operator.cloud.models import parse_time
 from datacache_operator.reconcile.datacache import ConditionValue
 from datacache_operator.settings import OperatorSettings
+
+CLOCK_SKEW = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,24 @@ class PollingController:
         self.rng = rng or random.Random()
         self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
         self._last_status: dict[str, dict[str, Any]] = {}  # uid -> the status our last pass computed
+        self.started_at = clock()
+        self._sent: dict[str, set[str]] = {}  # uid -> scopes (a region, or "") with a create or copy sent
+
+    def needs_lookup(self, meta: Mapping[str, Any], scope: str = "") -> bool:
+        """Whether a create (or a copy to `scope`) must first look for one made earlier, by tag.
+
+        Not when nothing can have made one: the object is younger than this process (a
+        process that crashed looks up every object that existed before it), and this process
+        sent none for it (a call sent but not answered is looked up). ``CLOCK_SKEW`` absorbs
+        a skew between the apiserver's clock and ours; the ClientToken covers the rest.
+        """
+        created = parse_time(meta.get("creationTimestamp"))
+        young = created is not None and created > self.started_at + CLOCK_SKEW
+        return not young or scope in self._sent.get(meta["uid"], set())
+
+    def sending(self, uid: str, scope: str = "") -> None:
+        """A create or copy is about to be sent for `uid` (in `scope`)."""
+        self._sent.setdefault(uid, set()).add(scope)
 
     def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The status a pass starts from: the one our last pass computed, else the object's.
@@ -72,6 +93,7 @@ class PollingController:
     def forget(self, uid: str) -> None:
         """The object is gone: drop what is remembered of it."""
         self._last_status.pop(uid, None)
+        self._sent.pop(uid, None)
         self._failures.pop(uid, None)
 
     @property

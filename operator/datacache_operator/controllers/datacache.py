@@ -223,7 +223,8 @@ class DataCacheController(PollingController):
     ) -> tuple[Step, ObservedCache | None]:
         """Perform the next steps until one that waits for ECI; returns it with the last read."""
         region = desired.region
-        recovered = False
+        # The tag lookup runs before a first create unless nothing can have made a cache yet.
+        recovered = not status.get("cacheGeneration") and not self.needs_lookup(meta)
         stalled = get_condition(conditions, "Stalled")
         failed_generation = (
             stalled.get("observedGeneration")
@@ -267,6 +268,7 @@ class DataCacheController(PollingController):
             if step == Step.CREATE:
                 count = int(status.get("cacheGeneration") or 0)
                 token = decide.client_token(meta["uid"], count)
+                self.sending(meta["uid"])
                 new_id = await self.cloud.create(region, create_request(desired), token)
                 status.update(
                     dataCacheId=new_id, cacheGeneration=count + 1, retentionDays=desired.retention_days

@@ -236,7 +236,8 @@ class ReplicationController(PollingController):
         region = dest.region
         source_id, source_region = source.data_cache_id, source.region
         tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], region)
-        recovered = False
+        # The tag lookup runs before a first copy unless nothing can have made one yet.
+        recovered = not entry.get("copyGeneration") and not self.needs_lookup(meta, region)
         for _ in range(5):  # at most: missing -> recover -> copy
             known_id = entry.get("dataCacheId")
             observed = await self.cloud.describe(region, known_id) if known_id else None
@@ -285,6 +286,7 @@ class ReplicationController(PollingController):
             if step == DestStep.COPY:
                 count = int(entry.get("copyGeneration") or 0)
                 token = decide.copy_token(meta["uid"], region, count)
+                self.sending(meta["uid"], region)
                 new_id = await self.cloud.copy(source_region, source_id, copy_request(dest, meta), token)
                 _set_cloud_status(entry, "Creating", now)
                 entry.update(
