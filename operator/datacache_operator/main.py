@@ -123,6 +123,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         memo.cloud = EciClient(operator_settings, hooks=memo.metrics)
         memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret)
         memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object)
+        memo.passes = asyncio.Semaphore(operator_settings.max_concurrent_passes)
 
     operator_settings = settings
 
@@ -240,35 +241,37 @@ async def _reconcile_loop(
 ) -> None:
     """The level-based loop of one object: a pass, its status and events, an adaptive sleep."""
     metrics: Metrics = memo.metrics
+    passes: asyncio.Semaphore = memo.passes
     wake = _wake_event(memo)
     meta = body.metadata
     while not stopped:
-        if meta.get("deletionTimestamp"):
-            return  # the delete handler takes over
-        # This pass reads the object as it is now: a change seen before it starts needs no
-        # second pass (which would run before our own status write is seen, on an old body).
-        wake.clear()
-        memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
-        try:
-            with metrics.reconcile(kind) as outcome:
-                result = await controller.reconcile(body)
-                if result.status != dict(body.get("status") or {}):
-                    await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
-                post_events(body, result.events)
-                ready = get_condition(result.status.get("conditions"), "Ready") or {}
-                outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
-                metrics.objects.record(
-                    kind,
-                    meta["uid"],
-                    result.status.get("status"),
-                    None if outcome["result"] == "ready" else ready.get("reason"),
-                )
-            delay = result.delay
-        except Exception:  # an unexpected bug or API failure must not end the loop
-            logger.exception(f"{kind} reconcile failed; retrying")
-            delay = 10.0
-        finally:
-            memo.pass_running = False
+        async with passes:  # bounds memory and CPU when many objects are due at once
+            if meta.get("deletionTimestamp"):
+                return  # the delete handler takes over
+            # This pass reads the object as it is now: a change seen before it starts needs no
+            # second pass (which would run before our own status write is seen, on an old body).
+            wake.clear()
+            memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
+            try:
+                with metrics.reconcile(kind) as outcome:
+                    result = await controller.reconcile(body)
+                    if result.status != dict(body.get("status") or {}):
+                        await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
+                    post_events(body, result.events)
+                    ready = get_condition(result.status.get("conditions"), "Ready") or {}
+                    outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
+                    metrics.objects.record(
+                        kind,
+                        meta["uid"],
+                        result.status.get("status"),
+                        None if outcome["result"] == "ready" else ready.get("reason"),
+                    )
+                delay = result.delay
+            except Exception:  # an unexpected bug or API failure must not end the loop
+                logger.exception(f"{kind} reconcile failed; retrying")
+                delay = 10.0
+            finally:
+                memo.pass_running = False
         delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
         await _sleep_until_woken(delay, stopped, wake)
 

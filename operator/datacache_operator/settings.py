@@ -137,6 +137,13 @@ class OperatorSettings(BaseSettings):
         description="Coalesce reads of one region into DescribeDataCaches calls of up to 20 ids "
         "(off: one call per object, for benchmarks).",
     )
+    max_concurrent_passes: int = Field(
+        default=64,
+        ge=1,
+        validation_alias=_env("DATACACHE_MAX_CONCURRENT_PASSES"),
+        description="Reconcile passes running at once across all objects (the others wait their "
+        "turn); bounds memory when many objects are due together.",
+    )
     describe_batch_window: float = Field(
         default=0.05,
         ge=0,

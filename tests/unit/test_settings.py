@@ -28,6 +28,7 @@ ENV_NAMES = {
     "default_deletion_policy": "DATACACHE_DEFAULT_DELETION_POLICY",
     "batching": "DATACACHE_BATCHING",
     "describe_batch_window": "DATACACHE_DESCRIBE_BATCH_WINDOW",
+    "max_concurrent_passes": "DATACACHE_MAX_CONCURRENT_PASSES",
     "connect_timeout": "DATACACHE_CONNECT_TIMEOUT",
     "read_timeout": "DATACACHE_READ_TIMEOUT",
     "metrics_port": "DATACACHE_METRICS_PORT",
