@@ -310,6 +310,7 @@ def kube_api(kubeconfig: Path) -> Any:
 def run_one(
     args: argparse.Namespace, n: int, batching: bool, assets: Path | None, work: Path
 ) -> dict[str, Any]:
+    from datacache_operator.controllers.base import CLOCK_SKEW
     from datacache_operator.emulator.admin_client import EmulatorAdmin
     from datacache_operator.testing.controlplane import ControlPlane, free_port
 
@@ -358,9 +359,12 @@ def run_one(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        started = time.time()
         log.close()
         wait_healthy(operator, int(env["DATACACHE_HEALTH_PORT"]))
-        time.sleep(2)
+        # Objects are applied to a running operator, as users do: later than the clock-skew
+        # margin after its start, within which a first create still looks up by tag first.
+        time.sleep(max(2.0, started + CLOCK_SKEW.total_seconds() + 2 - time.time()))
         rss_start_mib = memory_kib(operator.pid, "VmRSS") / 1024
         cpu_start = cpu_seconds(operator.pid)
         busy_start = machine_cpu_busy()
