@@ -218,7 +218,12 @@ def test_a_missing_rule_shows_up(
             timeout=TIMEOUT,
             what="a forbidden status patch in the log",
         )
-        assert KUBE_DENIED.search(running.log()), "the cluster-mode check would miss this refusal"
+        # The urllib3 line with the 403 comes first; the operator's own error line follows.
+        wait_for(
+            lambda: KUBE_DENIED.search(running.log()),
+            timeout=TIMEOUT,
+            what="the refusal in the form the cluster-mode check looks for",
+        )
         assert f'cannot patch resource \\"{resource}\\"' in running.log()
         assert kube.condition(kind, name, "Ready") is None
     finally:

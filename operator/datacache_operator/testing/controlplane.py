@@ -408,8 +408,9 @@ def _rsa_private_key_pem() -> bytes:
 def main() -> int:
     """`python -m datacache_operator.testing.controlplane`: start, print, wait for Ctrl-C."""
     with ControlPlane() as plane:
-        print(json.dumps(plane.describe()), flush=True)
         try:
+            # Printed inside the try: whoever reads the line may press Ctrl-C at once.
+            print(json.dumps(plane.describe()), flush=True)
             signal.pause()
         except KeyboardInterrupt:
             pass
