@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import kopf
 
 from datacache_operator import GROUP, VERSION, kube
-from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
+from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
+from datacache_operator.controllers.base import backoff_delay
 from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
 from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.metrics import Metrics
@@ -83,9 +84,9 @@ async def finalize_or_back_off(
     except EciError as error:
         if not error.retryable:
             raise
-        loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
-        delay = error.retry_delay(retry, base=loading, cap=max(loading, min(stable, 60.0)))
-        raise kopf.TemporaryError(f"{error}; retrying", delay=delay) from error
+        raise kopf.TemporaryError(
+            f"{error}; retrying", delay=backoff_delay(error, retry, settings)
+        ) from error
 
 
 async def _sleep_until_woken(delay: float, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
@@ -170,17 +171,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
     async def delete_datacache(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        if is_paused(body.metadata):
-            raise kopf.TemporaryError("paused: the data cache is not deleted until unpaused", delay=30)
-        _wait_for_the_running_pass(memo, settings)
-        done, events = await finalize_or_back_off(memo.datacaches, body, retry, settings)
-        post_events(body, events)
-        if done:
-            memo.metrics.objects.forget("DataCache", body.metadata.uid)
-        else:
-            raise kopf.TemporaryError(
-                "waiting for the data cache to be deleted", delay=settings.poll_interval_loading
-            )
+        await _delete("DataCache", "the data cache is", memo.datacaches, body, memo, retry, settings)
 
     # DataCacheReplication: the same shape as DataCache (daemon, wake on change, finalizer).
     @kopf.on.event(GROUP, VERSION, REPLICATIONS, registry=registry, when=_changed)
@@ -212,17 +203,30 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
     async def delete_replication(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        if is_paused(body.metadata):
-            raise kopf.TemporaryError("paused: the copies are not deleted until unpaused", delay=30)
-        _wait_for_the_running_pass(memo, settings)
-        done, events = await finalize_or_back_off(memo.replications, body, retry, settings)
-        post_events(body, events)
-        if done:
-            memo.metrics.objects.forget("DataCacheReplication", body.metadata.uid)
-        else:
-            raise kopf.TemporaryError(
-                "waiting for the copies to be deleted", delay=settings.poll_interval_loading
-            )
+        await _delete(
+            "DataCacheReplication", "the copies are", memo.replications, body, memo, retry, settings
+        )
+
+
+async def _delete(
+    kind: str,
+    what: str,
+    controller: Finalizer,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    settings: OperatorSettings,
+) -> None:
+    """The delete handler of both kinds: the finalizer goes once the cloud side is gone (or
+    retained); until then kopf calls again. `what` names the cloud side in messages."""
+    if is_paused(body.metadata):
+        raise kopf.TemporaryError(f"paused: {what} not deleted until unpaused", delay=30)
+    _wait_for_the_running_pass(memo, settings)
+    done, events = await finalize_or_back_off(controller, body, retry, settings)
+    post_events(body, events)
+    if not done:
+        raise kopf.TemporaryError(f"waiting until {what} deleted", delay=settings.poll_interval_loading)
+    memo.metrics.objects.forget(kind, body.metadata.uid)
 
 
 class Reconciler(Protocol):
@@ -291,8 +295,7 @@ def _wait_for_the_running_pass(memo: kopf.Memo, settings: OperatorSettings) -> N
 
 def _trigger(body: kopf.Body) -> tuple[Any, bool, str | None]:
     """What wakes a daemon early: a new generation, a changed pause flag or a new reconcile request."""
-    requested = (body.metadata.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
-    return body.metadata.get("generation"), is_paused(body.metadata), requested
+    return body.metadata.get("generation"), is_paused(body.metadata), reconcile_request(body.metadata)
 
 
 def _wake(body: kopf.Body, memo: kopf.Memo) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -12,6 +13,11 @@ from pydantic.alias_generators import to_camel
 RECONCILE_REQUEST_ANNOTATION = "eci.datacache.dev/reconcile-requested-at"
 """Set it to a new value (e.g. the time) to reconcile now and retry what failed; the value
 handled last is kept in ``status.lastHandledReconcileAt`` (Crossplane's and Flux's convention)."""
+
+
+def reconcile_request(meta: Mapping[str, Any]) -> str | None:
+    """The value of the reconcile-request annotation, if set."""
+    return (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
 
 
 class ApiModel(BaseModel):

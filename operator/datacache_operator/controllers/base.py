@@ -10,12 +10,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
+from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import parse_time
-from datacache_operator.reconcile.datacache import ConditionValue
+from datacache_operator.reconcile.datacache import ConditionValue, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)
+
+
+def backoff_delay(error: EciError, attempt: int, settings: OperatorSettings) -> float:
+    """Seconds before retrying a failed pass: from the loading interval up to a minute (or
+    the stable interval when that is shorter); the server's retry-after always wins."""
+    loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
+    return error.retry_delay(attempt, base=loading, cap=max(loading, min(stable, 60.0)))
+
+
+def error_text(error: EciError) -> str:
+    """The exact ECI code and its message, for condition messages and events."""
+    return f"{error.code}: {error.message}" if error.message else error.code
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,25 @@ class PollingController:
         created = parse_time(meta.get("creationTimestamp"))
         young = created is not None and created > self.started_at + CLOCK_SKEW
         return not young or scope in self._sent.get(meta["uid"], set())
+
+    @staticmethod
+    def pending_reconcile_request(meta: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+        """A reconcile-request value not handled yet (see ``status.lastHandledReconcileAt``)."""
+        requested = reconcile_request(meta)
+        return (
+            requested if requested is not None and requested != status.get("lastHandledReconcileAt") else None
+        )
+
+    def _failed_call(self, uid: str, error: EciError, events: list[Event]) -> tuple[str, str, float]:
+        """Count a pass of `uid` that an ECI error ended: the condition reason, the message and
+        the next delay. A retryable error backs off; a terminal one is also an event."""
+        failures = self._failures.get(uid, 0)
+        self._failures[uid] = failures + 1
+        reason, message = reason_from_code(error.code), error_text(error)
+        if error.retryable:
+            return reason, message, backoff_delay(error, failures, self.settings)
+        events.append(Event("Warning", reason, message))
+        return reason, message, self.settings.poll_interval_stable
 
     def sending(self, uid: str, scope: str = "") -> None:
         """A create or copy is about to be sent for `uid` (in `scope`)."""

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
@@ -157,8 +156,8 @@ class DataCacheController(PollingController):
         if is_paused(meta):
             return finish(decide.conditions_for(Step.PAUSED, None), stable)
 
-        requested = (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
-        retry = requested is not None and requested != status.get("lastHandledReconcileAt")
+        requested = self.pending_reconcile_request(meta, status)
+        retry = requested is not None
         if retry:
             # Tried again once per new value: a terminal error or a Failed build of this
             # very spec, e.g. after a quota or a RAM policy was fixed outside Kubernetes.
@@ -192,17 +191,7 @@ class DataCacheController(PollingController):
         try:
             step, observed = await self._act(spec, desired, meta, status, conditions, now, events, retry)
         except EciError as error:
-            failures = self._failures.get(uid, 0)
-            self._failures[uid] = failures + 1
-            reason = decide.reason_from_code(error.code)
-            message = f"{error.code}: {error.message}" if error.message else error.code
-            if error.retryable:
-                # Back off from the loading interval up to a minute (or the stable interval
-                # when that is shorter); the server's retry-after always wins.
-                delay = error.retry_delay(failures, base=loading, cap=max(loading, min(stable, 60.0)))
-            else:
-                delay = stable
-                events.append(Event("Warning", reason, message))
+            reason, message, delay = self._failed_call(uid, error, events)
             return finish(decide.error_conditions(reason, message, terminal=not error.retryable), delay)
         self._failures.pop(uid, None)
         status["lastSyncTime"] = format_time(now)

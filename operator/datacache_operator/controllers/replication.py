@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
-from datacache_operator.controllers.base import Event, PassResult, PollingController
+from datacache_operator.controllers.base import Event, PassResult, PollingController, error_text
 from datacache_operator.controllers.datacache import is_paused
 from datacache_operator.reconcile import datacache as decide_cache
 from datacache_operator.reconcile import replication as decide
@@ -154,8 +153,8 @@ class ReplicationController(PollingController):
             assert source is not None
             revision = decide.source_revision(source)
             status["sourceRevision"] = revision
-            requested = (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
-            retry = requested is not None and requested != status.get("lastHandledReconcileAt")
+            requested = self.pending_reconcile_request(meta, status)
+            retry = requested is not None
             retry_error: EciError | None = None
             for dest in spec.destinations:
                 entry = entries.setdefault(dest.region, {"region": dest.region})
@@ -163,8 +162,7 @@ class ReplicationController(PollingController):
                 try:
                     steps[dest.region] = await self._destination(target, entry, meta, now, events)
                 except EciError as error:
-                    code = decide_cache.reason_from_code(error.code)
-                    message = f"{error.code}: {error.message}" if error.message else error.code
+                    code, message = decide_cache.reason_from_code(error.code), error_text(error)
                     if error.retryable:
                         retry_error = retry_error or error
                         entry.update(reason=code, message=f"{message} Retrying.")
@@ -210,18 +208,10 @@ class ReplicationController(PollingController):
         finish: Callable[[list[decide_cache.ConditionValue], float], PassResult],
         keep: bool = False,
     ) -> PassResult:
-        loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
-        failures = self._failures.get(uid, 0)
-        self._failures[uid] = failures + 1
-        reason = decide_cache.reason_from_code(error.code)
-        message = f"{error.code}: {error.message}" if error.message else error.code
+        reason, message, delay = self._failed_call(uid, error, events)
         if not keep and entries:
             status["destinations"] = list(entries.values())
-        if error.retryable:
-            delay = error.retry_delay(failures, base=loading, cap=max(loading, min(stable, 60.0)))
-            return finish(decide_cache.error_conditions(reason, message, terminal=False), delay)
-        events.append(Event("Warning", reason, message))
-        return finish(decide_cache.error_conditions(reason, message, terminal=False), stable)
+        return finish(decide_cache.error_conditions(reason, message, terminal=False), delay)
 
     async def _destination(
         self,
@@ -390,7 +380,7 @@ class ReplicationController(PollingController):
         if observed.status != STATUS_DELETING:
             await self.cloud.delete(region, known_id)
             events.append(Event("Normal", "Deleting", f"Deleting copy {known_id} in {region}."))
-        _set_cloud_status(entry, STATUS_DELETING, datetime.now(UTC))
+        _set_cloud_status(entry, STATUS_DELETING, self.clock())
         entry.update(reason="Removing", message="The destination was removed from the spec.")
         return False
 
