@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -85,3 +86,139 @@ def _get_object_sync(plural: str, namespace: str, name: str) -> dict[str, Any] |
 async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     """One custom object of our group, or None when it does not exist."""
     return await asyncio.to_thread(_get_object_sync, plural, namespace, name)
+
+
+# ---- pods, listed by label only (never a watch of every pod) ------------------------------
+
+
+def _list_pods_sync(
+    namespace: str | None, label_selector: str, field_selector: str | None
+) -> list[dict[str, Any]]:
+    api = kubernetes.client.CoreV1Api(_api_client())
+    pods: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"label_selector": label_selector, "limit": 500, "_preload_content": False}
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if token:
+            kwargs["_continue"] = token
+        if namespace:
+            response = api.list_namespaced_pod(namespace, **kwargs)
+        else:
+            response = api.list_pod_for_all_namespaces(**kwargs)
+        page = json.loads(response.data)  # plain dicts: the client's models cost 10x the memory
+        pods.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return pods
+
+
+NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+async def list_pods(
+    namespace: str | None, label_selector: str, field_selector: str | None = None
+) -> list[dict[str, Any]]:
+    """Pods matching a label selector (server-side), in one namespace or all, every page."""
+    return await asyncio.to_thread(_list_pods_sync, namespace, label_selector, field_selector)
+
+
+def _patch_pod_sync(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    api = kubernetes.client.CoreV1Api(_api_client())
+    try:
+        api.patch_namespaced_pod(name, namespace, operations, _content_type="application/json-patch+json")
+    except ApiException as error:
+        if error.status in (404, 409, 422):  # gone, or changed since read (a failed `test`)
+            return False
+        raise
+    return True
+
+
+async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    """Apply a JSON patch to a pod; False when the pod is gone or a `test` operation failed."""
+    return await asyncio.to_thread(_patch_pod_sync, namespace, name, operations)
+
+
+def _list_objects_sync(plural: str, namespace: str) -> list[dict[str, Any]]:
+    api = kubernetes.client.CustomObjectsApi(_api_client())
+    found = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    return list(found.get("items") or [])
+
+
+async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
+    """Every custom object of our group of one kind in a namespace."""
+    return await asyncio.to_thread(_list_objects_sync, plural, namespace)
+
+
+# ---- the webhook's serving certificate and its CA ------------------------------------------
+
+
+def _read_secret_data_sync(namespace: str, name: str) -> dict[str, bytes] | None:
+    api = kubernetes.client.CoreV1Api(_api_client())
+    try:
+        secret = api.read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+
+async def read_secret_data(namespace: str, name: str) -> dict[str, bytes] | None:
+    """The raw data of a Secret, or None when it does not exist."""
+    return await asyncio.to_thread(_read_secret_data_sync, namespace, name)
+
+
+def _create_tls_secret_sync(
+    namespace: str, name: str, data: Mapping[str, bytes], labels: Mapping[str, str]
+) -> bool:
+    api = kubernetes.client.CoreV1Api(_api_client())
+    body = kubernetes.client.V1Secret(
+        metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels)),
+        type="kubernetes.io/tls",
+        data={key: base64.b64encode(value).decode() for key, value in data.items()},
+    )
+    try:
+        api.create_namespaced_secret(namespace, body)
+    except ApiException as error:
+        if error.status == 409:  # another replica was first: use its certificate
+            return False
+        raise
+    return True
+
+
+async def create_tls_secret(
+    namespace: str, name: str, data: Mapping[str, bytes], labels: Mapping[str, str]
+) -> bool:
+    """Create a kubernetes.io/tls Secret; False when it already exists."""
+    return await asyncio.to_thread(_create_tls_secret_sync, namespace, name, data, labels)
+
+
+def _inject_ca_sync(configuration: str, ca_bundle: bytes) -> int:
+    api = kubernetes.client.AdmissionregistrationV1Api(_api_client())
+    try:
+        found = api.read_mutating_webhook_configuration(configuration)
+    except ApiException as error:
+        if error.status == 404:
+            return -1
+        raise
+    encoded = base64.b64encode(ca_bundle).decode()
+    operations = [
+        {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
+        for index, webhook in enumerate(found.webhooks or [])
+        if webhook.client_config.ca_bundle != encoded
+    ]
+    if operations:
+        # The test guards against a concurrent change of the list (another writer, a re-apply).
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": found.metadata.resource_version}
+        api.patch_mutating_webhook_configuration(
+            configuration, [test, *operations], _content_type="application/json-patch+json"
+        )
+    return len(operations)
+
+
+async def inject_ca(configuration: str, ca_bundle: bytes) -> int:
+    """Put the CA into every webhook of a MutatingWebhookConfiguration; how many changed (-1: no such
+    configuration)."""
+    return await asyncio.to_thread(_inject_ca_sync, configuration, ca_bundle)

@@ -3,7 +3,10 @@ handler only hands the object to a controller and posts what comes back.
 
 One async daemon per DataCache runs the level-based loop (read ECI, decide, act, write
 status, sleep adaptively); spec or annotation changes wake it early; the delete handler
-holds the finalizer until the cloud cache is gone (or retained).
+holds the finalizer until the cloud cache is gone (or retained) and no pod uses it.
+
+The pod webhook and the metrics endpoint are served outside kopf's run, so that they do not
+depend on what kopf is doing; the pod binder runs inside it (events are kopf's).
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from typing import Any, Protocol
 import kopf
 
 from datacache_operator import GROUP, VERSION, kube
+from datacache_operator.admission.server import WebhookServer
 from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import backoff_delay
+from datacache_operator.controllers.base import backoff_delay, own_status
 from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
+from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.metrics import Metrics
+from datacache_operator.reconcile.binding import usable_change
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -70,12 +76,12 @@ def aligned_delay(delay: float, now: float, settings: OperatorSettings) -> float
 
 
 class Finalizer(Protocol):
-    async def finalize(self, body: Any) -> tuple[bool, list[Event]]: ...
+    async def finalize(self, body: Any) -> tuple[bool, list[Event], dict[str, Any] | None]: ...
 
 
 async def finalize_or_back_off(
     controller: Finalizer, body: Any, retry: int, settings: OperatorSettings
-) -> tuple[bool, list[Event]]:
+) -> tuple[bool, list[Event], dict[str, Any] | None]:
     """One finalize pass. A retryable ECI error (throttling, 5xx, a timeout) becomes a
     TemporaryError with the same backoff as a reconcile pass: left to kopf, an exception
     from a delete handler is retried only after a minute."""
@@ -100,15 +106,51 @@ async def _sleep_until_woken(delay: float, stopped: kopf.DaemonStopped, wake: as
     wake.clear()
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
+    kopf.event(obj, type=type_, reason=reason, message=message)
+
+
+async def _resync_pods(binder: PodBinder, settings: OperatorSettings, indices: list[Any]) -> None:
+    """The slow sweep behind the event-driven checks: waiting pods (a missed or early change)
+    and the consumers of every cache."""
+    namespaces: list[str | None] = list(settings.namespaces) or [None]
+    first = True
+    while True:
+        try:
+            await binder.check_waiting(namespaces, every_namespace=True)
+            if not first:  # kopf's indices are complete once the first interval has passed
+                known = {key: next(iter(store), None) for index in indices for key, store in index.items()}
+                await binder.count_consumers(namespaces, known)
+        except Exception:  # the apiserver may be away for a moment; the next round tries again
+            logger.exception("pod resync failed")
+        first = False
+        await asyncio.sleep(settings.pod_resync_interval)
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metrics: Metrics) -> None:
     """Declare every handler on `registry` (settings decide intervals and namespaces)."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
+    # The consumers each object shows now, for the binder's resync (kopf keeps them from its watch).
+    @kopf.index(GROUP, VERSION, DATACACHES, registry=registry, id="datacache_consumers")
+    def datacache_consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
+        return {(DATACACHES, namespace, name): status.get("consumers")}
+
+    @kopf.index(GROUP, VERSION, REPLICATIONS, registry=registry, id="replication_consumers")
+    def replication_consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
+        return {(REPLICATIONS, namespace, name): status.get("consumers")}
+
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(
+        settings: kopf.OperatorSettings,
+        memo: kopf.Memo,
+        datacache_consumers: Any,
+        replication_consumers: Any,
+        **_: Any,
+    ) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -118,18 +160,32 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.watching.client_timeout = 310
         settings.networking.request_timeout = 60
         settings.posting.level = logging.INFO
-        memo.metrics = Metrics()
-        if operator_settings.metrics_port:
-            memo.metrics.serve(operator_settings.metrics_port)
-        memo.cloud = EciClient(operator_settings, hooks=memo.metrics)
-        memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret)
-        memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object)
+        memo.metrics = metrics
+        memo.cloud = EciClient(operator_settings, hooks=metrics)
+        memo.binder = PodBinder(
+            operator_settings,
+            kube.list_pods,
+            kube.patch_pod,
+            kube.get_object,
+            kube.patch_status,
+            _post_event,
+            on_ungated=metrics.pods_ungated.inc,
+        )
+        users = memo.binder.users
+        memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret, users=users)
+        memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object, users=users)
         memo.passes = asyncio.Semaphore(operator_settings.max_concurrent_passes)
+        memo.resync = asyncio.create_task(
+            _resync_pods(memo.binder, operator_settings, [datacache_consumers, replication_consumers])
+        )
 
     operator_settings = settings
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        resync = getattr(memo, "resync", None)
+        if resync is not None:
+            resync.cancel()
         cloud = getattr(memo, "cloud", None)
         if cloud is not None:
             await cloud.aclose()
@@ -171,7 +227,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
     async def delete_datacache(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await _delete("DataCache", "the data cache is", memo.datacaches, body, memo, retry, settings)
+        await _delete(
+            "DataCache", DATACACHES, "the data cache is", memo.datacaches, body, memo, retry, settings
+        )
 
     # DataCacheReplication: the same shape as DataCache (daemon, wake on change, finalizer).
     @kopf.on.event(GROUP, VERSION, REPLICATIONS, registry=registry, when=_changed)
@@ -204,12 +262,20 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
     async def delete_replication(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         await _delete(
-            "DataCacheReplication", "the copies are", memo.replications, body, memo, retry, settings
+            "DataCacheReplication",
+            REPLICATIONS,
+            "the copies are",
+            memo.replications,
+            body,
+            memo,
+            retry,
+            settings,
         )
 
 
 async def _delete(
     kind: str,
+    plural: str,
     what: str,
     controller: Finalizer,
     body: kopf.Body,
@@ -222,7 +288,9 @@ async def _delete(
     if is_paused(body.metadata):
         raise kopf.TemporaryError(f"paused: {what} not deleted until unpaused", delay=30)
     _wait_for_the_running_pass(memo, settings)
-    done, events = await finalize_or_back_off(controller, body, retry, settings)
+    done, events, status = await finalize_or_back_off(controller, body, retry, settings)
+    if status is not None and status != own_status(body.get("status") or {}):
+        await kube.patch_status(plural, body.metadata["namespace"], body.metadata["name"], status)
     post_events(body, events)
     if not done:
         raise kopf.TemporaryError(f"waiting until {what} deleted", delay=settings.poll_interval_loading)
@@ -258,10 +326,14 @@ async def _reconcile_loop(
             memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
             try:
                 with metrics.reconcile(kind) as outcome:
+                    before = own_status(body.get("status") or {})
                     result = await controller.reconcile(body)
-                    if result.status != dict(body.get("status") or {}):
+                    if result.status != before:
                         await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
                     post_events(body, result.events)
+                    usable, failed = usable_change(
+                        plural, before, result.status, settings.effective_cluster_region
+                    )
                     ready = get_condition(result.status.get("conditions"), "Ready") or {}
                     outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
                     metrics.objects.record(
@@ -273,9 +345,14 @@ async def _reconcile_loop(
                 delay = result.delay
             except Exception:  # an unexpected bug or API failure must not end the loop
                 logger.exception(f"{kind} reconcile failed; retrying")
-                delay = 10.0
+                delay, usable, failed = 10.0, False, False
             finally:
                 memo.pass_running = False
+        if usable or failed:  # waiting pods learn of it now, not at the next resync
+            try:
+                await memo.binder.cache_changed(meta["namespace"], usable, failed)
+            except Exception:
+                logger.exception("could not look at the pods waiting for this cache")
         delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
         await _sleep_until_woken(delay, stopped, wake)
 
@@ -322,16 +399,33 @@ def configure_logging(settings: OperatorSettings) -> None:
     logging.getLogger().setLevel(settings.log_level)
 
 
+async def serve(settings: OperatorSettings) -> None:
+    """Metrics and the pod webhook first (every replica serves them), then kopf until a signal."""
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    webhook = WebhookServer(settings, metrics) if settings.webhook_port else None
+    if webhook is not None:
+        await webhook.start()
+    registry = kopf.OperatorRegistry()
+    register(registry, settings, metrics)
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=(
+                f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+            ),
+        )
+    finally:
+        if webhook is not None:
+            await webhook.stop()
+
+
 def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings)
-    registry = kopf.OperatorRegistry()
-    register(registry, settings)
-    kopf.run(
-        registry=registry,
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-    )
+    asyncio.run(serve(settings))
     return 0

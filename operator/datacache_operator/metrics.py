@@ -19,6 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Admission sits in the path of every opted-in pod create: resolve the milliseconds.
+ADMISSION_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5)
 
 
 class ObjectStates(Collector):
@@ -88,6 +90,24 @@ class Metrics:
             "Time calls waited for the per-region rate limiter.",
             ["region"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.admissions = PromCounter(
+            "datacache_operator_pod_admissions",
+            "Pods the webhook answered, by result: bound, gated (bound and held until the caches are "
+            "Ready), denied, error.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.admission_seconds = Histogram(
+            "datacache_operator_pod_admission_duration_seconds",
+            "Time the webhook took to answer one pod.",
+            buckets=ADMISSION_BUCKETS,
+            registry=self.registry,
+        )
+        self.pods_ungated = PromCounter(
+            "datacache_operator_pods_ungated",
+            "Pods whose scheduling gate the operator removed (every cache Ready).",
             registry=self.registry,
         )
         self.objects = ObjectStates()

@@ -23,6 +23,7 @@ DEFAULT_ENDPOINT_TEMPLATE = "eci.{region}.aliyuncs.com"
 
 Protocol = Literal["https", "http"]
 DeletionPolicy = Literal["Delete", "Retain"]
+WebhookCertificate = Literal["operator", "cert-manager"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -176,6 +177,55 @@ class OperatorSettings(BaseSettings):
         validation_alias=_env("DATACACHE_HEALTH_PORT"),
         description="Port of the liveness/readiness endpoint (0: off).",
     )
+    cluster_region: str | None = Field(
+        default=None,
+        validation_alias=_env("DATACACHE_CLUSTER_REGION"),
+        description="Region the cluster's pods run in: a DataCache elsewhere is bound through its copy "
+        "in this region. Unset: the default region.",
+    )
+    operator_namespace: str = Field(
+        default="eci-datacache-system",
+        min_length=1,
+        validation_alias=_env("DATACACHE_OPERATOR_NAMESPACE"),
+        description="Namespace of the operator itself (the webhook certificate's Secret lives there).",
+    )
+    webhook_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        validation_alias=_env("DATACACHE_WEBHOOK_PORT"),
+        description="Port of the pod admission webhook, served over TLS by every replica (0: off).",
+    )
+    webhook_certificate: WebhookCertificate = Field(
+        default="operator",
+        validation_alias=_env("DATACACHE_WEBHOOK_CERTIFICATE"),
+        description="Who makes the webhook's certificate: operator (a CA and a certificate made once, "
+        "kept in the Secret, the CA put into the webhook configuration) or cert-manager (the operator "
+        "only reads the Secret).",
+    )
+    webhook_secret: str = Field(
+        default="eci-datacache-operator-webhook-tls",
+        min_length=1,
+        validation_alias=_env("DATACACHE_WEBHOOK_SECRET"),
+        description="Secret (in the operator's namespace) holding the webhook's ca.crt, tls.crt, tls.key.",
+    )
+    webhook_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("DATACACHE_WEBHOOK_HOSTS"),
+        description="Comma-separated DNS names or IPs the apiserver calls the webhook by (the "
+        "certificate's names). Empty: eci-datacache-operator-webhook.<namespace>.svc.",
+    )
+    webhook_configuration: str = Field(
+        default="",
+        validation_alias=_env("DATACACHE_WEBHOOK_CONFIGURATION"),
+        description="MutatingWebhookConfiguration the operator puts its CA into (empty: none).",
+    )
+    pod_resync_interval: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_POD_RESYNC_INTERVAL"),
+        description="Seconds between checks of every waiting pod and of the pods using each cache.",
+    )
     log_level: LogLevel = Field(
         default="INFO",
         validation_alias=_env("DATACACHE_LOG_LEVEL"),
@@ -189,7 +239,7 @@ class OperatorSettings(BaseSettings):
 
     # ---- normalisation -------------------------------------------------------------
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "webhook_hosts", mode="before")
     @classmethod
     def _split_namespaces(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -267,8 +317,12 @@ class OperatorSettings(BaseSettings):
         return self.rate_burst if self.rate_burst is not None else max(1, math.ceil(self.rate_limit))
 
     @property
-    def watch_all_namespaces(self) -> bool:
-        return not self.namespaces
+    def effective_cluster_region(self) -> str:
+        return self.cluster_region or self.default_region
+
+    @property
+    def effective_webhook_hosts(self) -> list[str]:
+        return self.webhook_hosts or [f"eci-datacache-operator-webhook.{self.operator_namespace}.svc"]
 
     def endpoint_for(self, region: str) -> str:
         """``host[:port]`` of the ECI API of ``region`` (no scheme: the SDK wants it bare)."""

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Builds (or reuses) kube-apiserver, etcd, kubectl and helm from published Go modules
+# Builds (or reuses) kube-apiserver, kube-controller-manager, etcd, kubectl and helm from published Go modules
 # and prints, as its last line, the absolute path of the folder holding them.
 #
 # - KUBEBUILDER_ASSETS set: that folder is used as it is and nothing is built.
 # - Otherwise the binaries go to a cache folder outside the repository, keyed by the
 #   versions pinned here: ${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/eci-datacache-operator/controlplane}/<key>.
-#   A folder holding a `.complete` stamp is reused as it is.
+#   A folder holding a `.complete` stamp and every binary is reused as it is (a binary added
+#   here later is built into it).
 set -euo pipefail
 
 KUBE_VERSION=v1.35.4
 ETCD_VERSION=v3.6.5
 HELM_VERSION=v3.20.2
-BINARIES=(kube-apiserver etcd kubectl helm)
+BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -31,7 +32,8 @@ cache_root="${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eci-
 key="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(go env GOOS)-$(go env GOARCH)"
 out="$cache_root/$key"
 
-if [[ -f "$out/.complete" ]]; then
+all_built() { for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+if [[ -f "$out/.complete" ]] && all_built; then
   log "reusing $out"
   echo "$out"
   exit 0
@@ -67,6 +69,7 @@ build() { # name module-dir package ldflags
 build etcd "$here" go.etcd.io/etcd/server/v3 "-s -w"
 build kubectl "$here" k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 build kube-apiserver "$here" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+build kube-controller-manager "$here" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build helm "$here/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 
 for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || { log "missing $b"; exit 1; }; done

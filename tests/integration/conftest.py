@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REPO, Kube, OperatorProcess
+from tests.integration.support import (
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    REPO,
+    WEBHOOK_PATH,
+    Kube,
+    OperatorProcess,
+    wait_until_the_webhook_answers,
+    webhook_configuration_manifest,
+)
 
 from datacache_operator.testing.controlplane import ControlPlane, free_port
 
@@ -83,3 +92,47 @@ def operator(
 @pytest.fixture
 def kube(controlplane: ControlPlane, namespace: str) -> Kube:
     return Kube(controlplane, namespace)
+
+
+@pytest.fixture
+def webhook_configuration(controlplane: ControlPlane, namespace: str) -> Iterator[dict[str, Any]]:
+    """A MutatingWebhookConfiguration like the chart's, calling the operator on 127.0.0.1 and
+    limited to the test's namespace (other tests' pods never reach it); no caBundle: the
+    operator puts its own CA in."""
+    port = free_port()
+    name = f"datacache-pods-{namespace}"
+    configuration = webhook_configuration_manifest(name, f"https://127.0.0.1:{port}{WEBHOOK_PATH}", namespace)
+    controlplane.apply(configuration)
+    try:
+        yield {"name": name, "port": port}
+    finally:
+        controlplane.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+@pytest.fixture
+def binding_env(
+    operator_env: dict[str, str], namespace: str, webhook_configuration: dict[str, Any]
+) -> dict[str, str]:
+    return {
+        **operator_env,
+        "DATACACHE_WEBHOOK_PORT": str(webhook_configuration["port"]),
+        "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
+        "DATACACHE_WEBHOOK_CONFIGURATION": webhook_configuration["name"],
+        "DATACACHE_OPERATOR_NAMESPACE": namespace,  # the certificate's Secret goes there
+    }
+
+
+@pytest.fixture
+def binding_operator(
+    binding_env: dict[str, str], datacache_crds: list[str], tmp_path: Path, kube: Kube
+) -> Iterator[OperatorProcess]:
+    """The operator serving the pod webhook, started once the apiserver trusts it."""
+    running = OperatorProcess(binding_env, tmp_path / "operator.log")
+    running.start()
+    try:
+        wait_until_the_webhook_answers(kube)
+        yield running
+    finally:
+        running.stop()
+        log = running.log()
+        assert ACCESS_KEY_SECRET not in log, "the access key secret leaked into the operator log"

@@ -54,7 +54,10 @@ class OperatorProcess:
             start_new_session=True,
         )
         log.close()
-        wait_for(self._healthy, timeout=60, what="the operator's health endpoint")
+        try:
+            wait_for(self._healthy, timeout=60, what="the operator's health endpoint")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.log()[-3000:]}") from None
 
     def _healthy(self) -> bool:
         import urllib.request
@@ -163,3 +166,64 @@ def create_cache_as_lost_reply(env: dict[str, str], uid: str, namespace: str, na
         client_token=client_token(uid, 0),
     )
     return str(client.create_data_cache(request).body.data_cache_id)
+
+
+WEBHOOK_PATH = "/mutate-v1-pod"
+INJECT_LABEL = "eci.datacache.dev/inject"
+
+
+def webhook_configuration_manifest(name: str, url: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "pods.eci.datacache.dev",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": url},
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "objectSelector": {"matchLabels": {INJECT_LABEL: "true"}},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
+
+
+def opted_in_pod(name: str, caches: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {INJECT_LABEL: "true"},
+            "annotations": {"eci.datacache.dev/caches": caches},
+        },
+        "spec": {"containers": [{"name": "main", "image": "busybox"}], **spec},
+    }
+
+
+def wait_until_the_webhook_answers(kube: Kube, timeout: float = 60) -> None:
+    """Until the apiserver trusts the operator's CA: a server-side dry run of an opted-in pod
+    naming no existing cache is refused by the webhook itself (not by a TLS error)."""
+    probe = json.dumps(opted_in_pod("webhook-probe", "no-such-cache:/probe"))
+
+    def answered() -> str | None:
+        result = kube.controlplane.kubectl(
+            "create", "--dry-run=server", "-n", kube.namespace, "-f", "-", input=probe, check=False
+        )
+        return result.stderr if "DataCache no-such-cache not found" in result.stderr else None
+
+    wait_for(answered, timeout=timeout, what="the pod webhook to answer the apiserver")

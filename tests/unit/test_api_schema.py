@@ -65,7 +65,8 @@ def test_names_scope_and_subresources(crd: dict[str, Any], version: dict[str, An
 def test_printer_columns(version: dict[str, Any]):
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     default_columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert default_columns == ["Ready", "Status", "ID", "Region", "Age"]
+    assert default_columns == ["Ready", "Status", "ID", "Region", "Consumers", "Age"]
+    assert columns["Consumers"]["jsonPath"] == ".status.consumers"
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Reason"]["priority"] == 1

@@ -18,10 +18,10 @@ class Finalizing:
     def __init__(self, error: EciError | None = None) -> None:
         self.error = error
 
-    async def finalize(self, body: Any) -> tuple[bool, list[Event]]:
+    async def finalize(self, body: Any) -> tuple[bool, list[Event], None]:
         if self.error:
             raise self.error
-        return True, [Event("Normal", "Deleted", "gone")]
+        return True, [Event("Normal", "Deleted", "gone")], None
 
 
 def settings() -> OperatorSettings:
@@ -53,5 +53,6 @@ async def test_a_terminal_error_is_raised_as_it_is():
 
 
 async def test_success_passes_through():
-    done, events = await finalize_or_back_off(Finalizing(), {}, 0, settings())
+    done, events, status = await finalize_or_back_off(Finalizing(), {}, 0, settings())
+    assert status is None
     assert done and events[0].reason == "Deleted"

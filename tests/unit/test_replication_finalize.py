@@ -51,7 +51,8 @@ def body() -> dict[str, Any]:
 async def test_a_retryable_error_in_one_region_still_deletes_the_others_and_keeps_the_finalizer():
     cloud = FlakyRegionCloud()
     controller = ReplicationController(OperatorSettings(), cloud, read_object=_no_object)  # type: ignore[arg-type]
-    done, events = await controller.finalize(body())
+    done, events, status = await controller.finalize(body())
+    assert status is None
     assert cloud.deleted == [("cn-shanghai", "edc-sh")]
     assert not done  # cn-beijing is tried again on the next attempt
     assert [e.reason for e in events] == ["Deleting"]

@@ -63,7 +63,7 @@ def test_defaults() -> None:
         300,
         0.1,
     )
-    assert settings.namespaces == [] and settings.watch_all_namespaces
+    assert settings.namespaces == []
     assert settings.default_deletion_policy == "Delete"
     assert settings.batching is True and settings.describe_batch_window == 0.05
     assert (settings.metrics_port, settings.health_port) == (8080, 8081)
@@ -83,7 +83,7 @@ def test_values_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.default_region == "cn-shanghai"
     assert settings.endpoint_for("cn-shanghai") == "eci-vpc.cn-shanghai.aliyuncs.com"
     assert settings.rate_limit == 2.5 and settings.effective_rate_burst == 3
-    assert settings.namespaces == ["team-a", "team-b"] and not settings.watch_all_namespaces
+    assert settings.namespaces == ["team-a", "team-b"]
     assert settings.default_deletion_policy == "Retain"
     assert settings.batching is False
     assert settings.log_level == "DEBUG"

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from datacache_operator import API_VERSION, GROUP, VERSION
+from datacache_operator.api.binding import PodDisk
 from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
 from datacache_operator.api.schema import (
     AGE_COLUMN,
@@ -282,6 +283,11 @@ class DataCacheSpec(ApiModel):
         description="Delete removes the cloud cache with the object, Retain leaves it. Unset uses the "
         "operator's default.",
     )
+    pod_disk: PodDisk | None = Field(
+        default=None,
+        description="The disk of each pod that uses the cache through the webhook (annotation "
+        "eci.datacache.dev/caches); a pod that sets the ECI annotation itself keeps its own value.",
+    )
 
 
 class DataCacheStatus(ApiModel):
@@ -331,6 +337,12 @@ class DataCacheStatus(ApiModel):
         default=None,
         description="The last value of the eci.datacache.dev/reconcile-requested-at annotation acted "
         "on; a new value retries a terminal error or a Failed build without a spec change.",
+    )
+    consumers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Pods (not yet terminated) bound to this cache by the webhook; while there are any, "
+        "deleting the object keeps the cloud cache. Unset when none ever was.",
     )
 
 
@@ -386,6 +398,7 @@ DATACACHE = ResourceDefinition(
         PrinterColumn("Status", ".status.status", description="Cloud status of the cache."),
         PrinterColumn("ID", ".status.dataCacheId", description="ID of the cloud cache."),
         PrinterColumn("Region", ".status.region", description="Region of the cloud cache."),
+        PrinterColumn("Consumers", ".status.consumers", type="integer", description="Pods using the cache."),
         condition_column(
             "Reason", ConditionType.READY, "reason", description="Reason of the Ready condition.", priority=1
         ),

@@ -206,6 +206,12 @@ class DataCacheReplicationStatus(ApiModel):
     ready_destinations: str | None = Field(
         default=None, description="Available copies out of the destinations in the spec, e.g. 2/3."
     )
+    consumers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Pods (not yet terminated) bound by the webhook to one of the copies; a copy in use "
+        "is not deleted. Unset when none ever was.",
+    )
 
 
 class DataCacheReplication(ApiModel):

@@ -5,19 +5,33 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
 from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import parse_time
+from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.datacache import ConditionValue, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)
+
+# (namespace, cache, region, replication or None) -> the pods bound to it ("namespace/name")
+UsersLister = Callable[[str, str, str, str | None], Awaitable[list[str]]]
+
+
+async def _nobody(namespace: str, cache: str, region: str, replication: str | None) -> list[str]:
+    return []
+
+
+def own_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status without the fields another writer (the pod binder) owns."""
+    return {k: v for k, v in status.items() if k not in STATUS_KEYS_OF_THE_BINDER}
 
 
 def backoff_delay(error: EciError, attempt: int, settings: OperatorSettings) -> float:
@@ -58,8 +72,10 @@ class PollingController:
         cloud: Any,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        users: UsersLister = _nobody,
     ) -> None:
         self.settings = settings
+        self.users = users  # in-use protection: who still uses what a deletion would remove
         self.cloud = cloud
         self.clock = clock
         self.rng = rng or random.Random()
@@ -111,17 +127,34 @@ class PollingController:
         ClientToken generation already used). After a restart the object's status is fresh.
         """
         remembered = self._last_status.get(body["metadata"]["uid"])
-        return copy.deepcopy(remembered) if remembered is not None else dict(body.get("status") or {})
+        return copy.deepcopy(remembered) if remembered is not None else own_status(body.get("status") or {})
 
-    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
-        """Delete (or retain) what the object made in the cloud; True once the finalizer can go."""
-        done, events = await self._finalize(body)
+    async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
+        """Delete (or retain) what the object made in the cloud; True once the finalizer can go.
+        The status, when not None, is to be written (e.g. Ready=False while pods use the cache)."""
+        done, events, status = await self._finalize(body)
         if done:
             self.forget(body["metadata"]["uid"])
-        return done, events
+        return done, events, status
 
-    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
         raise NotImplementedError
+
+    def _in_use(
+        self, body: Mapping[str, Any], users: list[str], what: str, events: list[Event]
+    ) -> dict[str, Any]:
+        """The status of an object whose deletion waits for pods (Ready=False, reason InUse);
+        an event naming a pod when the message is new."""
+        meta = body["metadata"]
+        status = self.current_status(body)
+        message = in_use_message(users, what)
+        ready = get_condition(status.get("conditions"), "Ready") or {}
+        if ready.get("reason") != "InUse" or ready.get("message") != message:
+            events.append(Event("Warning", "InUse", f"Deletion waits: {message}"))
+        values = [ConditionValue("Ready", "False", "InUse", message)]
+        return self._conclude(
+            meta["uid"], status, values, meta.get("generation"), self.clock(), 0, events
+        ).status
 
     def forget(self, uid: str) -> None:
         """The object is gone: drop what is remembered of it."""

@@ -17,7 +17,7 @@ from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyErro
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
-from datacache_operator.controllers.base import Event, PassResult, PollingController
+from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister
 from datacache_operator.kube import SecretNotFound
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
@@ -128,8 +128,9 @@ class DataCacheController(PollingController):
         read_secret: SecretReader,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        users: UsersLister | None = None,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng)
+        super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
         self.cloud: CloudClient = cloud
         self.read_secret = read_secret
 
@@ -311,12 +312,22 @@ class DataCacheController(PollingController):
             return step, observed
         raise RuntimeError("reconcile did not settle")  # pragma: no cover - bounded loop
 
-    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
-        """Delete (or retain) the cloud cache; True once the finalizer can go."""
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
+        """Once no pod uses it, delete (or retain) the cloud cache; True once the finalizer can go."""
         meta = body["metadata"]
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
         status = self.current_status(body)
         region = status.get("region") or spec.region or self.settings.default_region
+        users = await self.users(meta["namespace"], meta["name"], region, None)
+        if users:  # like a PVC in use: the data stays while a pod may read it
+            events: list[Event] = []
+            return False, events, self._in_use(body, users, "the cloud cache", events)
+        done, events = await self._delete_cache(meta, spec, status, region)
+        return done, events, None
+
+    async def _delete_cache(
+        self, meta: Mapping[str, Any], spec: DataCacheSpec, status: Mapping[str, Any], region: str
+    ) -> tuple[bool, list[Event]]:
         default_policy = "Retain" if spec.data_cache_id else self.settings.default_deletion_policy
         policy = str(spec.deletion_policy or default_policy)
         known_id = status.get("dataCacheId") or spec.data_cache_id

@@ -19,10 +19,11 @@ from datacache_operator.api.replication import DataCacheReplicationSpec, Replica
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
-from datacache_operator.controllers.base import Event, PassResult, PollingController, error_text
+from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister, error_text
 from datacache_operator.controllers.datacache import is_paused
 from datacache_operator.reconcile import datacache as decide_cache
 from datacache_operator.reconcile import replication as decide
+from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.settings import OperatorSettings
 
@@ -85,8 +86,9 @@ class ReplicationController(PollingController):
         read_object: ObjectReader,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        users: UsersLister | None = None,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng)
+        super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
         self.cloud: CloudClient = cloud
         self.read_object = read_object
 
@@ -138,6 +140,10 @@ class ReplicationController(PollingController):
         wanted = [d.region for d in spec.destinations]
         try:
             for region in decide.removed_regions(wanted, list(entries)):
+                users = await self._copy_users(spec, meta, region)
+                if users:  # kept, like a PVC in use, until the last pod ends
+                    entries[region].update(reason="InUse", message=in_use_message(users, "the copy"))
+                    continue
                 if await self._remove(region, entries[region], deletion_policy(spec, self.settings), events):
                     del entries[region]
             state, source_id, source_region, label, source = await self._resolve_source(
@@ -384,18 +390,32 @@ class ReplicationController(PollingController):
         entry.update(reason="Removing", message="The destination was removed from the spec.")
         return False
 
-    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event]]:
-        """Delete (or retain) every copy this object made; True once the finalizer can go."""
+    async def _copy_users(
+        self, spec: DataCacheReplicationSpec, meta: Mapping[str, Any], region: str
+    ) -> list[str]:
+        """Pods bound to this object's copy in `region` (only a DataCache source can be named by pods)."""
+        if spec.source.data_cache_ref is None:
+            return []
+        return await self.users(meta["namespace"], spec.source.data_cache_ref.name, region, meta["name"])
+
+    async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
+        """Delete (or retain) every copy this object made once no pod uses it; True once the
+        finalizer can go."""
         meta = body["metadata"]
         spec = DataCacheReplicationSpec.model_validate(body.get("spec") or {})
         status = self.current_status(body)
         entries = {e["region"]: e for e in status.get("destinations") or [] if e.get("region")}
         regions = list(dict.fromkeys([d.region for d in spec.destinations] + list(entries)))
+        events: list[Event] = []
+        users: list[str] = []
+        for region in regions:
+            users += await self._copy_users(spec, meta, region)
+        if users:
+            return False, events, self._in_use(body, users, "its copies", events)
         if deletion_policy(spec, self.settings) == "Retain":
             kept = [f"{e['dataCacheId']} in {r}" for r, e in entries.items() if e.get("dataCacheId")]
             what = ", ".join(kept) or "no copies"
-            return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left.")]
-        events: list[Event] = []
+            return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left.")], None
         pending = False
         for region in regions:
             try:
@@ -406,7 +426,7 @@ class ReplicationController(PollingController):
                 if not error.retryable:
                     raise
                 pending = True  # this region again on the next attempt; the others went on
-        return not pending, events
+        return not pending, events, None
 
     async def _delete_copies(
         self, region: str, known_id: str | None, meta: Mapping[str, Any], events: list[Event]

@@ -1,11 +1,13 @@
-"""A real kube-apiserver backed by a real etcd, started as local processes on 127.0.0.1.
+"""A real kube-apiserver backed by a real etcd, with kube-controller-manager (so Deployments,
+ReplicaSets and Jobs make pods), started as local processes on 127.0.0.1.
 
 The envtest idea, in Python: used by the pytest fixtures and by `make run`. The binaries
 come from `KUBEBUILDER_ASSETS` when it is set (the envtest convention), otherwise from the
 folder `tests/controlplane/build.sh` fills (`DATACACHE_CONTROLPLANE_ASSETS` or its default
 cache folder).
 
-Both processes run in their own session and get SIGKILL when the process that started
+kube-controller-manager is optional (envtest's downloaded assets lack it): started when the
+folder holds it. Every process runs in its own session and get SIGKILL when the process that started
 them dies (PR_SET_PDEATHSIG), so no etcd or apiserver outlives a test run, even one that
 is killed.
 """
@@ -40,6 +42,17 @@ DEFAULT_CACHE_ROOT = (
     / "controlplane"
 )
 REQUIRED_BINARIES = ("etcd", "kube-apiserver")
+CONTROLLER_MANAGER = "kube-controller-manager"
+# What makes pods and cleans up after them; no node, so no scheduling or node controllers.
+CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "job-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+)
 
 
 class ControlPlaneUnavailable(RuntimeError):
@@ -153,6 +166,7 @@ class ControlPlane:
     admin_token: str = field(default_factory=lambda: secrets.token_hex(24))
     etcd: _Process | None = None
     apiserver: _Process | None = None
+    controller_manager: _Process | None = None
     startup_seconds: float = 0.0
 
     # --- paths -------------------------------------------------------------------------
@@ -192,13 +206,19 @@ class ControlPlane:
         try:
             self._start_etcd(began + timeout)
             self._start_apiserver(began + timeout)
+            if self.has_controller_manager:
+                self._start_controller_manager(began + timeout)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
 
+    @property
+    def has_controller_manager(self) -> bool:
+        return os.access(self.assets / CONTROLLER_MANAGER, os.X_OK)
+
     def stop(self) -> None:
-        for process in (self.apiserver, self.etcd):
+        for process in (self.controller_manager, self.apiserver, self.etcd):
             if process is not None:
                 process.stop()
         if self.root is not None and not self.keep_root:
@@ -212,12 +232,12 @@ class ControlPlane:
         self._wait_ready(time.monotonic() + timeout)
 
     def pids(self) -> list[int]:
-        return [p.popen.pid for p in (self.etcd, self.apiserver) if p and p.popen and p.running()]
+        processes = (self.etcd, self.apiserver, self.controller_manager)
+        return [p.popen.pid for p in processes if p and p.popen and p.running()]
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} (last lines)\n{p.log_tail()}" for p in (self.etcd, self.apiserver) if p
-        )
+        processes = (self.etcd, self.apiserver, self.controller_manager)
+        return "\n".join(f"--- {p.name} (last lines)\n{p.log_tail()}" for p in processes if p)
 
     # --- etcd ---------------------------------------------------------------------------
     def _start_etcd(self, deadline: float) -> None:
@@ -271,7 +291,8 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
-                # No controller-manager runs, so no `default` ServiceAccount is ever created.
+                # Pods need no service account token (and envtest's assets have no controller-manager
+                # to make the `default` accounts).
                 "--disable-admission-plugins=ServiceAccount",
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={tokens}",
@@ -299,6 +320,34 @@ class ControlPlane:
             )
 
         _wait_for(ready, deadline, "kube-apiserver /readyz", self.apiserver)
+
+    # --- kube-controller-manager ---------------------------------------------------------
+    def _start_controller_manager(self, deadline: float) -> None:
+        assert self.root is not None
+        self.controller_manager = _Process(
+            CONTROLLER_MANAGER,
+            [
+                str(self.assets / CONTROLLER_MANAGER),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--secure-port=0",  # nothing scrapes it
+                "--v=0",
+            ],
+            self.root / "kube-controller-manager.log",
+        )
+        self.controller_manager.start(env=_child_env())
+
+        # Ready once its service account controller has made the `default` namespace's account.
+        def ready() -> bool:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return _http_ok(
+                f"{self.server}/api/v1/namespaces/default/serviceaccounts/default", self.admin_token, context
+            )
+
+        _wait_for(ready, deadline, "kube-controller-manager's first service account", self.controller_manager)
 
     # --- clients ------------------------------------------------------------------------
     def _write_kubeconfig(self, path: Path, token: str, user: str) -> Path:

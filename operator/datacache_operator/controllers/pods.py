@@ -1,0 +1,192 @@
+"""The pods bound to caches: remove their scheduling gate once every cache is Ready, tell
+waiting pods when a cache fails, count the pods using each cache, and name them when a
+deletion must wait.
+
+Never a watch of every pod: pods are listed by the labels the webhook set (server-side
+selectors), when a cache turns Ready or fails, and on a slow resync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from datacache_operator.api.binding import (
+    GATED_LABEL,
+    INJECT_LABEL,
+    BindingError,
+    has_gate,
+    parse_bound,
+    uses_label,
+)
+from datacache_operator.reconcile import binding as decide
+from datacache_operator.reconcile.binding import Binding, ConsumerKey
+from datacache_operator.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+DATACACHES = "datacaches"
+REPLICATIONS = "datacachereplications"
+NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
+
+PodLister = Callable[[str | None, str, str | None], Awaitable[list[dict[str, Any]]]]
+PodPatcher = Callable[[str, str, list[dict[str, Any]]], Awaitable[bool]]
+ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
+StatusPatcher = Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
+
+
+def _pod_ref(pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+class PodBinder:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        list_pods: PodLister,
+        patch_pod: PodPatcher,
+        read_object: ObjectReader,
+        patch_status: StatusPatcher,
+        post_event: EventPoster,
+        on_ungated: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.list_pods = list_pods
+        self.patch_pod = patch_pod
+        self.read_object = read_object
+        self.patch_status = patch_status
+        self.post_event = post_event
+        self.on_ungated = on_ungated
+        self._told: dict[str, set[tuple[str, str]]] = {}  # pod uid -> failures already posted
+
+    # ---- waiting pods -----------------------------------------------------------------
+
+    async def cache_changed(self, namespace: str, became_ready: bool, failed: bool) -> None:
+        """A cache of `namespace` turned Ready (or a copy Available), or failed: look at the
+        namespace's waiting pods now rather than at the next resync."""
+        if became_ready or failed:
+            await self.check_waiting([namespace])
+
+    async def check_waiting(self, namespaces: Iterable[str | None], every_namespace: bool = False) -> int:
+        """Ungate the waiting pods whose caches are all Ready; tell the others of failures.
+        `every_namespace`: these are all the namespaces in scope (a resync), so a pod not seen
+        is no longer waiting. Returns how many pods were ungated."""
+        ungated = 0
+        seen: set[str] = set()
+        for namespace in namespaces:
+            pods = await self.list_pods(namespace, f"{GATED_LABEL}=true", NOT_TERMINATED)
+            resolved: dict[tuple[str, str, str | None], Binding | str] = {}
+            for pod in pods:
+                seen.add(pod["metadata"]["uid"])
+                if await self._check_pod(pod, resolved):
+                    ungated += 1
+        if every_namespace:
+            for uid in set(self._told) - seen:  # forget pods that left (ungated, deleted)
+                del self._told[uid]
+        return ungated
+
+    async def _resolve(
+        self,
+        namespace: str,
+        name: str,
+        replication: str | None,
+        cache: dict[tuple[str, str, str | None], Binding | str],
+    ) -> Binding | str:
+        key = (namespace, name, replication)
+        if key not in cache:
+            datacache = await self.read_object(DATACACHES, namespace, name)
+            replications: list[dict[str, Any]] = []
+            if replication:
+                found = await self.read_object(REPLICATIONS, namespace, replication)
+                replications = [found] if found else []
+            try:
+                cache[key] = decide.binding_of(
+                    name,
+                    namespace,
+                    datacache,
+                    replications,
+                    self.settings.effective_cluster_region,
+                    self.settings.default_region,
+                )
+            except BindingError as error:
+                if replication and not replications:
+                    cache[key] = (
+                        f"DataCacheReplication {namespace}/{replication}, whose copy the pod uses, is gone"
+                    )
+                else:
+                    cache[key] = str(error)
+        return cache[key]
+
+    async def _check_pod(
+        self, pod: dict[str, Any], resolved: dict[tuple[str, str, str | None], Binding | str]
+    ) -> bool:
+        meta = pod["metadata"]
+        if not has_gate(pod):
+            return False
+        bound = parse_bound(meta.get("annotations"))
+        now = {
+            entry.name: await self._resolve(meta["namespace"], entry.name, entry.replication, resolved)
+            for entry in bound
+        }
+        result = decide.verdict(bound, now)
+        if result.ready:
+            patch = decide.ungate_patch(pod, result.bound)
+            if patch and await self.patch_pod(meta["namespace"], meta["name"], patch):
+                names = ", ".join(entry.name for entry in result.bound)
+                self.post_event(
+                    _pod_ref(pod),
+                    "Normal",
+                    "CachesReady",
+                    f"Every cache is Ready ({names}); removed the scheduling gate.",
+                )
+                self.on_ungated()
+                return True
+            return False
+        told = self._told.setdefault(meta["uid"], set())
+        for failure in result.failures:
+            if failure not in told:
+                told.add(failure)
+                cache, message = failure
+                self.post_event(
+                    _pod_ref(pod),
+                    "Warning",
+                    "CacheNotUsable",
+                    f"Cache {cache}: {message} The pod stays gated until it is Ready.",
+                )
+        return False
+
+    # ---- consumers --------------------------------------------------------------------
+
+    async def count_consumers(
+        self, namespaces: Iterable[str | None], known: Mapping[ConsumerKey, int | None]
+    ) -> int:
+        """Write status.consumers where it changed; `known` is every object in scope with the
+        value it shows now. Returns how many objects were patched."""
+        pods: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            pods.extend(await self.list_pods(namespace, f"{INJECT_LABEL}=true", NOT_TERMINATED))
+        counts = decide.consumer_counts(pods)
+        patched = 0
+        for key, shown in known.items():
+            count = counts.get(key, 0)
+            if (shown or 0) != count:
+                plural, namespace, name = key
+                await self.patch_status(plural, namespace, name, {"consumers": count})
+                patched += 1
+        return patched
+
+    async def users(
+        self, namespace: str, cache: str, region: str, replication: str | None = None
+    ) -> list[str]:
+        """Names of the non-terminated pods bound to `cache` in `region` (through `replication`)."""
+        pods = await self.list_pods(namespace, f"{uses_label(cache)}={region}", NOT_TERMINATED)
+        return sorted(
+            f"{namespace}/{p['metadata']['name']}" for p in pods if decide.uses(p, cache, region, replication)
+        )
