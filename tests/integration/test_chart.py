@@ -93,8 +93,41 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("CustomResourceDefinition") == len(list((CHART / "crds").glob("*.yaml")))
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"} <= set(kinds)
-    assert "Role" not in kinds and "ServiceMonitor" not in kinds
+    assert "ServiceMonitor" not in kinds
+    # The one Role is the webhook's, for its certificate Secret in the release namespace.
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert [(r["metadata"]["name"], r["metadata"]["namespace"]) for r in roles] == [
+        ("edc-eci-datacache-operator-webhook", namespace)
+    ]
+    assert roles[0]["rules"][0]["resourceNames"] == ["edc-eci-datacache-operator-webhook-tls"]
+    assert "Certificate" not in kinds and "Issuer" not in kinds
     dry_run(controlplane, rendered)
+
+    webhook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
+    assert webhook["objectSelector"] == {"matchLabels": {"eci.datacache.dev/inject": "true"}}
+    assert webhook["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]}
+    ]
+    assert webhook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert (webhook["sideEffects"], webhook["failurePolicy"]) == ("None", "Fail")
+    assert webhook["timeoutSeconds"] <= 10 and "caBundle" not in webhook["clientConfig"]
+    assert webhook["clientConfig"]["service"]["name"] == "edc-eci-datacache-operator-webhook"
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": ["edc-eci-datacache-operator"],
+        "verbs": ["get", "patch"],
+    } in cluster_role["rules"]
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]} in cluster_role["rules"]
 
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     spec = deployment["spec"]
@@ -110,6 +143,9 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DATACACHE_WEBHOOK_PORT"] == "9443" and env["DATACACHE_WEBHOOK_CERTIFICATE"] == "operator"
+    assert env["DATACACHE_WEBHOOK_CONFIGURATION"] == "edc-eci-datacache-operator"
+    assert env["DATACACHE_WEBHOOK_HOSTS"].startswith(f"edc-eci-datacache-operator-webhook.{namespace}.svc,")
     assert env["DATACACHE_DEFAULT_REGION"] == "cn-hangzhou"
     assert env["DATACACHE_NAMESPACES"] == ""
     assert env["DATACACHE_DEFAULT_DELETION_POLICY"] == "Delete"
@@ -131,12 +167,13 @@ def test_watch_namespaces_renders_roles_per_namespace(controlplane: ControlPlane
     controlplane.kubectl("create", "namespace", other)
     rendered = render(controlplane, namespace, "--set-json", f'watchNamespaces=["{namespace}","{other}"]')
     docs = documents(rendered)
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([namespace, other])
-    assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 2
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]} in roles[0]["rules"]
+    assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 3  # and the webhook's
     cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces", "mutatingwebhookconfigurations"}
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
         0
     ]
@@ -216,7 +253,8 @@ def test_scheduling_and_extras_rendering(controlplane: ControlPlane, namespace: 
         "metrics.service.enabled=false",
     )
     docs = documents(rendered)
-    assert "Service" not in {d["kind"] for d in docs}
+    services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+    assert services == ["edc-eci-datacache-operator-webhook"]  # no metrics Service
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"team": "ml"}
     spec = pod["spec"]
@@ -229,6 +267,34 @@ def test_scheduling_and_extras_rendering(controlplane: ControlPlane, namespace: 
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["DATACACHE_RATE_BURST"] == "20" and env["DATACACHE_LOG_JSON"] == "true"
     dry_run(controlplane, rendered)
+
+
+def test_cert_manager_rendering(controlplane: ControlPlane, namespace: str):
+    rendered = render(controlplane, namespace, "--set", "webhook.certManager.enabled=true")
+    docs = documents(rendered)
+    by_kind = {d["kind"]: d for d in docs}
+    certificate = by_kind["Certificate"]["spec"]
+    assert certificate["secretName"] == "edc-eci-datacache-operator-webhook-tls"
+    assert f"edc-eci-datacache-operator-webhook.{namespace}.svc" in certificate["dnsNames"]
+    assert certificate["issuerRef"] == {"name": "edc-eci-datacache-operator-selfsigned", "kind": "Issuer"}
+    annotations = by_kind["MutatingWebhookConfiguration"]["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == f"{namespace}/edc-eci-datacache-operator-webhook"
+    # cert-manager writes the Secret and the CA: the operator may only read its Secret.
+    assert [r["verbs"] for r in by_kind["Role"]["rules"]] == [["get"]]
+    assert "mutatingwebhookconfigurations" not in str(by_kind["ClusterRole"]["rules"])
+    env = {
+        e["name"]: e.get("value")
+        for e in by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["DATACACHE_WEBHOOK_CERTIFICATE"] == "cert-manager"
+    with_issuer = render(
+        controlplane, namespace, "--set", "webhook.certManager.enabled=true",
+        "--set-json", 'webhook.certManager.issuerRef={"name":"corp-ca","kind":"ClusterIssuer"}',
+    )  # fmt: skip
+    kinds = [d["kind"] for d in documents(with_issuer)]
+    assert "Issuer" not in kinds
+    certificate = next(d for d in documents(with_issuer) if d["kind"] == "Certificate")
+    assert certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
 
 
 def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, service_monitor_crd: None):
@@ -326,49 +392,63 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
         "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_ID=id", "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_SECRET=s",
     )  # fmt: skip
     common = (str(CHART), "-n", namespace, "--skip-crds", "--set", "credentials.existingSecret=eci-keys")
-    installed = helm(controlplane, "install", release, *common, "--set", "region=cn-beijing")
-    assert "STATUS: deployed" in installed.stdout, installed.stdout + installed.stderr
+    try:
+        installed = helm(controlplane, "install", release, *common, "--set", "region=cn-beijing")
+        assert "STATUS: deployed" in installed.stdout, installed.stdout + installed.stderr
 
-    def names(kinds: str, *scope: str) -> set[str]:
-        found = controlplane.kubectl(
-            "get", kinds, *scope, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
+        def names(kinds: str, *scope: str) -> set[str]:
+            found = controlplane.kubectl(
+                "get", kinds, *scope, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
+            )
+            return set(found.stdout.split())
+
+        namespaced = (
+            f"deployment.apps/{fullname},serviceaccount/{fullname},service/{fullname}-metrics,"
+            f"service/{fullname}-webhook"
         )
-        return set(found.stdout.split())
+        assert names("deployment,serviceaccount,service", "-n", namespace) == set(namespaced.split(","))
+        assert names("clusterrole,clusterrolebinding") == {
+            f"clusterrole.rbac.authorization.k8s.io/{fullname}",
+            f"clusterrolebinding.rbac.authorization.k8s.io/{fullname}",
+        }
+        deployment = json.loads(
+            controlplane.kubectl("-n", namespace, "get", "deployment", fullname, "-o", "json").stdout
+        )
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["DATACACHE_DEFAULT_REGION"]["value"] == "cn-beijing"
+        assert env["ALIBABA_CLOUD_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "eci-keys"
 
-    namespaced = f"deployment.apps/{fullname},serviceaccount/{fullname},service/{fullname}-metrics"
-    assert names("deployment,serviceaccount,service", "-n", namespace) == set(namespaced.split(","))
-    assert names("clusterrole,clusterrolebinding") == {
-        f"clusterrole.rbac.authorization.k8s.io/{fullname}",
-        f"clusterrolebinding.rbac.authorization.k8s.io/{fullname}",
-    }
-    deployment = json.loads(
-        controlplane.kubectl("-n", namespace, "get", "deployment", fullname, "-o", "json").stdout
-    )
-    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["DATACACHE_DEFAULT_REGION"]["value"] == "cn-beijing"
-    assert env["ALIBABA_CLOUD_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "eci-keys"
-
-    upgraded = helm(
-        controlplane,
-        "upgrade",
-        release,
-        *common,
-        "--reuse-values",
-        "--set-json",
-        f'watchNamespaces=["{namespace}"]',
-    )
-    assert "STATUS: deployed" in upgraded.stdout and "REVISION: 2" in upgraded.stdout, upgraded.stdout
-    assert names("role,rolebinding", "-n", namespace) == {
-        f"role.rbac.authorization.k8s.io/{fullname}",
-        f"rolebinding.rbac.authorization.k8s.io/{fullname}",
-    }
-    cluster_role = json.loads(controlplane.kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
-    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
-        "customresourcedefinitions",
-        "namespaces",
-    }
-
+        upgraded = helm(
+            controlplane,
+            "upgrade",
+            release,
+            *common,
+            "--reuse-values",
+            "--set-json",
+            f'watchNamespaces=["{namespace}"]',
+        )
+        assert "STATUS: deployed" in upgraded.stdout and "REVISION: 2" in upgraded.stdout, upgraded.stdout
+        assert names("role,rolebinding", "-n", namespace) == {
+            f"role.rbac.authorization.k8s.io/{fullname}",
+            f"rolebinding.rbac.authorization.k8s.io/{fullname}",
+            f"role.rbac.authorization.k8s.io/{fullname}-webhook",
+            f"rolebinding.rbac.authorization.k8s.io/{fullname}-webhook",
+        }
+        cluster_role = json.loads(controlplane.kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
+        assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+            "customresourcedefinitions",
+            "namespaces",
+            "mutatingwebhookconfigurations",
+        }
+        webhook = json.loads(
+            controlplane.kubectl("get", "mutatingwebhookconfiguration", fullname, "-o", "json").stdout
+        )["webhooks"][0]
+        assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == [namespace]
+    except BaseException:
+        # Never leave the chart's cluster-wide webhook (failurePolicy Fail) to later tests.
+        helm(controlplane, "uninstall", release, "-n", namespace, check=False)
+        raise
     helm(controlplane, "uninstall", release, "-n", namespace)
     assert not names("deployment,serviceaccount,service,role,rolebinding", "-n", namespace)
-    assert not names("clusterrole,clusterrolebinding")
+    assert not names("clusterrole,clusterrolebinding,mutatingwebhookconfiguration")
     assert controlplane.kubectl("get", "crd", "-o", "name").stdout == crds_before  # shared: untouched

@@ -11,12 +11,20 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.integration.support import Kube, OperatorProcess, wait_for
+from tests.integration.support import (
+    WEBHOOK_PATH,
+    Kube,
+    OperatorProcess,
+    opted_in_pod,
+    wait_for,
+    wait_until_the_webhook_answers,
+    webhook_configuration_manifest,
+)
 from tests.integration.test_chart import render
 from tests.integration.test_replication import destinations, ref, replication
 
 from datacache_operator import API_VERSION
-from datacache_operator.testing.controlplane import ControlPlane
+from datacache_operator.testing.controlplane import ControlPlane, free_port
 
 # Not after a comma: log lines carry milliseconds (`11:14:19,403`), which are no HTTP status.
 FORBIDDEN = re.compile(r"(?<!,)\b403\b|forbidden|not enough permissions", re.IGNORECASE)
@@ -152,6 +160,38 @@ def replication_lifecycle(kube: Kube, eci: Any, source: str) -> None:
     assert eci.cache(copies["cn-beijing"]) is None, "the replication's last copy outlived it"
 
 
+def binding_lifecycle(kube: Kube, name: str) -> None:
+    """A pod bound to a paused cache waits; unpaused, the operator ungates it: reads DataCaches,
+    lists and patches pods, posts events on them."""
+    kube.apply(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "DataCache",
+            "metadata": {"name": name, "annotations": {"eci.datacache.dev/paused": "true"}},
+            "spec": {
+                "path": f"/models/{name}",
+                "dataSource": {"type": "URL", "options": {"url": "https://x/y"}},
+            },
+        }
+    )
+    kube.apply(opted_in_pod(f"{name}-pod", f"{name}:/data"))
+    pod = kube.get("pod", f"{name}-pod") or {}
+    assert [g["name"] for g in pod["spec"].get("schedulingGates") or []] == ["eci.datacache.dev/cache-ready"]
+    kube.kubectl("annotate", "datacaches", name, "eci.datacache.dev/paused-")
+    wait_for(
+        lambda: (
+            not (
+                (kube.get("pod", f"{name}-pod") or {"spec": {"schedulingGates": [1]}})["spec"].get(
+                    "schedulingGates"
+                )
+            )
+        ),
+        timeout=TIMEOUT,
+        what="the pod ungated",
+    )
+    kube.kubectl("delete", "pod", f"{name}-pod")
+
+
 @pytest.mark.parametrize("mode", ["namespaced", "cluster"])
 def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
     mode: str,
@@ -168,12 +208,31 @@ def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
     operator watching every namespace, as the chart's Deployment runs it."""
     namespaced = mode == "namespaced"
     account, docs = chart_rbac(controlplane, namespace, namespaced=namespaced)
-    assert any(d["kind"] == "Role" for d in docs) == namespaced
+    assert (
+        any(d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook") for d in docs)
+        == namespaced
+    )
     env = operator_env if namespaced else {**operator_env, "DATACACHE_NAMESPACES": ""}
+    # The webhook as the chart runs it: its Secret and configuration names, its CA put in.
+    fullname = next(d for d in docs if d["kind"] == "ClusterRole")["metadata"]["name"]
+    port = free_port()
+    controlplane.apply(
+        webhook_configuration_manifest(fullname, f"https://127.0.0.1:{port}{WEBHOOK_PATH}", namespace)
+    )
+    env = {
+        **env,
+        "DATACACHE_WEBHOOK_PORT": str(port),
+        "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
+        "DATACACHE_WEBHOOK_CONFIGURATION": fullname,
+        "DATACACHE_WEBHOOK_SECRET": f"{fullname}-webhook-tls",
+        "DATACACHE_OPERATOR_NAMESPACE": namespace,
+    }
     running = run_as(controlplane, env, namespace, docs, account, tmp_path / "operator.log")
     try:
         name = f"rbac-{uuid.uuid4().hex[:6]}"
+        wait_until_the_webhook_answers(kube)
         datacache_lifecycle_start(kube, name)
+        binding_lifecycle(kube, f"{name}-late")
         replication_lifecycle(kube, eci, name)
         cache_id = kube.get("datacaches", name)["status"]["dataCacheId"]  # type: ignore[index]
         kube.kubectl("delete", "datacaches", name, "--wait=false")  # the finalizer goes by a patch
@@ -181,6 +240,7 @@ def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
         assert eci.cache(cache_id) is None
     finally:
         running.stop()
+        controlplane.kubectl("delete", "mutatingwebhookconfiguration", fullname, "--ignore-not-found")
     log = running.log()
     found = (FORBIDDEN if namespaced else KUBE_DENIED).findall(log)
     assert not found, f"the operator hit missing permissions: {found}\n{log[-4000:]}"
@@ -200,7 +260,7 @@ def test_a_missing_rule_shows_up(
     """Without the status rule of one kind its object never becomes Ready and the log says
     forbidden: the test above can fail, for either kind."""
     account, docs = chart_rbac(controlplane, namespace)
-    role = next(d for d in docs if d["kind"] == "Role")
+    role = next(d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook"))
     (rule,) = [r for r in role["rules"] if resource in r["resources"]]
     rule["resources"].remove(resource)
     running = run_as(controlplane, operator_env, namespace, docs, account, tmp_path / "operator.log")

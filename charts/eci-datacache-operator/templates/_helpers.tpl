@@ -49,4 +49,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- if .Values.webhook.enabled }}
+# Pods are listed by the labels the webhook set (never watched); the patch removes the gate.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+{{- end }}
+{{- end }}
+
+{{- define "edc.webhookSecret" -}}
+{{ include "edc.fullname" . }}-webhook-tls
+{{- end }}
+
+{{- define "edc.webhookService" -}}
+{{ include "edc.fullname" . }}-webhook
 {{- end }}
