@@ -12,7 +12,6 @@ from tests.integration.support import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     REPO,
-    WEBHOOK_PATH,
     Kube,
     OperatorProcess,
     wait_until_the_webhook_answers,
@@ -101,7 +100,7 @@ def webhook_configuration(controlplane: ControlPlane, namespace: str) -> Iterato
     operator puts its own CA in."""
     port = free_port()
     name = f"datacache-pods-{namespace}"
-    configuration = webhook_configuration_manifest(name, f"https://127.0.0.1:{port}{WEBHOOK_PATH}", namespace)
+    configuration = webhook_configuration_manifest(name, port, namespace)
     controlplane.apply(configuration)
     try:
         yield {"name": name, "port": port}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from datacache_operator.testing.controlplane import ControlPlane
+from datacache_operator.testing.webhook import webhook_configuration
 
 REPO = Path(__file__).resolve().parents[2]
 ACCESS_KEY_ID = "LTAI-integration-test"
@@ -172,34 +173,9 @@ WEBHOOK_PATH = "/mutate-v1-pod"
 INJECT_LABEL = "eci.datacache.dev/inject"
 
 
-def webhook_configuration_manifest(name: str, url: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "pods.eci.datacache.dev",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": url},
-                "rules": [
-                    {
-                        "operations": ["CREATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "objectSelector": {"matchLabels": {INJECT_LABEL: "true"}},
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                "timeoutSeconds": 10,
-            }
-        ],
-    }
+def webhook_configuration_manifest(name: str, url_port: int, namespace: str) -> dict[str, Any]:
+    """The chart's webhook rules, called on 127.0.0.1, for the test's namespace only."""
+    return webhook_configuration(name, url_port, {"matchLabels": {"kubernetes.io/metadata.name": namespace}})
 
 
 def opted_in_pod(name: str, caches: str, **spec: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 from tests.integration.support import (
-    WEBHOOK_PATH,
     Kube,
     OperatorProcess,
     opted_in_pod,
@@ -216,9 +215,7 @@ def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
     # The webhook as the chart runs it: its Secret and configuration names, its CA put in.
     fullname = next(d for d in docs if d["kind"] == "ClusterRole")["metadata"]["name"]
     port = free_port()
-    controlplane.apply(
-        webhook_configuration_manifest(fullname, f"https://127.0.0.1:{port}{WEBHOOK_PATH}", namespace)
-    )
+    controlplane.apply(webhook_configuration_manifest(fullname, port, namespace))
     env = {
         **env,
         "DATACACHE_WEBHOOK_PORT": str(port),

@@ -1,5 +1,6 @@
-"""`make run`: the whole local stack in the foreground — a real control plane, the ECI
-emulator and the operator — until Ctrl-C stops all three.
+"""`make run`: the whole local stack in the foreground — a real control plane (with
+kube-controller-manager, so Deployments make pods), the ECI emulator and the operator
+serving the pod webhook to that apiserver — until Ctrl-C stops them all.
 
 Leaves `.local/kubeconfig` (admin) and `.local/emulator.env` (`ECI_ENDPOINT`, the key pair,
 `ECI_PROTOCOL`) for `kubectl` and the SDK in another terminal.
@@ -18,9 +19,32 @@ from pathlib import Path
 
 from datacache_operator.emulator import Emulator, EmulatorConfig
 from datacache_operator.testing.controlplane import ControlPlane, free_port
+from datacache_operator.testing.webhook import webhook_configuration
 
 ACCESS_KEY_ID = "LTAI-local-emulator"
 ACCESS_KEY_SECRET = "local-emulator-secret"  # noqa: S105 - the emulator's own dev key pair
+OPERATOR_NAMESPACE = "eci-datacache-system"
+WEBHOOK = "eci-datacache-operator"
+WEBHOOK_READY_TIMEOUT_S = 60.0
+
+
+def wait_for_the_webhook(plane: ControlPlane, operator: subprocess.Popen[bytes]) -> None:
+    """Until the operator has put its CA into the webhook configuration (and so serves)."""
+    deadline = time.monotonic() + WEBHOOK_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited with {operator.returncode}")
+        found = plane.kubectl(
+            "get",
+            "mutatingwebhookconfiguration",
+            WEBHOOK,
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        )
+        if found.stdout.strip():
+            return
+        time.sleep(0.3)
+    raise SystemExit("the operator did not set up its webhook in time")
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
@@ -32,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--local-dir", default=".local", help="where kubeconfig and emulator.env go")
     parser.add_argument("--region", default="cn-hangzhou", help="default region of the operator")
+    parser.add_argument(
+        "--cluster-region",
+        default="cn-hongkong",
+        help="region the local cluster's pods run in (where examples/datacache-huggingface.yaml is built)",
+    )
     args = parser.parse_args(argv)
     # Ctrl-C and SIGTERM both stop everything cleanly (even when started with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -57,6 +86,23 @@ def main(argv: list[str] | None = None) -> int:
             "-l",
             "app.kubernetes.io/part-of=eci-datacache-operator",
         )
+        plane.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        webhook_port = free_port()
+        plane.apply(
+            webhook_configuration(
+                WEBHOOK,
+                webhook_port,
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "NotIn",
+                            "values": ["kube-system", OPERATOR_NAMESPACE],
+                        }
+                    ]
+                },
+            )
+        )
         config = EmulatorConfig(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET)
         with Emulator(config).in_thread() as emulator:
             emulator_env = {
@@ -74,22 +120,34 @@ def main(argv: list[str] | None = None) -> int:
                 "DATACACHE_POLL_INTERVAL_STABLE": "30",
                 "DATACACHE_HEALTH_PORT": str(free_port()),
                 "DATACACHE_METRICS_PORT": str(free_port()),
+                "DATACACHE_CLUSTER_REGION": args.cluster_region,
+                "DATACACHE_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+                "DATACACHE_WEBHOOK_PORT": str(webhook_port),
+                "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
+                "DATACACHE_WEBHOOK_CONFIGURATION": WEBHOOK,
             }
             operator = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "datacache_operator", "run"], env=operator_env, start_new_session=True
             )
             kubeconfig = os.path.relpath(local / "kubeconfig")
+            try:
+                wait_for_the_webhook(plane, operator)
+            except BaseException:
+                os.killpg(operator.pid, signal.SIGKILL)
+                raise
             print(
                 f"""
 Local stack is up.
   kube-apiserver  {plane.server}   (KUBECONFIG={kubeconfig})
   ECI emulator    http://{emulator.endpoint}   (admin: {emulator.admin_url}/state)
-  operator        pid {operator.pid}, region {args.region}
+  operator        pid {operator.pid}, region {args.region}, pods in {args.cluster_region}
+  pod webhook     https://127.0.0.1:{webhook_port} (MutatingWebhookConfiguration {WEBHOOK})
 
 Try, in another terminal:
   export KUBECONFIG={kubeconfig}
   kubectl apply -f examples/datacache-huggingface.yaml
-  kubectl get edc -A -w
+  kubectl apply -f examples/deployment-using-cache.yaml
+  kubectl get edc,pods -w     # the pods wait (SchedulingGated) until the cache is Ready
 
 Ctrl-C stops everything.
 """,

@@ -1,0 +1,65 @@
+"""`make run` as the README's quick start uses it: the stack comes up, the example cache is
+built by the emulator, and the example Deployment's pods are bound and released."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.integration.support import REPO, wait_for
+
+from datacache_operator.testing.controlplane import ControlPlane
+
+
+def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPlane, tmp_path: Path):
+    # `controlplane` only for its CI rule (fail, never skip, without binaries): the stack starts its own.
+    local = tmp_path / "local"
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "datacache_operator.testing.stack", "--local-dir", str(local)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(stack.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: "Local stack is up." in "".join(output), timeout=120, what="the stack")
+        env = {**os.environ, "KUBECONFIG": str(local / "kubeconfig")}
+
+        def kubectl(*args: str) -> str:
+            return subprocess.run(
+                [controlplane.kubectl_path, *args], env=env, capture_output=True, text=True, check=True
+            ).stdout
+
+        kubectl("apply", "-f", str(REPO / "examples" / "datacache-huggingface.yaml"))
+        kubectl("apply", "-f", str(REPO / "examples" / "deployment-using-cache.yaml"))
+
+        def pods() -> list[dict]:
+            return json.loads(kubectl("get", "pods", "-l", "app=qwen-inference", "-o", "json"))["items"]
+
+        found = wait_for(lambda: len(pods()) == 2 and pods(), timeout=60, what="the example's two pods")
+        for pod in found:
+            annotations = pod["metadata"]["annotations"]
+            assert annotations["k8s.aliyun.com/eci-data-cache-bucket"] == "default"
+            assert (
+                json.loads(annotations["eci.datacache.dev/bound"])[0]["path"] == "/models/qwen2.5-7b-instruct"
+            )
+        wait_for(
+            lambda: all(not p["spec"].get("schedulingGates") for p in pods()),
+            timeout=90,
+            what="the pods released once the cache is Ready",
+        )
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)
+        code = stack.wait(60)
+        reader.join(5)
+    assert code == 0, "".join(output)[-3000:]
