@@ -22,12 +22,12 @@ import kopf
 
 from datacache_operator import GROUP, VERSION, kube
 from datacache_operator.admission.server import WebhookServer
-from datacache_operator.api.common import reconcile_request
+from datacache_operator.api.common import is_paused, reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import backoff_delay, own_status
-from datacache_operator.controllers.datacache import DataCacheController, Event, is_paused
+from datacache_operator.controllers.base import Event, backoff_delay, own_status
+from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.metrics import Metrics

@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from datacache_operator.api.common import DeletionPolicy
+
 DEFAULT_ENDPOINT_TEMPLATE = "eci.{region}.aliyuncs.com"
 
 Protocol = Literal["https", "http"]
-DeletionPolicy = Literal["Delete", "Retain"]
 WebhookCertificate = Literal["operator", "cert-manager"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -364,7 +366,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         literal = next((a for a in [annotation, *args] if get_origin(a) is Literal), None)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
-        if literal is not None:
+        if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+            choices = [member.value for member in annotation]
+            kwargs["choices"] = choices
+            kwargs["type"] = _case_insensitive(choices)
+        elif literal is not None:
             choices = [str(c) for c in get_args(literal)]
             kwargs["choices"] = choices
             kwargs["type"] = _case_insensitive(choices)

@@ -35,6 +35,14 @@ ENV_NAMES = {
     "health_port": "DATACACHE_HEALTH_PORT",
     "log_level": "DATACACHE_LOG_LEVEL",
     "log_json": "DATACACHE_LOG_JSON",
+    "cluster_region": "DATACACHE_CLUSTER_REGION",
+    "operator_namespace": "DATACACHE_OPERATOR_NAMESPACE",
+    "webhook_port": "DATACACHE_WEBHOOK_PORT",
+    "webhook_certificate": "DATACACHE_WEBHOOK_CERTIFICATE",
+    "webhook_secret": "DATACACHE_WEBHOOK_SECRET",
+    "webhook_hosts": "DATACACHE_WEBHOOK_HOSTS",
+    "webhook_configuration": "DATACACHE_WEBHOOK_CONFIGURATION",
+    "pod_resync_interval": "DATACACHE_POD_RESYNC_INTERVAL",
 }
 
 
@@ -68,6 +76,9 @@ def test_defaults() -> None:
     assert settings.batching is True and settings.describe_batch_window == 0.05
     assert (settings.metrics_port, settings.health_port) == (8080, 8081)
     assert (settings.log_level, settings.log_json) == ("INFO", False)
+    # The webhook is off unless asked for (the chart asks); pods run in the default region.
+    assert settings.webhook_port == 0 and settings.effective_cluster_region == "cn-hangzhou"
+    assert settings.effective_webhook_hosts == ["eci-datacache-operator-webhook.eci-datacache-system.svc"]
 
 
 def test_values_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +176,9 @@ def test_settings_never_show_credentials(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = OperatorSettings()
     shown = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
     assert "should-not-appear" not in shown
-    assert not any("secret" in name or "key" in name for name in OperatorSettings.model_fields)
+    # webhook_secret is the *name* of the Secret holding the webhook's TLS pair, not a value.
+    names = set(OperatorSettings.model_fields) - {"webhook_secret"}
+    assert not any("secret" in name or "key" in name for name in names)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+RESERVED_BUCKET = "eci-system"
+REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+)+$"
+
 RECONCILE_REQUEST_ANNOTATION = "eci.datacache.dev/reconcile-requested-at"
 """Set it to a new value (e.g. the time) to reconcile now and retry what failed; the value
 handled last is kept in ``status.lastHandledReconcileAt`` (Crossplane's and Flux's convention)."""
+
+
+PAUSED_ANNOTATION = "eci.datacache.dev/paused"
+"""`"true"` stops every cloud call for the object (its deletion waits until unpaused)."""
+
+
+def is_paused(meta: Mapping[str, Any]) -> bool:
+    return str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true"
 
 
 def reconcile_request(meta: Mapping[str, Any]) -> str | None:
@@ -96,3 +107,22 @@ class Condition(ApiModel):
 def conditions_schema_extra() -> dict[str, Any]:
     """Schema keys for a `conditions` list: merged by type under server-side apply."""
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+class DeletionPolicy(StrEnum):
+    """What happens to the cloud cache when the object is deleted."""
+
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata the operator reads."""
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: datetime | None = None

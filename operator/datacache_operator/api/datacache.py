@@ -16,36 +16,29 @@ from pydantic import ConfigDict, Field
 
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.binding import PodDisk
-from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
+from datacache_operator.api.common import (  # noqa: F401 - DeletionPolicy, ObjectMeta: part of this kind's API too
+    REGION_PATTERN,
+    RESERVED_BUCKET,
+    ApiModel,
+    Condition,
+    ConditionType,
+    DeletionPolicy,
+    ObjectMeta,
+    conditions_schema_extra,
+)
 from datacache_operator.api.schema import (
     AGE_COLUMN,
     PrinterColumn,
     ResourceDefinition,
+    cel_rule,
+    cel_rules,
     condition_column,
 )
 
 KIND = "DataCache"
 PLURAL = "datacaches"
-RESERVED_BUCKET = "eci-system"
 DEFAULT_BUCKET = "default"
 DEFAULT_SIZE_GIB = 20
-REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+)+$"
-
-
-def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One CEL rule for `x-kubernetes-validations`; `field_path` points the error at a child field.
-
-    The apiserver prefixes the message with the field's path (`spec.path: Invalid value:
-    ...`), so messages name the field without repeating the path.
-    """
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def _rules(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
 
 
 class DataSourceType(StrEnum):
@@ -55,13 +48,6 @@ class DataSourceType(StrEnum):
     OSS = "OSS"
     NAS = "NAS"
     SNAPSHOT = "SNAPSHOT"
-
-
-class DeletionPolicy(StrEnum):
-    """What happens to the cloud cache when the object is deleted."""
-
-    DELETE = "Delete"
-    RETAIN = "Retain"
 
 
 class InternetChargeType(StrEnum):
@@ -175,8 +161,8 @@ class NetConfig(ApiModel):
     """
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
-            _rule(
+        json_schema_extra=cel_rules(
+            cel_rule(
                 "!(has(self.eipInstanceId) && has(self.eipCreateParam))",
                 "set either eipInstanceId or eipCreateParam, not both",
             )
@@ -199,20 +185,20 @@ class DataCacheSpec(ApiModel):
     """Desired state of an ECI data cache."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             # Transition rules on optional fields live one level up: a rule on the field
             # itself would not run when the field is added or removed.
-            _rule(
+            cel_rule(
                 "!has(oldSelf.region) || (has(self.region) && self.region == oldSelf.region)",
                 "region is immutable once set",
                 ".region",
             ),
-            _rule(
+            cel_rule(
                 "!has(oldSelf.dataCacheId) || (has(self.dataCacheId) && self.dataCacheId == oldSelf.dataCacheId)",
                 "dataCacheId is immutable once set",
                 ".dataCacheId",
             ),
-            _rule(
+            cel_rule(
                 "has(self.dataSource) || has(self.dataCacheId)",
                 "dataSource is required unless dataCacheId adopts an existing cache",
                 ".dataSource",
@@ -231,18 +217,18 @@ class DataCacheSpec(ApiModel):
         min_length=1,
         description="ECI bucket, a namespace for cache paths; pods select it with the annotation "
         "k8s.aliyun.com/eci-data-cache-bucket. eci-system is reserved. Immutable.",
-        json_schema_extra=_rules(
-            _rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI"),
-            _rule("self == oldSelf", "bucket is immutable"),
+        json_schema_extra=cel_rules(
+            cel_rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI"),
+            cel_rule("self == oldSelf", "bucket is immutable"),
         ),
     )
     path: str = Field(
         min_length=1,
         description="Path of the cache in the bucket, starting with '/'; pods mount it as a hostPath "
         "volume with this path. Immutable.",
-        json_schema_extra=_rules(
-            _rule("self.startsWith('/')", "path must start with '/'"),
-            _rule("self == oldSelf", "path is immutable"),
+        json_schema_extra=cel_rules(
+            cel_rule("self.startsWith('/')", "path must start with '/'"),
+            cel_rule("self == oldSelf", "path is immutable"),
         ),
     )
     name: str | None = Field(
@@ -346,18 +332,6 @@ class DataCacheStatus(ApiModel):
     )
 
 
-class ObjectMeta(ApiModel):
-    """The parts of metadata the operator reads."""
-
-    name: str = ""
-    namespace: str | None = None
-    uid: str | None = None
-    generation: int | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    deletion_timestamp: datetime | None = None
-
-
 class DataCache(ApiModel):
     """A whole DataCache object, e.g. parsed from a kopf body."""
 
@@ -412,13 +386,13 @@ DATACACHE = ResourceDefinition(
     # region or cache (set where it was unset: the spec rules allow that) would orphan it.
     # The apiserver validates main-resource updates against the stored status.
     object_rules=(
-        _rule(
+        cel_rule(
             "!has(self.status) || !has(self.status.region) || !has(self.spec.region)"
             " || self.spec.region == self.status.region",
             "spec.region must equal status.region, the region the cache lives in",
             ".spec.region",
         ),
-        _rule(
+        cel_rule(
             "!has(self.status) || !has(self.status.dataCacheId) || !has(self.spec.dataCacheId)"
             " || self.spec.dataCacheId == self.status.dataCacheId",
             "spec.dataCacheId must equal status.dataCacheId, the cache this object already manages",

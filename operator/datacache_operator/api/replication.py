@@ -14,16 +14,24 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from datacache_operator import API_VERSION, GROUP, VERSION
-from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
-from datacache_operator.api.datacache import (
+from datacache_operator.api.common import (
     REGION_PATTERN,
     RESERVED_BUCKET,
+    ApiModel,
+    Condition,
+    ConditionType,
     DeletionPolicy,
     ObjectMeta,
-    _rule,
-    _rules,
+    conditions_schema_extra,
 )
-from datacache_operator.api.schema import AGE_COLUMN, PrinterColumn, ResourceDefinition, condition_column
+from datacache_operator.api.schema import (
+    AGE_COLUMN,
+    PrinterColumn,
+    ResourceDefinition,
+    cel_rule,
+    cel_rules,
+    condition_column,
+)
 
 KIND = "DataCacheReplication"
 PLURAL = "datacachereplications"
@@ -41,17 +49,17 @@ class ReplicationSource(ApiModel):
     """The cache to copy: a DataCache of this namespace, or a raw cache id with its region."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
-            _rule(
+        json_schema_extra=cel_rules(
+            cel_rule(
                 "has(self.dataCacheRef) != has(self.dataCacheId)",
                 "set exactly one of dataCacheRef or dataCacheId",
             ),
-            _rule(
+            cel_rule(
                 "!has(self.dataCacheId) || has(self.region)",
                 "region is required with dataCacheId",
                 ".region",
             ),
-            _rule(
+            cel_rule(
                 "!has(self.dataCacheRef) || !has(self.region)",
                 "region comes from the referenced DataCache; set it only with dataCacheId",
                 ".region",
@@ -87,15 +95,15 @@ class ReplicationDestination(ApiModel):
         default=None,
         min_length=1,
         description="ECI bucket of the copy; defaults to the source's.",
-        json_schema_extra=_rules(
-            _rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI")
+        json_schema_extra=cel_rules(
+            cel_rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI")
         ),
     )
     path: str | None = Field(
         default=None,
         min_length=1,
         description="Path of the copy in the bucket, starting with '/'; defaults to the source's.",
-        json_schema_extra=_rules(_rule("self.startsWith('/')", "path must start with '/'")),
+        json_schema_extra=cel_rules(cel_rule("self.startsWith('/')", "path must start with '/'")),
     )
     name: str | None = Field(default=None, description="Display name of the copy; defaults to the source's.")
     retention_days: int | None = Field(
@@ -112,8 +120,8 @@ class DataCacheReplicationSpec(ApiModel):
     """Desired copies of one data cache."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
-            _rule(
+        json_schema_extra=cel_rules(
+            cel_rule(
                 "!has(self.source.region) || self.destinations.all(d, d.region != self.source.region)",
                 "a destination region must differ from the source region",
                 ".destinations",

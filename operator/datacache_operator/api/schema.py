@@ -30,6 +30,22 @@ _UNTYPED_MARKERS = ("x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown
 _RULES_KEY = "x-kubernetes-validations"
 
 
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations`; `field_path` points the error at a child field.
+
+    The apiserver prefixes the message with the field's path (`spec.path: Invalid value:
+    ...`), so messages name the field without repeating the path.
+    """
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
 class SchemaError(ValueError):
     """A model cannot be expressed as a structural CRD schema; the message names the path."""
 

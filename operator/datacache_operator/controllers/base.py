@@ -16,7 +16,7 @@ from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import parse_time
 from datacache_operator.reconcile.binding import in_use_message
-from datacache_operator.reconcile.datacache import ConditionValue, reason_from_code
+from datacache_operator.reconcile.common import ConditionValue, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)

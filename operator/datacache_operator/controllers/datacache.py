@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from datacache_operator.api.common import is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
@@ -23,7 +24,6 @@ from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
 from datacache_operator.settings import OperatorSettings
 
-PAUSED_ANNOTATION = "eci.datacache.dev/paused"
 # Stalled reasons that come from the cache itself (and keep being watched), as opposed to
 # a terminal error of a call, which is not repeated until the spec changes.
 _CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound"})
@@ -41,10 +41,6 @@ class CloudClient(Protocol):
 
 
 SecretReader = Callable[[str, str], Any]  # async (namespace, name) -> dict[str, str]
-
-
-def is_paused(meta: Mapping[str, Any]) -> bool:
-    return str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true"
 
 
 def desired_cache(

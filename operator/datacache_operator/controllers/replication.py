@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from datacache_operator.api.common import is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
 from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister, error_text
-from datacache_operator.controllers.datacache import is_paused
-from datacache_operator.reconcile import datacache as decide_cache
+from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
@@ -128,11 +128,11 @@ class ReplicationController(PollingController):
         spec = DataCacheReplicationSpec.model_validate(body.get("spec") or {})
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
 
-        def finish(values: list[decide_cache.ConditionValue], delay: float) -> PassResult:
+        def finish(values: list[decide_common.ConditionValue], delay: float) -> PassResult:
             return self._conclude(uid, status, values, generation, now, delay, events)
 
         if is_paused(meta):
-            return finish(decide_cache.conditions_for(decide_cache.Step.PAUSED, None), stable)
+            return finish(list(decide_common.PAUSED_CONDITIONS), stable)
 
         entries: dict[str, dict[str, Any]] = {
             entry["region"]: dict(entry) for entry in status.get("destinations") or [] if entry.get("region")
@@ -168,7 +168,7 @@ class ReplicationController(PollingController):
                 try:
                     steps[dest.region] = await self._destination(target, entry, meta, now, events)
                 except EciError as error:
-                    code, message = decide_cache.reason_from_code(error.code), error_text(error)
+                    code, message = decide_common.reason_from_code(error.code), error_text(error)
                     if error.retryable:
                         retry_error = retry_error or error
                         entry.update(reason=code, message=f"{message} Retrying.")
@@ -211,13 +211,13 @@ class ReplicationController(PollingController):
         events: list[Event],
         status: dict[str, Any],
         entries: Mapping[str, dict[str, Any]],
-        finish: Callable[[list[decide_cache.ConditionValue], float], PassResult],
+        finish: Callable[[list[decide_common.ConditionValue], float], PassResult],
         keep: bool = False,
     ) -> PassResult:
         reason, message, delay = self._failed_call(uid, error, events)
         if not keep and entries:
             status["destinations"] = list(entries.values())
-        return finish(decide_cache.error_conditions(reason, message, terminal=False), delay)
+        return finish(decide_common.error_conditions(reason, message, terminal=False), delay)
 
     async def _destination(
         self,
@@ -262,7 +262,7 @@ class ReplicationController(PollingController):
                 recovered = True
                 candidates = [
                     c
-                    for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
+                    for c in await self.cloud.find_by_tags(region, {decide_common.OWNER_UID_TAG: meta["uid"]})
                     if c.status != STATUS_DELETING
                 ]
                 if candidates:
@@ -435,7 +435,7 @@ class ReplicationController(PollingController):
         # Also a copy whose id was lost (a crash right after the call): found by its tags.
         found = {
             c.data_cache_id: c
-            for c in await self.cloud.find_by_tags(region, {decide_cache.OWNER_UID_TAG: meta["uid"]})
+            for c in await self.cloud.find_by_tags(region, {decide_common.OWNER_UID_TAG: meta["uid"]})
         }
         if known_id and known_id not in found:
             observed = await self.cloud.describe(region, known_id)

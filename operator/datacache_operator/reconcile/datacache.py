@@ -7,14 +7,12 @@ read from ECI), asks :func:`next_step` what to do, performs it, and writes the s
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from datacache_operator.api.common import RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.cloud.models import (
     BUSY_STATUSES,
     STATUS_AVAILABLE,
@@ -23,13 +21,16 @@ from datacache_operator.cloud.models import (
     ObservedCache,
     is_sensitive_option,
 )
-
-OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
-TRY_AGAIN = (
-    f"Change the spec, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to a new value, to try again."
+from datacache_operator.reconcile.common import (  # noqa: F401 - also this module's vocabulary
+    OWNER_UID_TAG,
+    PAUSED_CONDITIONS,
+    TRY_AGAIN,
+    ConditionValue,
+    client_token,
+    error_conditions,
+    owner_tags,
+    reason_from_code,
 )
-OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
-OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,6 @@ class DesiredCache:
     def public_options(self) -> dict[str, str]:
         """Options ECI echoes back; credentials are sent but never compared or shown."""
         return {k: v for k, v in self.options.items() if not is_sensitive_option(k)}
-
-
-def owner_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
-    return {OWNER_UID_TAG: uid, OWNER_NAMESPACE_TAG: namespace, OWNER_NAME_TAG: name}
-
-
-def client_token(*parts: str | int) -> str:
-    """A ClientToken (ASCII, at most 64 characters) that is the same for the same parts."""
-    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:64]
 
 
 @dataclass(frozen=True)
@@ -198,14 +190,6 @@ def poll_delay(step: Step, loading: float, stable: float) -> float:
     return stable
 
 
-@dataclass(frozen=True)
-class ConditionValue:
-    type: str
-    status: str
-    reason: str
-    message: str
-
-
 def conditions_for(step: Step, observed: ObservedCache | None) -> list[ConditionValue]:
     """Ready / Synced / Stalled after a pass that ended in `step` without an error."""
     cloud_status = (observed.status if observed else None) or "Unknown"
@@ -252,23 +236,5 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
             ConditionValue("Stalled", "True", "NotFound", message),
         ]
     if step == Step.PAUSED:
-        return [ConditionValue("Synced", "False", "ReconcilePaused", "eci.datacache.dev/paused is true.")]
+        return list(PAUSED_CONDITIONS)
     raise ValueError(f"no conditions for {step}")
-
-
-def error_conditions(code: str, message: str, terminal: bool) -> list[ConditionValue]:
-    """A failed cloud call: terminal ones stall until the spec changes, others retry."""
-    if terminal:
-        return [
-            ConditionValue("Ready", "False", code, message),
-            ConditionValue("Synced", "False", code, message),
-            ConditionValue("Stalled", "True", code, f"{message} {TRY_AGAIN}"),
-        ]
-    return [ConditionValue("Synced", "False", code, f"{message} Retrying.")]
-
-
-def reason_from_code(code: str) -> str:
-    """A condition reason (CamelCase, letters only) from an ECI code like `Throttling.User`."""
-    words = [w for w in code.replace("-", ".").replace("_", ".").split(".") if w]
-    reason = "".join(w[:1].upper() + w[1:] for w in words)
-    return "".join(ch for ch in reason if ch.isalnum()) or "Unknown"

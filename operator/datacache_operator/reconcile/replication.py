@@ -19,7 +19,7 @@ from datacache_operator.cloud.models import (
     ObservedCache,
     is_sensitive_option,
 )
-from datacache_operator.reconcile.datacache import TRY_AGAIN, ConditionValue, client_token, owner_tags
+from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token, owner_tags
 
 DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"

@@ -1,0 +1,54 @@
+"""Decisions every kind shares: owner tags and client tokens (never create twice), condition
+values, and how a failed cloud call reads as conditions. Pure, like the rest of `reconcile`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from datacache_operator.api.common import PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION
+
+OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+TRY_AGAIN = (
+    f"Change the spec, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to a new value, to try again."
+)
+OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
+OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
+
+
+def owner_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
+    return {OWNER_UID_TAG: uid, OWNER_NAMESPACE_TAG: namespace, OWNER_NAME_TAG: name}
+
+
+def client_token(*parts: str | int) -> str:
+    """A ClientToken (ASCII, at most 64 characters) that is the same for the same parts."""
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:64]
+
+
+@dataclass(frozen=True)
+class ConditionValue:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+PAUSED_CONDITIONS = (ConditionValue("Synced", "False", "ReconcilePaused", f"{PAUSED_ANNOTATION} is true."),)
+
+
+def error_conditions(code: str, message: str, terminal: bool) -> list[ConditionValue]:
+    """A failed cloud call: terminal ones stall until the spec changes, others retry."""
+    if terminal:
+        return [
+            ConditionValue("Ready", "False", code, message),
+            ConditionValue("Synced", "False", code, message),
+            ConditionValue("Stalled", "True", code, f"{message} {TRY_AGAIN}"),
+        ]
+    return [ConditionValue("Synced", "False", code, f"{message} Retrying.")]
+
+
+def reason_from_code(code: str) -> str:
+    """A condition reason (CamelCase, letters only) from an ECI code like `Throttling.User`."""
+    words = [w for w in code.replace("-", ".").replace("_", ".").split(".") if w]
+    reason = "".join(w[:1].upper() + w[1:] for w in words)
+    return "".join(ch for ch in reason if ch.isalnum()) or "Unknown"
