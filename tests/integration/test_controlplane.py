@@ -172,7 +172,7 @@ def _start_in_child() -> tuple[subprocess.Popen[str], list[int]]:
     line = child.stdout.readline()
     assert line, child.stderr.read() if child.stderr else "no output"
     pids = json.loads(line)["pids"]
-    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    assert len(pids) == 3 and all(_alive(p) for p in pids)  # etcd, kube-apiserver, kube-controller-manager
     return child, pids
 
 
@@ -187,7 +187,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.controlplane
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
 def test_no_process_survives_its_starter(controlplane: ControlPlane, how: str):
-    """Ctrl-C stops etcd and the apiserver cleanly; SIGKILL of the starter takes them along."""
+    """Ctrl-C stops etcd, the apiserver and the controller-manager cleanly; SIGKILL of the starter
+    takes them along."""
     child, pids = _start_in_child()
     if how == "ctrl-c":
         child.send_signal(signal.SIGINT)
