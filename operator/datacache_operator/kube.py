@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
@@ -26,6 +26,18 @@ class SecretNotFound(LookupError):
 
 
 _local = threading.local()
+_guards: list[Callable[[], None]] = []
+
+
+def set_action_guard(guard: Callable[[], None]) -> None:
+    """What must hold before the operator acts (leader election: a fresh Lease)."""
+    _guards[:] = [guard]
+
+
+def check_may_act() -> None:
+    """Called before every write that acts for an object (status, pods) and every cloud call."""
+    for guard in _guards:
+        guard()
 
 
 def _api_client() -> kubernetes.client.ApiClient:
@@ -38,6 +50,11 @@ def _api_client() -> kubernetes.client.ApiClient:
             kubernetes.config.load_kube_config()
         client = _local.client = kubernetes.client.ApiClient()
     return client
+
+
+def coordination_api() -> kubernetes.client.CoordinationV1Api:
+    """The Lease API, for leader election (call from a worker thread)."""
+    return kubernetes.client.CoordinationV1Api(_api_client())
 
 
 def _patch_status_sync(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -53,6 +70,7 @@ def _patch_status_sync(plural: str, namespace: str, name: str, status: Mapping[s
 
 async def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
     """Merge-patch the status subresource (a key set to None removes that field)."""
+    check_may_act()
     await asyncio.to_thread(_patch_status_sync, plural, namespace, name, status)
 
 
@@ -137,6 +155,7 @@ def _patch_pod_sync(namespace: str, name: str, operations: list[dict[str, Any]])
 
 async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
     """Apply a JSON patch to a pod; False when the pod is gone or a `test` operation failed."""
+    check_may_act()
     return await asyncio.to_thread(_patch_pod_sync, namespace, name, operations)
 
 

@@ -1,12 +1,13 @@
-"""`datacache-operator run`: the kopf wiring. Decorators live here and nowhere else; each
-handler only hands the object to a controller and posts what comes back.
+"""`datacache-operator run`: the kopf wiring, and nothing else. Decorators live here and
+nowhere else; each handler hands the object to the runtime (`runtime.py`), which drives a
+controller (`controllers/`) and posts what comes back.
 
-One async daemon per DataCache runs the level-based loop (read ECI, decide, act, write
-status, sleep adaptively); spec or annotation changes wake it early; the delete handler
-holds the finalizer until the cloud cache is gone (or retained) and no pod uses it.
+Both kinds are registered from one table (`KINDS`): a level-based daemon per object, a
+wake-up on a real change, a finalizer that waits for the cloud side (and for the pods using
+it), and an index of the consumers each object shows. A third kind is one more entry.
 
-The pod webhook and the metrics endpoint are served outside kopf's run, so that they do not
-depend on what kopf is doing; the pod binder runs inside it (events are kopf's).
+The pod webhook, health and metrics are served outside kopf's run (every replica serves
+them, leader or not); the pod binder runs inside it (events are kopf's).
 """
 
 from __future__ import annotations
@@ -14,29 +15,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import random
-from typing import Any, Protocol
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import kopf
 
-from datacache_operator import GROUP, VERSION, kube
+from datacache_operator import GROUP, VERSION, kube, runtime
 from datacache_operator.admission.server import WebhookServer
-from datacache_operator.api.common import is_paused, reconcile_request
-from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
-from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import Event, backoff_delay, own_status
+from datacache_operator.controllers.base import PollingController, UsersLister
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
-from datacache_operator.metrics import Metrics
-from datacache_operator.reconcile.binding import usable_change
+from datacache_operator.leader import LeaderElection
+from datacache_operator.metrics import HealthServer, Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 FINALIZER = f"{GROUP}/finalizer"
-DATACACHES = "datacaches"
-REPLICATIONS = "datacachereplications"
 # A deleted object's daemon may finish the pass it is in (at most a few ECI calls, each
 # bounded by the connect and read timeouts) before kopf cancels it: a create or copy
 # cancelled half-way may still happen in the cloud, after the finalizer looked for it.
@@ -44,113 +42,51 @@ PASS_GRACE_S = 20.0
 
 logger = logging.getLogger("datacache_operator")
 
+ControllerFactory = Callable[[OperatorSettings, EciClient, UsersLister], PollingController]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One custom kind: its names, how to build its controller, and how messages name its cloud side."""
+
+    kind: str
+    plural: str
+    memo_key: str  # where its controller lives in kopf's memo
+    cloud_side: str  # "the data cache is" / "the copies are": for the finalizer's messages
+    controller: ControllerFactory
+
+
+KINDS = (
+    Kind(
+        "DataCache",
+        "datacaches",
+        "datacaches",
+        "the data cache is",
+        lambda settings, cloud, users: DataCacheController(settings, cloud, kube.read_secret, users=users),
+    ),
+    Kind(
+        "DataCacheReplication",
+        "datacachereplications",
+        "replications",
+        "the copies are",
+        lambda settings, cloud, users: ReplicationController(settings, cloud, kube.get_object, users=users),
+    ),
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def post_events(body: Any, events: list[Event]) -> None:
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def aligned_delay(delay: float, now: float, settings: OperatorSettings) -> float:
-    """With batching on, end the sleep on a grid shared by every object of the process.
-
-    Left alone, each object's polls keep the phase of the moment it was created (plus
-    jitter), so at scale they arrive one by one and the describe batcher, which only
-    waits a few milliseconds, sends almost one call per object. Rounding each wake-up
-    up to the next multiple of a tenth of the interval (loading or stable, whichever
-    the delay is closer to) makes the objects due in that tenth poll together: 20 ids a
-    call, at the price of at most a tenth more wait. ``now`` is the event loop's clock.
-    """
-    if not settings.batching or delay <= 0:
-        return delay
-    interval = (
-        settings.poll_interval_loading
-        if delay < settings.poll_interval_stable / 2
-        else settings.poll_interval_stable
-    )
-    slot = interval / 10
-    return math.ceil((now + delay) / slot) * slot - now
-
-
-class Finalizer(Protocol):
-    async def finalize(self, body: Any) -> tuple[bool, list[Event], dict[str, Any] | None]: ...
-
-
-async def finalize_or_back_off(
-    controller: Finalizer, body: Any, retry: int, settings: OperatorSettings
-) -> tuple[bool, list[Event], dict[str, Any] | None]:
-    """One finalize pass. A retryable ECI error (throttling, 5xx, a timeout) becomes a
-    TemporaryError with the same backoff as a reconcile pass: left to kopf, an exception
-    from a delete handler is retried only after a minute."""
-    try:
-        return await controller.finalize(body)
-    except EciError as error:
-        if not error.retryable:
-            raise
-        raise kopf.TemporaryError(
-            f"{error}; retrying", delay=backoff_delay(error, retry, settings)
-        ) from error
-
-
-async def _sleep_until_woken(delay: float, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
-    """Sleep `delay` seconds, or less when the object changes or the daemon is stopped."""
-    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    wake.clear()
-
-
-def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
-    kopf.event(obj, type=type_, reason=reason, message=message)
-
-
-async def _resync_pods(binder: PodBinder, settings: OperatorSettings, indices: list[Any]) -> None:
-    """The slow sweep behind the event-driven checks: waiting pods (a missed or early change)
-    and the consumers of every cache."""
-    namespaces: list[str | None] = list(settings.namespaces) or [None]
-    first = True
-    while True:
-        try:
-            await binder.check_waiting(namespaces, every_namespace=True)
-            if not first:  # kopf's indices are complete once the first interval has passed
-                known = {key: next(iter(store), None) for index in indices for key, store in index.items()}
-                await binder.count_consumers(namespaces, known)
-        except Exception:  # the apiserver may be away for a moment; the next round tries again
-            logger.exception("pod resync failed")
-        first = False
-        await asyncio.sleep(settings.pod_resync_interval)
-
-
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metrics: Metrics) -> None:
     """Declare every handler on `registry` (settings decide intervals and namespaces)."""
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
-    # The consumers each object shows now, for the binder's resync (kopf keeps them from its watch).
-    @kopf.index(GROUP, VERSION, DATACACHES, registry=registry, id="datacache_consumers")
-    def datacache_consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
-        return {(DATACACHES, namespace, name): status.get("consumers")}
-
-    @kopf.index(GROUP, VERSION, REPLICATIONS, registry=registry, id="replication_consumers")
-    def replication_consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
-        return {(REPLICATIONS, namespace, name): status.get("consumers")}
-
-    @kopf.on.startup(registry=registry)
-    async def startup(
-        settings: kopf.OperatorSettings,
-        memo: kopf.Memo,
-        datacache_consumers: Any,
-        replication_consumers: Any,
-        **_: Any,
-    ) -> None:
+    @kopf.on.startup(registry=registry, id="startup")
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -161,27 +97,25 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         settings.networking.request_timeout = 60
         settings.posting.level = logging.INFO
         memo.metrics = metrics
-        memo.cloud = EciClient(operator_settings, hooks=metrics)
+        memo.cloud = EciClient(operator_settings, hooks=metrics, guard=kube.check_may_act)
         memo.binder = PodBinder(
             operator_settings,
             kube.list_pods,
             kube.patch_pod,
             kube.get_object,
             kube.patch_status,
-            _post_event,
+            runtime.post_event,
             on_ungated=metrics.pods_ungated.inc,
         )
-        users = memo.binder.users
-        memo.datacaches = DataCacheController(operator_settings, memo.cloud, kube.read_secret, users=users)
-        memo.replications = ReplicationController(operator_settings, memo.cloud, kube.get_object, users=users)
+        for kind in KINDS:
+            setattr(memo, kind.memo_key, kind.controller(operator_settings, memo.cloud, memo.binder.users))
         memo.passes = asyncio.Semaphore(operator_settings.max_concurrent_passes)
-        memo.resync = asyncio.create_task(
-            _resync_pods(memo.binder, operator_settings, [datacache_consumers, replication_consumers])
-        )
+        indices = [kwargs[f"{kind.plural}_consumers"] for kind in KINDS]
+        memo.resync = asyncio.create_task(runtime.resync_pods(memo.binder, operator_settings, indices))
 
     operator_settings = settings
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         resync = getattr(memo, "resync", None)
         if resync is not None:
@@ -190,202 +124,47 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         if cloud is not None:
             await cloud.aclose()
 
-    @kopf.on.probe(id="datacaches_retrying", registry=registry)
-    def probe(memo: kopf.Memo, **_: Any) -> int:
-        controller = getattr(memo, "datacaches", None)
-        return controller.retrying_count if controller else 0
+    for kind in KINDS:
+        _register_kind(registry, settings, kind)
 
-    def _changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-        seen = getattr(memo, "seen", None)
-        if seen is None:
-            # First sight (a new object, or any object after a restart): the daemon's first
-            # pass reads it anyway, so no wake-up, no handler run and no event to post.
-            memo.seen = _trigger(body)
-            return False
-        return bool(seen != _trigger(body))
+
+def _register_kind(registry: kopf.OperatorRegistry, settings: OperatorSettings, kind: Kind) -> None:
+    """The handlers of one kind: consumers index, wake-up on change, daemon, finalizer."""
+
+    # The consumers each object shows now, for the binder's resync (kopf keeps them from its watch).
+    @kopf.index(GROUP, VERSION, kind.plural, registry=registry, id=f"{kind.plural}_consumers")
+    def consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
+        return {(kind.plural, namespace, name): status.get("consumers")}
 
     # Filtered by `when`, so the handler (and its log line) runs only on a real change.
-    @kopf.on.event(GROUP, VERSION, DATACACHES, registry=registry, when=_changed)
+    @kopf.on.event(
+        GROUP, VERSION, kind.plural, registry=registry, when=runtime.changed, id=f"{kind.plural}_wake"
+    )
     def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _wake(body, memo)
+        runtime.wake(body, memo)
 
     @kopf.daemon(
         GROUP,
         VERSION,
-        DATACACHES,
+        kind.plural,
         registry=registry,
+        id=f"{kind.plural}_reconcile",
         cancellation_backoff=PASS_GRACE_S,
         cancellation_timeout=10,
         initial_delay=lambda **_: random.uniform(0, 0.5),
     )
-    async def datacache_daemon(
-        body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+    async def reconcile(
+        body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
     ) -> None:
-        await _reconcile_loop(
-            "DataCache", DATACACHES, memo.datacaches, operator_settings, body, memo, stopped, logger
+        controller = getattr(memo, kind.memo_key)
+        await runtime.reconcile_loop(
+            kind.kind, kind.plural, controller, settings, body, memo, stopped, logger
         )
 
-    @kopf.on.delete(GROUP, VERSION, DATACACHES, registry=registry)
-    async def delete_datacache(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await _delete(
-            "DataCache", DATACACHES, "the data cache is", memo.datacaches, body, memo, retry, settings
-        )
-
-    # DataCacheReplication: the same shape as DataCache (daemon, wake on change, finalizer).
-    @kopf.on.event(GROUP, VERSION, REPLICATIONS, registry=registry, when=_changed)
-    def wake_replication_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _wake(body, memo)
-
-    @kopf.daemon(
-        GROUP,
-        VERSION,
-        REPLICATIONS,
-        registry=registry,
-        cancellation_backoff=PASS_GRACE_S,
-        cancellation_timeout=10,
-        initial_delay=lambda **_: random.uniform(0, 0.5),
-    )
-    async def replication_daemon(
-        body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
-    ) -> None:
-        await _reconcile_loop(
-            "DataCacheReplication",
-            REPLICATIONS,
-            memo.replications,
-            operator_settings,
-            body,
-            memo,
-            stopped,
-            logger,
-        )
-
-    @kopf.on.delete(GROUP, VERSION, REPLICATIONS, registry=registry)
-    async def delete_replication(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await _delete(
-            "DataCacheReplication",
-            REPLICATIONS,
-            "the copies are",
-            memo.replications,
-            body,
-            memo,
-            retry,
-            settings,
-        )
-
-
-async def _delete(
-    kind: str,
-    plural: str,
-    what: str,
-    controller: Finalizer,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    retry: int,
-    settings: OperatorSettings,
-) -> None:
-    """The delete handler of both kinds: the finalizer goes once the cloud side is gone (or
-    retained); until then kopf calls again. `what` names the cloud side in messages."""
-    if is_paused(body.metadata):
-        raise kopf.TemporaryError(f"paused: {what} not deleted until unpaused", delay=30)
-    _wait_for_the_running_pass(memo, settings)
-    done, events, status = await finalize_or_back_off(controller, body, retry, settings)
-    if status is not None and status != own_status(body.get("status") or {}):
-        await kube.patch_status(plural, body.metadata["namespace"], body.metadata["name"], status)
-    post_events(body, events)
-    if not done:
-        raise kopf.TemporaryError(f"waiting until {what} deleted", delay=settings.poll_interval_loading)
-    memo.metrics.objects.forget(kind, body.metadata.uid)
-
-
-class Reconciler(Protocol):
-    async def reconcile(self, body: Any) -> Any: ...
-
-
-async def _reconcile_loop(
-    kind: str,
-    plural: str,
-    controller: Reconciler,
-    settings: OperatorSettings,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    stopped: kopf.DaemonStopped,
-    logger: Any,
-) -> None:
-    """The level-based loop of one object: a pass, its status and events, an adaptive sleep."""
-    metrics: Metrics = memo.metrics
-    passes: asyncio.Semaphore = memo.passes
-    wake = _wake_event(memo)
-    meta = body.metadata
-    while not stopped:
-        async with passes:  # bounds memory and CPU when many objects are due at once
-            if meta.get("deletionTimestamp"):
-                return  # the delete handler takes over
-            # This pass reads the object as it is now: a change seen before it starts needs no
-            # second pass (which would run before our own status write is seen, on an old body).
-            wake.clear()
-            memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
-            try:
-                with metrics.reconcile(kind) as outcome:
-                    before = own_status(body.get("status") or {})
-                    result = await controller.reconcile(body)
-                    if result.status != before:
-                        await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
-                    post_events(body, result.events)
-                    usable, failed = usable_change(
-                        plural, before, result.status, settings.effective_cluster_region
-                    )
-                    ready = get_condition(result.status.get("conditions"), "Ready") or {}
-                    outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
-                    metrics.objects.record(
-                        kind,
-                        meta["uid"],
-                        result.status.get("status"),
-                        None if outcome["result"] == "ready" else ready.get("reason"),
-                    )
-                delay = result.delay
-            except Exception:  # an unexpected bug or API failure must not end the loop
-                logger.exception(f"{kind} reconcile failed; retrying")
-                delay, usable, failed = 10.0, False, False
-            finally:
-                memo.pass_running = False
-        if usable or failed:  # waiting pods learn of it now, not at the next resync
-            try:
-                await memo.binder.cache_changed(meta["namespace"], usable, failed)
-            except Exception:
-                logger.exception("could not look at the pods waiting for this cache")
-        delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
-        await _sleep_until_woken(delay, stopped, wake)
-
-
-def _wait_for_the_running_pass(memo: kopf.Memo, settings: OperatorSettings) -> None:
-    """Finalize only once no reconcile pass of the object is running (memo is per object).
-
-    kopf runs the delete handler while the daemon is still in its pass: a pass that began
-    before the deletion may be creating the cache (or a copy) right now, after the
-    finalizer's lookup found nothing, and the new cache would outlive its object.
-    """
-    if getattr(memo, "pass_running", False):
-        raise kopf.TemporaryError(
-            "waiting for the running reconcile pass to end", delay=settings.poll_interval_loading
-        )
-
-
-def _trigger(body: kopf.Body) -> tuple[Any, bool, str | None]:
-    """What wakes a daemon early: a new generation, a changed pause flag or a new reconcile request."""
-    return body.metadata.get("generation"), is_paused(body.metadata), reconcile_request(body.metadata)
-
-
-def _wake(body: kopf.Body, memo: kopf.Memo) -> None:
-    """Reconcile now, not at the next poll."""
-    memo.seen = _trigger(body)
-    _wake_event(memo).set()
-
-
-def _wake_event(memo: kopf.Memo) -> asyncio.Event:
-    wake = getattr(memo, "wake", None)
-    if wake is None:
-        wake = memo.wake = asyncio.Event()
-    return wake
+    @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry, id=f"{kind.plural}_finalize")
+    async def finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        controller = getattr(memo, kind.memo_key)
+        await runtime.delete(kind.kind, kind.plural, kind.cloud_side, controller, body, memo, retry, settings)
 
 
 def configure_logging(settings: OperatorSettings) -> None:
@@ -400,28 +179,66 @@ def configure_logging(settings: OperatorSettings) -> None:
 
 
 async def serve(settings: OperatorSettings) -> None:
-    """Metrics and the pod webhook first (every replica serves them), then kopf until a signal."""
+    """Health, metrics and the pod webhook first (every replica serves them, leader or not),
+    then kopf until a signal: at once, or once this replica leads (leader election)."""
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
+    health = HealthServer(metrics)
+    if settings.health_port:
+        await health.start(settings.health_port)
     webhook = WebhookServer(settings, metrics) if settings.webhook_port else None
     if webhook is not None:
         await webhook.start()
-    registry = kopf.OperatorRegistry()
-    register(registry, settings, metrics)
     try:
-        await kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            liveness_endpoint=(
-                f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-            ),
-        )
+        if settings.leader_election:
+            await _lead_then_operate(settings, metrics)
+        else:
+            metrics.set_leader(True)
+            await _operate(settings, metrics)
     finally:
         if webhook is not None:
             await webhook.stop()
+        await health.stop()
+
+
+async def _operate(settings: OperatorSettings, metrics: Metrics) -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, settings, metrics)
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+    )
+
+
+async def _lead_then_operate(settings: OperatorSettings, metrics: Metrics) -> None:
+    """Wait for the Lease, reconcile while holding it, hand it over on a signal. Losing it
+    ends the process at once (`LeaderElection.lose`)."""
+    election = LeaderElection(settings, on_change=metrics.set_leader)
+    kube.set_action_guard(election.check_may_act)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # kopf puts its own handlers in once it runs
+        loop.add_signal_handler(signum, stop.set)
+    # Resumed after a SIGSTOP: check the Lease's age before anything else gets to act.
+    loop.add_signal_handler(signal.SIGCONT, lambda: election.leading and election.check_may_act())
+    if not await election.acquire(stop) or stop.is_set():
+        await election.release()
+        return
+    keeper = asyncio.create_task(election.keep())
+    operator = asyncio.create_task(_operate(settings, metrics))
+    try:
+        done, _ = await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
+        if keeper in done:
+            election.lose(keeper.result())
+    finally:
+        keeper.cancel()
+        # kopf has finished (a signal) or failed: nothing acts any more, so the next
+        # candidate may take over at its next retry.
+        await election.release()
+    operator.result()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,8 +12,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -110,8 +111,18 @@ class Metrics:
             "Pods whose scheduling gate the operator removed (every cache Ready).",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "datacache_leader",
+            "1 while this replica holds the leader Lease (or runs without leader election), else 0.",
+            registry=self.registry,
+        )
+        self.leading = False
         self.objects = ObjectStates()
         self.registry.register(self.objects)
+
+    def set_leader(self, leading: bool) -> None:
+        self.leading = leading
+        self.leader.set(1 if leading else 0)
 
     # --- the cloud client's hooks (datacache_operator.cloud.client.CloudHooks) ------------
     def on_call(self, action: str, region: str, outcome: str, seconds: float) -> None:
@@ -138,3 +149,30 @@ class Metrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's metrics port
         start_http_server(port, addr=address, registry=self.registry)
+
+
+class HealthServer:
+    """`/healthz` on the health port, served by every replica whether it leads or not (so
+    readiness never depends on leadership): 200 while the event loop answers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._runner: Any = None
+
+    async def _healthz(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "leader": self.metrics.leading})
+
+    async def start(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's probe port
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, address, port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -228,6 +228,41 @@ class OperatorSettings(BaseSettings):
         validation_alias=_env("DATACACHE_POD_RESYNC_INTERVAL"),
         description="Seconds between checks of every waiting pod and of the pods using each cache.",
     )
+    leader_election: bool = Field(
+        default=False,
+        validation_alias=_env("DATACACHE_LEADER_ELECTION"),
+        description="Elect a leader on a Lease: only the holder reconciles; every replica serves the "
+        "webhook, health and metrics (the chart turns it on).",
+    )
+    leader_election_lease_name: str = Field(
+        default="eci-datacache-operator",
+        min_length=1,
+        validation_alias=_env("DATACACHE_LEADER_ELECTION_LEASE_NAME"),
+        description="Name of the Lease, in the operator's namespace.",
+    )
+    leader_election_identity: str | None = Field(
+        default=None,
+        validation_alias=_env("POD_NAME"),
+        description="Holder identity in the Lease. Unset: host name and process id.",
+    )
+    leader_election_lease_duration: float = Field(
+        default=15.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_LEADER_ELECTION_LEASE_DURATION"),
+        description="Seconds a candidate waits, after the last renewal it saw, before taking the Lease.",
+    )
+    leader_election_renew_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_LEADER_ELECTION_RENEW_DEADLINE"),
+        description="Seconds the leader keeps acting without a successful renewal; then it exits.",
+    )
+    leader_election_retry_period: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias=_env("DATACACHE_LEADER_ELECTION_RETRY_PERIOD"),
+        description="Seconds between attempts to take or renew the Lease.",
+    )
     log_level: LogLevel = Field(
         default="INFO",
         validation_alias=_env("DATACACHE_LOG_LEVEL"),
@@ -291,6 +326,17 @@ class OperatorSettings(BaseSettings):
         if "/" in hostport:
             raise ValueError("ECI_ENDPOINT_TEMPLATE must render to host[:port], no path")
         return value
+
+    @model_validator(mode="after")
+    def _check_leader_election_timing(self) -> OperatorSettings:
+        # client-go's rule: otherwise a healthy leader could lose the Lease between renewals.
+        duration, deadline = self.leader_election_lease_duration, self.leader_election_renew_deadline
+        if not duration > deadline > 1.2 * self.leader_election_retry_period:
+            raise ValueError(
+                "leader election needs LEASE_DURATION > RENEW_DEADLINE > 1.2 x RETRY_PERIOD, got "
+                f"{duration:g} s, {deadline:g} s, {self.leader_election_retry_period:g} s"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_protocol_agrees_with_endpoint(self) -> OperatorSettings:

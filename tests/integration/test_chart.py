@@ -94,12 +94,26 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
     assert kinds.count("CustomResourceDefinition") == len(list((CHART / "crds").glob("*.yaml")))
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"} <= set(kinds)
     assert "ServiceMonitor" not in kinds
-    # The one Role is the webhook's, for its certificate Secret in the release namespace.
-    roles = [d for d in docs if d["kind"] == "Role"]
-    assert [(r["metadata"]["name"], r["metadata"]["namespace"]) for r in roles] == [
-        ("edc-eci-datacache-operator-webhook", namespace)
+    # The Roles in the release namespace: the webhook's certificate Secret and the Lease.
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    assert {(name, r["metadata"]["namespace"]) for name, r in roles.items()} == {
+        ("edc-eci-datacache-operator-webhook", namespace),
+        ("edc-eci-datacache-operator-leader-election", namespace),
+    }
+    assert roles["edc-eci-datacache-operator-webhook"]["rules"][0]["resourceNames"] == [
+        "edc-eci-datacache-operator-webhook-tls"
     ]
-    assert roles[0]["rules"][0]["resourceNames"] == ["edc-eci-datacache-operator-webhook-tls"]
+    assert roles["edc-eci-datacache-operator-leader-election"]["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["edc-eci-datacache-operator"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 1
     assert "Certificate" not in kinds and "Issuer" not in kinds
     dry_run(controlplane, rendered)
 
@@ -131,7 +145,15 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
 
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -167,10 +189,14 @@ def test_watch_namespaces_renders_roles_per_namespace(controlplane: ControlPlane
     controlplane.kubectl("create", "namespace", other)
     rendered = render(controlplane, namespace, "--set-json", f'watchNamespaces=["{namespace}","{other}"]')
     docs = documents(rendered)
-    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook")]
+    roles = [
+        d
+        for d in docs
+        if d["kind"] == "Role" and not d["metadata"]["name"].endswith(("-webhook", "-leader-election"))
+    ]
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([namespace, other])
     assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]} in roles[0]["rules"]
-    assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 3  # and the webhook's
+    assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 4  # and the webhook's, the Lease's
     cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces", "mutatingwebhookconfigurations"}
@@ -280,7 +306,10 @@ def test_cert_manager_rendering(controlplane: ControlPlane, namespace: str):
     annotations = by_kind["MutatingWebhookConfiguration"]["metadata"]["annotations"]
     assert annotations["cert-manager.io/inject-ca-from"] == f"{namespace}/edc-eci-datacache-operator-webhook"
     # cert-manager writes the Secret and the CA: the operator may only read its Secret.
-    assert [r["verbs"] for r in by_kind["Role"]["rules"]] == [["get"]]
+    webhook_role = next(
+        d for d in documents(rendered) if d["kind"] == "Role" and d["metadata"]["name"].endswith("-webhook")
+    )
+    assert [r["verbs"] for r in webhook_role["rules"]] == [["get"]]
     assert "mutatingwebhookconfigurations" not in str(by_kind["ClusterRole"]["rules"])
     env = {
         e["name"]: e.get("value")
@@ -315,7 +344,11 @@ def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, s
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--set", "replicaCount=2"), "at '/replicaCount': value must be 1"),
+        (("--set", "replicaCount=0"), "at '/replicaCount': minimum: got 0, want 1"),
+        (
+            ("--set", "leaderElection.enabled=false"),
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
         (
             ("--set", "defaultDeletionPolicy=Keep"),
             "at '/defaultDeletionPolicy': value must be one of 'Delete', 'Retain'",
@@ -433,6 +466,8 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
             f"rolebinding.rbac.authorization.k8s.io/{fullname}",
             f"role.rbac.authorization.k8s.io/{fullname}-webhook",
             f"rolebinding.rbac.authorization.k8s.io/{fullname}-webhook",
+            f"role.rbac.authorization.k8s.io/{fullname}-leader-election",
+            f"rolebinding.rbac.authorization.k8s.io/{fullname}-leader-election",
         }
         cluster_role = json.loads(controlplane.kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
         assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {

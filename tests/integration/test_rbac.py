@@ -4,6 +4,7 @@ DataCache and a DataCacheReplication lifecycle; no request may be refused."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -208,7 +209,10 @@ def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
     namespaced = mode == "namespaced"
     account, docs = chart_rbac(controlplane, namespace, namespaced=namespaced)
     assert (
-        any(d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook") for d in docs)
+        any(
+            d["kind"] == "Role" and not d["metadata"]["name"].endswith(("-webhook", "-leader-election"))
+            for d in docs
+        )
         == namespaced
     )
     env = operator_env if namespaced else {**operator_env, "DATACACHE_NAMESPACES": ""}
@@ -223,11 +227,19 @@ def test_operator_runs_full_lifecycles_with_only_the_chart_rbac(
         "DATACACHE_WEBHOOK_CONFIGURATION": fullname,
         "DATACACHE_WEBHOOK_SECRET": f"{fullname}-webhook-tls",
         "DATACACHE_OPERATOR_NAMESPACE": namespace,
+        # Leader election as the chart runs it: its Lease, by the chart's name.
+        "DATACACHE_LEADER_ELECTION": "true",
+        "DATACACHE_LEADER_ELECTION_LEASE_NAME": fullname,
+        "POD_NAME": f"{fullname}-0",
     }
     running = run_as(controlplane, env, namespace, docs, account, tmp_path / "operator.log")
     try:
         name = f"rbac-{uuid.uuid4().hex[:6]}"
         wait_until_the_webhook_answers(kube)
+        lease = json.loads(
+            controlplane.kubectl("get", "lease", fullname, "-n", namespace, "-o", "json").stdout
+        )
+        assert lease["spec"]["holderIdentity"] == f"{fullname}-0"
         datacache_lifecycle_start(kube, name)
         binding_lifecycle(kube, f"{name}-late")
         replication_lifecycle(kube, eci, name)
@@ -257,7 +269,11 @@ def test_a_missing_rule_shows_up(
     """Without the status rule of one kind its object never becomes Ready and the log says
     forbidden: the test above can fail, for either kind."""
     account, docs = chart_rbac(controlplane, namespace)
-    role = next(d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-webhook"))
+    role = next(
+        d
+        for d in docs
+        if d["kind"] == "Role" and not d["metadata"]["name"].endswith(("-webhook", "-leader-election"))
+    )
     (rule,) = [r for r in role["rules"] if resource in r["resources"]]
     rule["resources"].remove(resource)
     running = run_as(controlplane, operator_env, namespace, docs, account, tmp_path / "operator.log")

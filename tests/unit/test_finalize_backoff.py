@@ -10,7 +10,7 @@ import pytest
 
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import Event
-from datacache_operator.main import finalize_or_back_off
+from datacache_operator.runtime import finalize_or_back_off
 from datacache_operator.settings import OperatorSettings
 
 

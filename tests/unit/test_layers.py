@@ -21,13 +21,15 @@ RANKS = {
     "emulator": 1,  # stands alone: see test_the_emulator_stands_alone
     "settings": 2,
     "cloud": 3,  # the one ECI boundary
+    "leader": 3,  # leader election on a Lease
     "reconcile": 4,  # pure decisions (may read cloud.models, plain data)
     "admission": 5,
     "controllers": 5,
-    "main": 6,
-    "cli": 6,  # imports each subcommand by name, at run time
-    "__main__": 7,  # `python -m datacache_operator`: the command line
-    "testing": 6,
+    "runtime": 6,  # the loop under kopf
+    "main": 7,  # kopf's decorators: wiring only
+    "cli": 7,  # imports each subcommand by name, at run time
+    "__main__": 8,  # `python -m datacache_operator`: the command line
+    "testing": 7,
 }
 KINDS = ("datacache", "replication")
 KIND_LAYERS = ("api", "reconcile", "controllers")

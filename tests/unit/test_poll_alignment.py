@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from datacache_operator.main import aligned_delay
+from datacache_operator.runtime import aligned_delay
 from datacache_operator.settings import OperatorSettings
 
 

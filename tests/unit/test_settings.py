@@ -43,6 +43,12 @@ ENV_NAMES = {
     "webhook_hosts": "DATACACHE_WEBHOOK_HOSTS",
     "webhook_configuration": "DATACACHE_WEBHOOK_CONFIGURATION",
     "pod_resync_interval": "DATACACHE_POD_RESYNC_INTERVAL",
+    "leader_election": "DATACACHE_LEADER_ELECTION",
+    "leader_election_lease_name": "DATACACHE_LEADER_ELECTION_LEASE_NAME",
+    "leader_election_identity": "POD_NAME",
+    "leader_election_lease_duration": "DATACACHE_LEADER_ELECTION_LEASE_DURATION",
+    "leader_election_renew_deadline": "DATACACHE_LEADER_ELECTION_RENEW_DEADLINE",
+    "leader_election_retry_period": "DATACACHE_LEADER_ELECTION_RETRY_PERIOD",
 }
 
 

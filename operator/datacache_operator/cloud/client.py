@@ -144,11 +144,14 @@ class EciClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         environ: Mapping[str, str] | None = None,
+        guard: Callable[[], None] = lambda: None,
     ) -> None:
         """``credential``: an ``alibabacloud_credentials.client.Client`` (tests inject a
         static one); default: the SDK's default chain. ``sdk_client_factory`` replaces the
-        real SDK client (unit tests)."""
+        real SDK client (unit tests). ``guard`` runs right before each call is sent (leader
+        election: it exits unless this process holds a fresh Lease)."""
         self.settings = settings or OperatorSettings()
+        self._guard = guard
         self._hooks: CloudHooks = hooks or NoHooks()
         self._environ = os.environ if environ is None else environ
         self._protocol = self.settings.effective_protocol
@@ -440,6 +443,8 @@ class EciClient:
     ) -> R:
         sdk = self.sdk_client(region)
         await self._limiter.acquire(region)
+        self._guard()  # after the wait: a leadership lost meanwhile must not send
+        log.debug(f"ECI call {action} in {region}")
         started = time.monotonic()
         try:
             result = await invoke(sdk)

@@ -14,9 +14,9 @@ from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
 from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.cloud.models import parse_time
+from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
 from datacache_operator.reconcile.binding import in_use_message
-from datacache_operator.reconcile.common import ConditionValue, reason_from_code
+from datacache_operator.reconcile.common import OWNER_UID_TAG, ConditionValue, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)
@@ -104,6 +104,26 @@ class PollingController:
             requested if requested is not None and requested != status.get("lastHandledReconcileAt") else None
         )
 
+    def stalled_by_a_terminal_error(
+        self,
+        meta: Mapping[str, Any],
+        status: Mapping[str, Any],
+        own_reasons: frozenset[str],
+        retry: bool | None = None,
+    ) -> bool:
+        """Stalled for this generation by a refused call (not by the cloud resource's own
+        state, `own_reasons`), and no new reconcile request: the pass makes no call."""
+        if retry is None:
+            retry = self.pending_reconcile_request(meta, status) is not None
+        stalled = get_condition(status.get("conditions"), "Stalled")
+        return bool(
+            stalled
+            and stalled.get("status") == "True"
+            and stalled.get("observedGeneration") == meta.get("generation")
+            and stalled.get("reason") not in own_reasons
+            and not retry
+        )
+
     def _failed_call(self, uid: str, error: EciError, events: list[Event]) -> tuple[str, str, float]:
         """Count a pass of `uid` that an ECI error ended: the condition reason, the message and
         the next delay. A retryable error backs off; a terminal one is also an event."""
@@ -114,6 +134,18 @@ class PollingController:
             return reason, message, backoff_delay(error, failures, self.settings)
         events.append(Event("Warning", reason, message))
         return reason, message, self.settings.poll_interval_stable
+
+    async def find_own(self, region: str, uid: str, now: datetime) -> ObservedCache | None:
+        """The cache (or copy) of `uid` in `region` whose create or copy reply was lost, found by
+        its owner tag; the oldest when a retry made more than one, none being deleted."""
+        candidates = [
+            c
+            for c in await self.cloud.find_by_tags(region, {OWNER_UID_TAG: uid})
+            if c.status != STATUS_DELETING
+        ]
+        return (
+            min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None
+        )
 
     def sending(self, uid: str, scope: str = "") -> None:
         """A create or copy is about to be sent for `uid` (in `scope`)."""

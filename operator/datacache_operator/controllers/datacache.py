@@ -159,14 +159,7 @@ class DataCacheController(PollingController):
             # Tried again once per new value: a terminal error or a Failed build of this
             # very spec, e.g. after a quota or a RAM policy was fixed outside Kubernetes.
             status["lastHandledReconcileAt"] = requested
-        stalled = get_condition(conditions, "Stalled")
-        if (
-            stalled
-            and stalled.get("status") == "True"
-            and stalled.get("observedGeneration") == generation
-            and stalled.get("reason") not in _CACHE_STALL_REASONS
-            and not retry
-        ):
+        if self.stalled_by_a_terminal_error(meta, status, _CACHE_STALL_REASONS, retry):
             # A terminal error for this very spec: calling again would fail the same way.
             return finish([], stable)
 
@@ -237,13 +230,8 @@ class DataCacheController(PollingController):
             step = decide.next_step(situation, desired, status.get("retentionDays"))
             if step == Step.RECOVER:
                 recovered = True
-                candidates = [
-                    c
-                    for c in await self.cloud.find_by_tags(region, {decide.OWNER_UID_TAG: meta["uid"]})
-                    if c.status != STATUS_DELETING
-                ]
-                if candidates:
-                    found = min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id))
+                found = await self.find_own(region, meta["uid"], now)
+                if found is not None:
                     status["dataCacheId"] = found.data_cache_id
                     events.append(
                         Event(

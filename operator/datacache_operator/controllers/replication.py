@@ -30,6 +30,9 @@ from datacache_operator.settings import OperatorSettings
 logger = logging.getLogger(__name__)
 
 DATACACHES = "datacaches"
+# Stalled reasons that the copies themselves give (they keep being watched), as opposed to a
+# terminal error of a call, which is not repeated until the spec changes.
+_COPY_STALL_REASONS = frozenset({"CopyFailed"})
 
 
 class CloudClient(Protocol):
@@ -133,6 +136,10 @@ class ReplicationController(PollingController):
 
         if is_paused(meta):
             return finish(list(decide_common.PAUSED_CONDITIONS), stable)
+        if self.stalled_by_a_terminal_error(meta, status, _COPY_STALL_REASONS):
+            # A call refused for this very spec (permissions, a bad parameter): calling
+            # again would fail the same way, until the spec changes or a reconcile request.
+            return finish([], stable)
 
         entries: dict[str, dict[str, Any]] = {
             entry["region"]: dict(entry) for entry in status.get("destinations") or [] if entry.get("region")
@@ -150,6 +157,9 @@ class ReplicationController(PollingController):
                 spec, meta["namespace"]
             )
         except EciError as error:
+            requested = self.pending_reconcile_request(meta, status)
+            if requested is not None and not error.retryable:
+                status["lastHandledReconcileAt"] = requested  # tried once for this value
             return self._retry_or_stall(uid, error, events, status, entries, finish)
         self._failures.pop(uid, None)
         status.update(sourceDataCacheId=source_id, sourceRegion=source_region)
@@ -217,7 +227,7 @@ class ReplicationController(PollingController):
         reason, message, delay = self._failed_call(uid, error, events)
         if not keep and entries:
             status["destinations"] = list(entries.values())
-        return finish(decide_common.error_conditions(reason, message, terminal=False), delay)
+        return finish(decide_common.error_conditions(reason, message, terminal=not error.retryable), delay)
 
     async def _destination(
         self,
@@ -260,13 +270,8 @@ class ReplicationController(PollingController):
             step = decide.next_destination_step(situation)
             if step == DestStep.RECOVER:
                 recovered = True
-                candidates = [
-                    c
-                    for c in await self.cloud.find_by_tags(region, {decide_common.OWNER_UID_TAG: meta["uid"]})
-                    if c.status != STATUS_DELETING
-                ]
-                if candidates:
-                    found = min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id))
+                found = await self.find_own(region, meta["uid"], now)
+                if found is not None:
                     # Old copies are deleted before a new one is made, so a live one is the newest.
                     entry.update(
                         dataCacheId=found.data_cache_id, sourceDataCacheId=source_id, sourceRevision=revision
