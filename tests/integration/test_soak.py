@@ -1,7 +1,9 @@
 """A bounded fault soak (issue #7): 50 DataCaches and 5 replications are created, updated and
-deleted while ECI answers 10 % 500s and 10 % throttling with added latency, the operator is
-killed with SIGKILL at random moments and restarted, and the apiserver restarts once (etcd
-kept). Afterwards the emulator's state must be exactly what the objects ask for.
+deleted while ECI answers 10 % 500s and 10 % throttling with added latency, two operator
+replicas elect a leader on a Lease, the current leader is killed with SIGKILL at random
+moments (the other takes over; the killed one is started again, as Kubernetes would), and
+the apiserver restarts once (etcd kept; a leader that cannot renew meanwhile exits and is
+started again too). Afterwards the emulator's state must be exactly what the objects ask for.
 
 Every random choice (the plan of operations, which objects are deleted or changed, when the
 operator dies) comes from one seeded generator: `DATACACHE_SOAK_SEED=<n>` replays a run, and
@@ -30,7 +32,7 @@ import pytest
 from tests.integration.support import ACCESS_KEY_SECRET, Kube, OperatorProcess, wait_for
 
 from datacache_operator import API_VERSION
-from datacache_operator.testing.controlplane import ControlPlane
+from datacache_operator.testing.controlplane import ControlPlane, free_port
 
 SEED_VARIABLE = "DATACACHE_SOAK_SEED"
 REGION = "cn-hangzhou"
@@ -43,6 +45,14 @@ SOURCES = 5  # of the 50, in SOURCE_REGION: the replications' sources, never del
 KILLS = 3
 # Generous: the machine is small and shared; a healthy run settles in well under a minute.
 SETTLE_TIMEOUT_S = 150.0
+REPLICAS = ("soak-a", "soak-b")
+LEASE = "eci-datacache-operator"
+LEADER_ELECTION = {
+    "DATACACHE_LEADER_ELECTION": "true",
+    "DATACACHE_LEADER_ELECTION_LEASE_DURATION": "4",
+    "DATACACHE_LEADER_ELECTION_RENEW_DEADLINE": "3",
+    "DATACACHE_LEADER_ELECTION_RETRY_PERIOD": "0.5",
+}
 FAULTS = {"fault_500_rate": 0.1, "fault_throttle_rate": 0.1, "fault_latency_ms": 30}
 
 
@@ -132,13 +142,14 @@ class Soak:
         kube: Kube,
         eci: Any,
         controlplane: ControlPlane,
-        operator: OperatorProcess,
+        operators: dict[str, OperatorProcess],
         rng: random.Random,
     ) -> None:
         self.kube = kube
         self.eci = eci
         self.controlplane = controlplane
-        self.operator = operator
+        self.operators = operators
+        self.killed: list[str] = []
         self.rng = rng
         self.started = time.monotonic()
         self.timeline: list[str] = []
@@ -269,14 +280,36 @@ class Soak:
     def calls(self) -> int:
         return sum(sum(outcomes.values()) for outcomes in self.eci.counters().values())
 
+    def leader(self) -> str:
+        found = self.kube.kubectl("get", "lease", LEASE, "-o", "json", check=False)
+        return (
+            str(json.loads(found.stdout)["spec"].get("holderIdentity") or "") if found.returncode == 0 else ""
+        )
+
     def kill(self) -> None:
-        self.operator.kill()
+        """SIGKILL of the replica holding the Lease now."""
+        holder = wait_for(self.leader, timeout=30, what="a leader")
+        name = next(n for n, p in self.operators.items() if p.env["POD_NAME"] == holder)
+        self.operators[name].kill()
+        self.killed.append(name)
         self.kills += 1
-        self.note("operator killed (SIGKILL)")
+        self.note(f"leader {name} killed (SIGKILL)")
 
     def restart(self) -> None:
-        self.operator.start()
-        self.note("operator started")
+        while self.killed:
+            name = self.killed.pop()
+            process = self.operators[name]
+            # A new pod, as a ReplicaSet makes: a new identity, so the other replica takes over.
+            process.env["POD_NAME"] = f"{name}-{self.kills}"
+            process.start()
+            self.note(f"{name} started again as {process.env['POD_NAME']}")
+
+    def revive(self) -> None:
+        """What Kubernetes does for a replica that exited (a leader that could not renew)."""
+        for name, process in self.operators.items():
+            if process.process is not None and process.process.poll() is not None and name not in self.killed:
+                self.note(f"{name} exited with {process.process.returncode}; started again")
+                process.start()
 
     def restart_apiserver(self) -> None:
         self.note("apiserver stopping (etcd kept)")
@@ -302,6 +335,7 @@ class Soak:
         )
         down = 0  # steps left to run while the operator is down
         for index, step in enumerate(steps):
+            self.revive()
             if step.needs_operator and down:
                 down = 0
                 self.restart()
@@ -327,6 +361,7 @@ class Soak:
 
     # --- the invariants --------------------------------------------------------------------
     def settled(self) -> bool:
+        self.revive()
         problems = self.problems()
         if len(problems) != self.last_problem_count:
             self.last_problem_count = len(problems)
@@ -449,8 +484,11 @@ class Soak:
             for c in self.ours()
         ]
         # kopf's DEBUG lines (every watch event) drown the rest: the last of the others.
-        lines = [line for line in self.operator.log().splitlines() if "[DEBUG" not in line]
-        log = "\n".join(lines[-80:]).replace(ACCESS_KEY_SECRET, "***")
+        logs = []
+        for name, process in self.operators.items():
+            lines = [line for line in process.log().splitlines() if "[DEBUG" not in line]
+            logs.append(f"--- {name}\n" + "\n".join(lines[-50:]).replace(ACCESS_KEY_SECRET, "***"))
+        log = "\n".join(logs)
         return "\n".join(
             [
                 "timeline:",
@@ -460,7 +498,8 @@ class Soak:
                 "caches tagged with the namespace:",
                 *clouds,
                 f"ECI call outcomes: {self.eci.counters()}",
-                "operator log (tail):",
+                f"lease holder: {self.leader()}",
+                "operator logs (tails):",
                 log,
             ]
         )
@@ -479,9 +518,24 @@ def test_soak_faults_kills_and_an_apiserver_restart_leave_exact_state(
     print(f"soak seed {seed} ({SEED_VARIABLE}={seed} replays it)")
     eci.set_faults(**FAULTS)
     # kopf's DEBUG lines (each watch event of 55 objects) cost CPU that the soak needs.
-    operator = OperatorProcess({**operator_env, "DATACACHE_LOG_LEVEL": "INFO"}, tmp_path / "operator.log")
-    operator.start()
-    soak = Soak(kube, eci, controlplane, operator, random.Random(seed))
+    operators = {
+        name: OperatorProcess(
+            {
+                **operator_env,
+                **LEADER_ELECTION,
+                "DATACACHE_OPERATOR_NAMESPACE": kube.namespace,
+                "POD_NAME": name,
+                "DATACACHE_LOG_LEVEL": "INFO",
+                "DATACACHE_HEALTH_PORT": str(free_port()),
+                "DATACACHE_METRICS_PORT": str(free_port()),
+            },
+            tmp_path / f"{name}.log",
+        )
+        for name in REPLICAS
+    }
+    for process in operators.values():
+        process.start()
+    soak = Soak(kube, eci, controlplane, operators, random.Random(seed))
     try:
         soak.run()
         soak.note("all steps done; waiting for the invariants")
@@ -492,6 +546,8 @@ def test_soak_faults_kills_and_an_apiserver_restart_leave_exact_state(
             f"soak seed {seed} ({SEED_VARIABLE}={seed} replays it): {error}\n{soak.report()}"
         ) from None
     finally:
-        operator.stop()
-    assert ACCESS_KEY_SECRET not in operator.log(), "the access key secret leaked into the operator log"
+        for process in operators.values():
+            process.stop()
+    for process in operators.values():
+        assert ACCESS_KEY_SECRET not in process.log(), "the access key secret leaked into an operator log"
     print("\n".join(soak.timeline))
