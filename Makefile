@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 
-.PHONY: test controlplane venv lint crds run bench bench-binding bench-emulator clean
+.PHONY: test controlplane venv lint crds run bench bench-binding bench-failover bench-emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,17 +43,25 @@ run: $(STAMP)
 # The operator at scale: N = 100 and 1,000 DataCaches (10,000 recorded as not run unless
 # BENCH_ARGS='--max-n 10000'), batching on and off, against the real control plane and the
 # emulator; about 30 minutes. Writes benchmarks/results/latest.json and benchmarks/README.md.
-# Then the pod binding benchmark (bench-binding).
+# Then the pod binding and the leader failover benchmarks (bench-binding, bench-failover).
 bench: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/operator_bench.py $(BENCH_ARGS) && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/binding_bench.py
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/binding_bench.py && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/failover_bench.py
 
 # Admission latency at 20 pod creates/s and cache Ready -> pods ungated; about 3 minutes.
 # Writes benchmarks/results/binding.json and its table in benchmarks/README.md.
 bench-binding: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/binding_bench.py
+
+# Two leader-elected replicas, the leader stopped by SIGKILL and by SIGTERM (3 times each): the
+# seconds to the new leader's first ECI call; about 2 minutes. Writes
+# benchmarks/results/failover.json and its table in benchmarks/README.md.
+bench-failover: $(STAMP)
+	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/failover_bench.py
 
 # The emulator's sustained DescribeDataCaches rate (signatures checked); writes
 # benchmarks/results/emulator.json.
