@@ -27,6 +27,6 @@ RUN python -m venv "${VENV}" \
     && rm -rf "${WHEELS}"
 # A numeric non-root user (the chart's securityContext runs as the same id).
 USER 65532:65532
-# 8080: Prometheus metrics; 8081: kopf liveness /healthz.
-EXPOSE 8080 8081
+# 8080: Prometheus metrics; 8081: /healthz; 9443: the pod admission webhook (TLS).
+EXPOSE 8080 8081 9443
 ENTRYPOINT ["datacache-operator", "run"]

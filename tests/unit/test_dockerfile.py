@@ -53,7 +53,7 @@ def test_shape_multi_stage_slim_non_root_entrypoint():
     user = final_keywords["USER"]
     assert re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", user), f"USER must be numeric and non-root: {user}"
     assert final_keywords["ENTRYPOINT"] == '["datacache-operator", "run"]'
-    assert set(final_keywords["EXPOSE"].split()) == {"8080", "8081"}
+    assert set(final_keywords["EXPOSE"].split()) == {"8080", "8081", "9443"}
     final_run = " ".join(rest for keyword, rest in final if keyword == "RUN")
     assert "apt-get" not in final_run and "gcc" not in final_run and "build-essential" not in final_run
     assert "--from=build /wheels" in final_keywords["COPY"]
