@@ -143,16 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="binding-bench-"))
     with ControlPlane() as plane:
-        for crd in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
-            plane.kubectl("apply", "--server-side", "-f", str(crd))
-        plane.kubectl(
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=eci-datacache-operator",
-        )
+        plane.install_crds(REPO / "deploy" / "crds")
         plane.kubectl("create", "namespace", NAMESPACE)
         port = free_port()
         plane.apply(

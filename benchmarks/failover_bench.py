@@ -103,16 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     figures: dict[str, list[float]] = {"sigkill": [], "sigterm": []}
     with ControlPlane() as plane:
-        for crd in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
-            plane.kubectl("apply", "--server-side", "-f", str(crd))
-        plane.kubectl(
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=eci-datacache-operator",
-        )
+        plane.install_crds(REPO / "deploy" / "crds")
         plane.kubectl("create", "namespace", NAMESPACE)
         emulator_config = EmulatorConfig(
             access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, time_scale=0.02, quota=0

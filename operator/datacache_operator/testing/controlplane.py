@@ -391,6 +391,14 @@ class ControlPlane:
             manifest = yaml.safe_dump_all(list(manifest))
         return self.kubectl("apply", "-f", "-", *extra, input=manifest).stdout
 
+    def install_crds(
+        self, folder: Path, selector: str = "app.kubernetes.io/part-of=eci-datacache-operator"
+    ) -> None:
+        """Apply every CRD of `folder` (server-side) and wait until they are established."""
+        for crd in sorted(folder.glob("*.yaml")):
+            self.kubectl("apply", "--server-side", "-f", str(crd))
+        self.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "-l", selector)
+
     def service_account_kubeconfig(self, namespace: str, name: str, duration: str = "2h") -> Path:
         """A kubeconfig holding only a TokenRequest token for that ServiceAccount."""
         assert self.root is not None

@@ -76,16 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     with ControlPlane(root=root) as plane:
         shutil.copyfile(plane.kubeconfig, local / "kubeconfig")
         (local / "kubeconfig").chmod(0o600)
-        for crd in sorted((repo / "deploy" / "crds").glob("*.yaml")):
-            plane.kubectl("apply", "--server-side", "-f", str(crd))
-        plane.kubectl(
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=eci-datacache-operator",
-        )
+        plane.install_crds(repo / "deploy" / "crds")
         plane.kubectl("create", "namespace", OPERATOR_NAMESPACE)
         webhook_port = free_port()
         plane.apply(
