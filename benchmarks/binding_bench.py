@@ -94,6 +94,31 @@ def pod(name: str, cache: str | None) -> dict[str, Any]:
     }
 
 
+def operator_env(plane: Any, emulator: Any, **settings: str) -> dict[str, str]:
+    """The environment of an operator process against `plane` and the emulator, watching
+    NAMESPACE (its own namespace too), with `settings` (env name -> value) on top."""
+    return {
+        **plane.env(),
+        "ECI_ENDPOINT": emulator.endpoint,
+        "ECI_PROTOCOL": "http",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+        "DATACACHE_NAMESPACES": NAMESPACE,
+        "DATACACHE_OPERATOR_NAMESPACE": NAMESPACE,
+        "DATACACHE_POLL_INTERVAL_LOADING": "0.5",
+        **settings,
+    }
+
+
+def api_client(plane: Any) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(plane.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 16
+    return client.ApiClient(configuration)
+
+
 def paced(count: int, rate: float, call: Any) -> list[float]:
     """Run `call(i)` `count` times at `rate` a second (open loop: a slow call does not delay the
     next start); returns each call's duration in seconds."""
@@ -135,7 +160,7 @@ def ready(obj: dict[str, Any]) -> bool:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from kubernetes import client, config, watch
+    from kubernetes import client, watch
 
     from datacache_operator.emulator import Emulator, EmulatorConfig
     from datacache_operator.testing.controlplane import ControlPlane, free_port
@@ -154,23 +179,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         with Emulator(emulator_config).in_thread() as emulator:
             health = free_port()
-            env = {
-                **plane.env(),
-                "ECI_ENDPOINT": emulator.endpoint,
-                "ECI_PROTOCOL": "http",
-                "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-                "DATACACHE_NAMESPACES": NAMESPACE,
-                "DATACACHE_POLL_INTERVAL_LOADING": "0.5",
-                "DATACACHE_POLL_INTERVAL_STABLE": "60",
-                "DATACACHE_HEALTH_PORT": str(health),
-                "DATACACHE_METRICS_PORT": str(free_port()),
-                "DATACACHE_WEBHOOK_PORT": str(port),
-                "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
-                "DATACACHE_WEBHOOK_CONFIGURATION": "bench",
-                "DATACACHE_OPERATOR_NAMESPACE": NAMESPACE,
-                "DATACACHE_LOG_LEVEL": "WARNING",
-            }
+            env = operator_env(
+                plane,
+                emulator,
+                DATACACHE_POLL_INTERVAL_STABLE="60",
+                DATACACHE_HEALTH_PORT=str(health),
+                DATACACHE_METRICS_PORT=str(free_port()),
+                DATACACHE_WEBHOOK_PORT=str(port),
+                DATACACHE_WEBHOOK_HOSTS="127.0.0.1",
+                DATACACHE_WEBHOOK_CONFIGURATION="bench",
+                DATACACHE_LOG_LEVEL="WARNING",
+            )
             log = (work / "operator.log").open("ab")
             operator = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "datacache_operator", "run"],
@@ -181,11 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             try:
                 wait_healthy(operator, health)
-                configuration = client.Configuration()
-                config.load_kube_config(config_file=str(plane.kubeconfig), client_configuration=configuration)
-                configuration.connection_pool_maxsize = 16
-                api_client = client.ApiClient(configuration)
-                core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+                kube = api_client(plane)
+                core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
                 custom.create_namespaced_custom_object(
                     GROUP, VERSION, NAMESPACE, "datacaches", datacache("model")
                 )

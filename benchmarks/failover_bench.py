@@ -37,7 +37,18 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from binding_bench import datacache, ready, wait  # noqa: E402
+from binding_bench import (  # noqa: E402
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    GROUP,
+    NAMESPACE,
+    VERSION,
+    api_client,
+    datacache,
+    operator_env,
+    ready,
+    wait,
+)
 from operator_bench import machine, rnd, wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +56,6 @@ RESULT_FILE = Path(__file__).parent / "results" / "failover.json"
 README_FILE = Path(__file__).parent / "README.md"
 README_BEGIN = "<!-- failover-bench:begin -->"
 README_END = "<!-- failover-bench:end -->"
-ACCESS_KEY_ID = "bench-access-key-id"
-ACCESS_KEY_SECRET = "bench-access-key-secret"  # noqa: S105 - the emulator's own key pair
-NAMESPACE = "bench"
-GROUP, VERSION = "eci.datacache.dev", "v1alpha1"
 OBJECTS = 5
 
 
@@ -95,7 +102,7 @@ def lease_holder(plane: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from kubernetes import client, config
+    from kubernetes import client
 
     from datacache_operator.emulator import Emulator, EmulatorConfig
     from datacache_operator.testing.controlplane import ControlPlane
@@ -109,25 +116,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, time_scale=0.02, quota=0
         )
         with Emulator(emulator_config).in_thread() as emulator:
-            base = {
-                **plane.env(),
-                "ECI_ENDPOINT": emulator.endpoint,
-                "ECI_PROTOCOL": "http",
-                "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-                "DATACACHE_NAMESPACES": NAMESPACE,
-                "DATACACHE_OPERATOR_NAMESPACE": NAMESPACE,
-                "DATACACHE_POLL_INTERVAL_LOADING": "0.5",
-                "DATACACHE_POLL_INTERVAL_STABLE": "30",
-                "DATACACHE_LEADER_ELECTION": "true",
-                "DATACACHE_LEADER_ELECTION_LEASE_DURATION": str(args.lease_duration),
-                "DATACACHE_LEADER_ELECTION_RENEW_DEADLINE": str(args.renew_deadline),
-                "DATACACHE_LEADER_ELECTION_RETRY_PERIOD": str(args.retry_period),
-                "DATACACHE_LOG_LEVEL": "DEBUG",  # the "ECI call" lines
-            }
-            configuration = client.Configuration()
-            config.load_kube_config(config_file=str(plane.kubeconfig), client_configuration=configuration)
-            custom = client.CustomObjectsApi(client.ApiClient(configuration))
+            base = operator_env(
+                plane,
+                emulator,
+                DATACACHE_POLL_INTERVAL_STABLE="30",
+                DATACACHE_LEADER_ELECTION="true",
+                DATACACHE_LEADER_ELECTION_LEASE_DURATION=str(args.lease_duration),
+                DATACACHE_LEADER_ELECTION_RENEW_DEADLINE=str(args.renew_deadline),
+                DATACACHE_LEADER_ELECTION_RETRY_PERIOD=str(args.retry_period),
+                DATACACHE_LOG_LEVEL="DEBUG",  # the "ECI call" lines
+            )
+            custom = client.CustomObjectsApi(api_client(plane))
             replicas = {name: Replica(base, work, name) for name in ("r-0", "r-1")}
             count = 2
             try:

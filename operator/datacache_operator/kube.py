@@ -132,9 +132,6 @@ def _list_pods_sync(
             return pods
 
 
-NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
-
-
 async def list_pods(
     namespace: str | None, label_selector: str, field_selector: str | None = None
 ) -> list[dict[str, Any]]:

@@ -26,13 +26,13 @@ from datacache_operator.settings import OperatorSettings
 logger = logging.getLogger("datacache_operator")
 
 
-def post_events(body: Any, events: list[Event]) -> None:
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
     kopf.event(obj, type=type_, reason=reason, message=message)
+
+
+def post_events(body: Any, events: list[Event]) -> None:
+    for event in events:
+        post_event(body, event.type, event.reason, event.message)
 
 
 def aligned_delay(delay: float, now: float, settings: OperatorSettings) -> float:
@@ -181,7 +181,7 @@ async def reconcile_loop(
                 memo.pass_running = False
         if usable or failed:  # waiting pods learn of it now, not at the next resync
             try:
-                await memo.binder.cache_changed(meta["namespace"], usable, failed)
+                await memo.binder.cache_changed(meta["namespace"])
             except Exception:
                 logger.exception("could not look at the pods waiting for this cache")
         delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)

@@ -80,6 +80,14 @@ def holder(controlplane: ControlPlane, namespace: str) -> str:
     return str(json.loads(result.stdout)["spec"].get("holderIdentity") or "")
 
 
+def new_leader(controlplane: ControlPlane, namespace: str, old: str) -> str:
+    """Until another replica than `old` holds the Lease; its name."""
+    found: str = wait_for(
+        lambda: (h := holder(controlplane, namespace)) and h != old and h, timeout=30, what="a new leader"
+    )
+    return found
+
+
 def leader_gauge(process: OperatorProcess) -> float:
     port = process.env["DATACACHE_METRICS_PORT"]
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -139,9 +147,7 @@ def test_sigkill_of_the_leader_hands_over_and_the_new_leader_converges(
     replicas.by_name[first].kill()
     after = unique("after")
     kube.apply(datacache(after))  # created after the kill: only the new leader can build it
-    second = wait_for(
-        lambda: (h := holder(controlplane, namespace)) and h != first and h, timeout=30, what="a new leader"
-    )
+    second = new_leader(controlplane, namespace, first)
     kube.wait_condition("datacache", after, "Ready", "True", timeout=60)
     one_cache_each(eci, kube, [before, after])
     assert acted(replicas.by_name[second])
@@ -191,11 +197,7 @@ def test_a_frozen_leader_is_replaced_and_exits_without_acting_when_resumed(
 
     os.killpg(pid, signal.SIGSTOP)  # a frozen or partitioned leader
     try:
-        second = wait_for(
-            lambda: (h := holder(controlplane, namespace)) and h != first and h,
-            timeout=30,
-            what="a new leader",
-        )
+        second = new_leader(controlplane, namespace, first)
         during = unique("during")
         kube.apply(datacache(during))  # work for the frozen one to find when it wakes up
         kube.wait_condition("datacache", during, "Ready", "True", timeout=60)

@@ -173,12 +173,15 @@ class PollingController:
         raise NotImplementedError
 
     def _in_use(
-        self, body: Mapping[str, Any], users: list[str], what: str, events: list[Event]
+        self,
+        meta: Mapping[str, Any],
+        status: dict[str, Any],
+        users: list[str],
+        what: str,
+        events: list[Event],
     ) -> dict[str, Any]:
-        """The status of an object whose deletion waits for pods (Ready=False, reason InUse);
-        an event naming a pod when the message is new."""
-        meta = body["metadata"]
-        status = self.current_status(body)
+        """The status (from `current_status`) of an object whose deletion waits for pods
+        (Ready=False, reason InUse); an event naming a pod when the message is new."""
         message = in_use_message(users, what)
         ready = get_condition(status.get("conditions"), "Ready") or {}
         if ready.get("reason") != "InUse" or ready.get("message") != message:
@@ -193,11 +196,6 @@ class PollingController:
         self._last_status.pop(uid, None)
         self._sent.pop(uid, None)
         self._failures.pop(uid, None)
-
-    @property
-    def retrying_count(self) -> int:
-        """Objects whose last pass failed with a retryable error."""
-        return len(self._failures)
 
     def _jittered(self, delay: float) -> float:
         jitter = self.settings.poll_jitter

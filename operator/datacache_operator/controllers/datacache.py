@@ -305,7 +305,7 @@ class DataCacheController(PollingController):
         users = await self.users(meta["namespace"], meta["name"], region, None)
         if users:  # like a PVC in use: the data stays while a pod may read it
             events: list[Event] = []
-            return False, events, self._in_use(body, users, "the cloud cache", events)
+            return False, events, self._in_use(meta, status, users, "the cloud cache", events)
         done, events = await self._delete_cache(meta, spec, status, region)
         return done, events, None
 

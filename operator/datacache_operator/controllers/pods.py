@@ -68,11 +68,10 @@ class PodBinder:
 
     # ---- waiting pods -----------------------------------------------------------------
 
-    async def cache_changed(self, namespace: str, became_ready: bool, failed: bool) -> None:
+    async def cache_changed(self, namespace: str) -> None:
         """A cache of `namespace` turned Ready (or a copy Available), or failed: look at the
         namespace's waiting pods now rather than at the next resync."""
-        if became_ready or failed:
-            await self.check_waiting([namespace])
+        await self.check_waiting([namespace])
 
     async def check_waiting(self, namespaces: Iterable[str | None], every_namespace: bool = False) -> int:
         """Ungate the waiting pods whose caches are all Ready; tell the others of failures.

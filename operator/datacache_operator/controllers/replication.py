@@ -416,7 +416,7 @@ class ReplicationController(PollingController):
         for region in regions:
             users += await self._copy_users(spec, meta, region)
         if users:
-            return False, events, self._in_use(body, users, "its copies", events)
+            return False, events, self._in_use(meta, status, users, "its copies", events)
         if deletion_policy(spec, self.settings) == "Retain":
             kept = [f"{e['dataCacheId']} in {r}" for r, e in entries.items() if e.get("dataCacheId")]
             what = ", ".join(kept) or "no copies"
