@@ -34,7 +34,7 @@ from datacache_operator.leader import LeaderElection
 from datacache_operator.metrics import HealthServer, Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
-FINALIZER = f"{GROUP}/finalizer"
+FINALIZER = runtime.FINALIZER
 # A deleted object's daemon may finish the pass it is in (at most a few ECI calls, each
 # bounded by the connect and read timeouts) before kopf cancels it: a create or copy
 # cancelled half-way may still happen in the cloud, after the finalizer looked for it.

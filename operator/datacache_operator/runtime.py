@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import kopf
 
-from datacache_operator import kube
+from datacache_operator import GROUP, kube
 from datacache_operator.api.common import is_paused, reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.errors import EciError
@@ -24,6 +24,10 @@ from datacache_operator.reconcile.binding import usable_change
 from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger("datacache_operator")
+
+FINALIZER = f"{GROUP}/finalizer"
+# How often a daemon looks again for the finalizer kopf has not written yet.
+FINALIZER_WAIT_S = 0.2
 
 
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -148,6 +152,13 @@ async def reconcile_loop(
     wake = wake_event(memo)
     meta = body.metadata
     while not stopped:
+        if FINALIZER not in (meta.get("finalizers") or []) and not meta.get("deletionTimestamp"):
+            # kopf starts a daemon in the same cycle as it asks for the finalizer: until the
+            # object carries it, a deletion does not wait for us, and a cache this pass made
+            # could outlive its object (the fault soak showed it with an object created while
+            # no replica led and deleted right after the new leader started).
+            await sleep_until_woken(FINALIZER_WAIT_S, stopped, wake)
+            continue
         async with passes:  # bounds memory and CPU when many objects are due at once
             if meta.get("deletionTimestamp"):
                 return  # the delete handler takes over
