@@ -26,7 +26,7 @@ from datacache_operator.cloud.models import (
     UpdateRequest,
     redacted_options,
 )
-from datacache_operator.cloud.ratelimit import RegionRateLimiter, TokenBucket
+from datacache_operator.cloud.ratelimit import CallPriority, RegionRateLimiter, TokenBucket
 
 __all__ = [
     "BUSY_STATUSES",
@@ -37,6 +37,7 @@ __all__ = [
     "CloudConfigurationError",
     "CloudHooks",
     "CopyRequest",
+    "CallPriority",
     "CreateRequest",
     "DataSource",
     "DescribeBatcher",

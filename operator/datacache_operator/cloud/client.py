@@ -53,7 +53,7 @@ from datacache_operator.cloud.models import (
     UpdateRequest,
     sensitive_values,
 )
-from datacache_operator.cloud.ratelimit import Clock, RegionRateLimiter, Sleep
+from datacache_operator.cloud.ratelimit import CallPriority, Clock, RegionRateLimiter, Sleep
 from datacache_operator.settings import OperatorSettings, is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -442,18 +442,19 @@ class EciClient:
         secrets: Iterable[str] = (),
     ) -> R:
         sdk = self.sdk_client(region)
-        await self._limiter.acquire(region)
-        self._guard()  # after the wait: a leadership lost meanwhile must not send
-        log.debug(f"ECI call {action} in {region}")
-        started = time.monotonic()
-        try:
-            result = await invoke(sdk)
-        except Exception as exc:
-            error = classify(exc, action=action, region=region, secrets=secrets)
-            self._report_call(action, region, error.code, time.monotonic() - started)
-            # `from None`: the SDK exception (string-to-sign, signed request) must not be
-            # printed as the cause in a traceback.
-            raise error from None
+        priority = CallPriority.POLL if action == ACTION_DESCRIBE else CallPriority.CHANGE
+        async with self._limiter.slot(region, priority):
+            self._guard()  # after the wait: a leadership lost meanwhile must not send
+            log.debug(f"ECI call {action} in {region}")
+            started = time.monotonic()
+            try:
+                result = await invoke(sdk)
+            except Exception as exc:
+                error = classify(exc, action=action, region=region, secrets=secrets)
+                self._report_call(action, region, error.code, time.monotonic() - started)
+                # `from None`: the SDK exception (string-to-sign, signed request) must not be
+                # printed as the cause in a traceback.
+                raise error from None
         self._report_call(action, region, OUTCOME_OK, time.monotonic() - started)
         self._note_server_time(region, result)
         return result

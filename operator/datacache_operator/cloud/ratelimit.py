@@ -1,32 +1,48 @@
-"""Per-region token buckets: at most ``burst + rate * t`` ECI calls in any ``t`` seconds.
+"""Per-region token buckets: at most ``burst + rate * t`` ECI calls in any ``t`` seconds, as
+the cloud receives them, with calls that change something served before polls.
 
 ECI's flow control is per account and region, so each region gets its own bucket and a
 busy region never slows another one down.
 
-The bucket works by reservation: each caller takes a token at once, possibly driving the
-balance below zero, and sleeps until its own token would have accrued. Callers are thus
-served in arrival order, with one sleep each and no polling loop; a cancelled caller
-gives its token back. Clock and sleep are injectable so tests run on a fake clock.
+Priority: callers wait in one heap per bucket, ordered by priority, then arrival. When a
+token is free the best waiter gets it, so a create, update, copy or delete that arrives
+behind a hundred queued polls is the next call sent (controller-runtime's priority queue,
+applied to the calls). Polls still coalesce (the describe batcher), and they are served in
+arrival order among themselves; while changes keep the bucket busy, polls wait.
 
-Reservations are planned on the clock, but a busy event loop wakes sleepers late, and
-callers planned over a second or more would then go out together. So the bucket also
-remembers when its last ``burst + ceil(rate) - 1`` callers really went (the most its plan
-allows in one second) and holds a caller until the oldest of them is a second old: the
-bound holds for the calls as sent, not only as planned.
+The bound holds at the receiving end: a call is counted from the moment it takes its token
+until its answer is back (in flight), then at the time it completed. A call may go only
+while fewer than ``burst + ceil(rate) - 1`` calls (the most the plan allows in one second)
+are in flight or completed less than a second ago. A request reaches the cloud after it
+was started and before its answer comes back, so no one-second window of arrivals can hold
+more than that, however late a busy event loop or a slow network delivers them.
+
+Clock and sleep are injectable so tests run on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from enum import IntEnum
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 WaitCallback = Callable[[str, float], None]
 _TOLERANCE = 1e-6  # seconds: float error in planned times is not a late wake-up
+
+
+class CallPriority(IntEnum):
+    """Lower goes first."""
+
+    CHANGE = 0  # create, update, copy, delete: what a user is waiting for
+    POLL = 1  # describe: reading what the cloud is doing
 
 
 class TokenBucket:
@@ -48,8 +64,14 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = float(burst)  # a fresh bucket is full
         self._updated = clock()
-        # When the last callers really went: at most this many in any one second.
-        self._sent: deque[float] = deque(maxlen=self.burst + math.ceil(self.rate) - 1)
+        # At most this many calls in flight or completed within the last second.
+        self.window = self.burst + math.ceil(self.rate) - 1
+        self._completed: deque[float] = deque(maxlen=self.window)
+        self._in_flight = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._released = asyncio.Event()
 
     def _refill(self) -> None:
         now = self._clock()
@@ -59,44 +81,106 @@ class TokenBucket:
 
     @property
     def tokens(self) -> float:
-        """Current balance (negative while callers are queued)."""
+        """Current balance."""
         self._refill()
         return self._tokens
 
-    def reserve(self) -> float:
-        """Take one token now; the seconds until it is really ours (0 if it already is)."""
-        self._refill()
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
-    def give_back(self) -> None:
-        self._refill()
-        self._tokens = min(float(self.burst), self._tokens + 1.0)
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, future in self._waiters if not future.done())
 
-    async def acquire(self) -> float:
-        """Wait for a token; returns the seconds waited."""
-        wait = self.reserve()
-        started = self._clock()
-        try:
-            if wait > 0:
-                await self._sleep(wait)
-            held = await self._hold_for_window()
-        except asyncio.CancelledError:
-            self.give_back()
-            raise
+    def _delay(self) -> float | None:
+        """Seconds until a call may go (0: now); None while only a completion can free a slot."""
+        self._refill()
+        token_wait = 0.0 if self._tokens >= 1.0 - _TOLERANCE else (1.0 - self._tokens) / self.rate
         now = self._clock()
-        self._sent.append(now)
-        return max(0.0, now - started) if wait > 0 or held else 0.0
+        recent = self._completed
+        while recent and now - recent[0] >= 1.0 - _TOLERANCE:
+            recent.popleft()
+        if self._in_flight + len(recent) < self.window:
+            return token_wait
+        if self._in_flight >= self.window:
+            return None
+        # The oldest completion that keeps the window full leaves it a second after it was.
+        return max(token_wait, recent[0] + 1.0 - now)
 
-    async def _hold_for_window(self) -> bool:
-        """Sleep while the last ``maxlen`` callers all went less than a second ago;
-        True if it slept."""
-        sent = self._sent
-        held = False
-        while len(sent) == sent.maxlen and (age := self._clock() - sent[0]) < 1.0 - _TOLERANCE:
-            held = True
-            await self._sleep(1.0 - age)
-        return held
+    def _take(self) -> None:
+        self._tokens -= 1.0
+        self._in_flight += 1
+
+    async def acquire(self, priority: int = CallPriority.POLL) -> float:
+        """Wait for a token and a slot in the window; the seconds waited. The caller must
+        :meth:`release` once the call's answer is back (or it failed)."""
+        if not self._waiters and self._delay() == 0:
+            self._take()
+            return 0.0
+        started = self._clock()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (int(priority), next(self._order), future))
+        self._start_dispatcher()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(sent=False)  # granted as it was cancelled: give it back
+            raise
+        return max(0.0, self._clock() - started)
+
+    def release(self, *, sent: bool = True) -> None:
+        """The call's answer is back; ``sent=False`` when it never went (the token returns)."""
+        self._in_flight -= 1
+        if sent:
+            self._completed.append(self._clock())
+        else:
+            self._refill()
+            self._tokens = min(float(self.burst), self._tokens + 1.0)
+        self._released.set()
+
+    @asynccontextmanager
+    async def slot(self, priority: int = CallPriority.POLL) -> AsyncIterator[float]:
+        """``async with bucket.slot(priority) as waited:`` around one call."""
+        waited = await self.acquire(priority)
+        try:
+            yield waited
+        finally:
+            self.release()
+
+    def _start_dispatcher(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.ensure_future(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        """Grant tokens to the best waiters, one at a time, as they become free."""
+        waiters = self._waiters
+        while True:
+            while waiters and waiters[0][2].done():  # cancelled while waiting
+                heapq.heappop(waiters)
+            if not waiters:
+                return
+            delay = self._delay()
+            if delay == 0:
+                _, _, future = heapq.heappop(waiters)
+                self._take()
+                future.set_result(None)
+                continue
+            self._released.clear()
+            await self._wait(delay)
+
+    async def _wait(self, delay: float | None) -> None:
+        """Sleep `delay` (forever if None), or less when a call completes."""
+        released = asyncio.ensure_future(self._released.wait())
+        pending = {released}
+        if delay is not None:
+            pending.add(asyncio.ensure_future(self._sleep(delay)))
+        try:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in pending:
+                waiter.cancel()
 
 
 class RegionRateLimiter:
@@ -127,9 +211,11 @@ class RegionRateLimiter:
             )
         return bucket
 
-    async def acquire(self, region: str) -> float:
-        """Wait for ``region``'s next token; reports waits longer than zero to ``on_wait``."""
-        waited = await self.bucket(region).acquire()
-        if waited > 0 and self._on_wait is not None:
-            self._on_wait(region, waited)
-        return waited
+    @asynccontextmanager
+    async def slot(self, region: str, priority: int = CallPriority.POLL) -> AsyncIterator[float]:
+        """Around one call to ``region``: waits for its turn (reporting waits longer than zero
+        to ``on_wait``) and frees the slot when the call is over."""
+        async with self.bucket(region).slot(priority) as waited:
+            if waited > 0 and self._on_wait is not None:
+                self._on_wait(region, waited)
+            yield waited
