@@ -105,7 +105,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
             kube.get_object,
             kube.patch_status,
             runtime.post_event,
-            on_ungated=metrics.pods_ungated.inc,
+            on_ungated=metrics.on_pod_ungated,
+            on_waiting=metrics.on_pods_waiting,
         )
         for kind in KINDS:
             setattr(memo, kind.memo_key, kind.controller(operator_settings, memo.cloud, memo.binder.users))
@@ -182,6 +183,7 @@ async def serve(settings: OperatorSettings) -> None:
     """Health, metrics and the pod webhook first (every replica serves them, leader or not),
     then kopf until a signal: at once, or once this replica leads (leader election)."""
     metrics = Metrics()
+    metrics.eci_rate_limit.set(settings.rate_limit)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     health = HealthServer(metrics)

@@ -1,17 +1,20 @@
 """Prometheus metrics of the operator (prometheus-client), fed by the cloud client's hooks
 and by the controllers' passes.
 
-Names are prefixed `datacache_operator_`. Per-object gauges (caches by cloud status,
-objects not Ready by reason) come from a collector over the controllers' last results,
-so a deleted object disappears from them without bookkeeping elsewhere.
+Names are prefixed `datacache_operator_` (but `datacache_leader`). The object gauges
+(caches by cloud status, objects by Ready status, not-Ready and Stalled reasons) are counts
+that each pass updates when its object's status changes, and a deletion forgets; the pod
+binder's sweep sets the gated-pod gauges. The Grafana dashboard (deploy/grafana/) and the
+alert rules (deploy/prometheus/) use only these names (tests/unit/test_monitoring.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
@@ -22,37 +25,114 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Admission sits in the path of every opted-in pod create: resolve the milliseconds.
 ADMISSION_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5)
+# A pod waits on its gate for as long as its caches take to load: seconds to hours.
+GATED_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200)
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What the gauges count of one object, taken from the status its last pass wrote."""
+
+    caches: tuple[str, ...]  # cloud status of each cache: a DataCache's own, a replication's copies
+    ready: str  # the Ready condition's status: True, False or Unknown
+    not_ready_reason: str | None
+    stalled_reason: str | None
+    name: str  # namespace/name, only exported while Stalled
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any], name: str) -> ObjectState:
+        if "readyDestinations" in status or "destinations" in status:  # a DataCacheReplication
+            caches = tuple(sorted(d.get("status") or "Unknown" for d in status.get("destinations") or []))
+        else:
+            caches = (status.get("status") or "Unknown",)
+        ready = _condition(status, "Ready")
+        stalled = _condition(status, "Stalled")
+        ready_status = ready.get("status") or "Unknown"
+        return cls(
+            caches=caches,
+            ready=ready_status,
+            not_ready_reason=None if ready_status == "True" else ready.get("reason"),
+            stalled_reason=(stalled.get("reason") or "Unknown") if stalled.get("status") == "True" else None,
+            name=name,
+        )
 
 
 class ObjectStates(Collector):
-    """Last known cloud status and Ready reason of every object, by kind and uid."""
+    """Counts of objects (by kind) by cloud status, Ready status, not-Ready reason and
+    Stalled reason, kept up to date as each pass records its object's status: a scrape
+    costs the number of distinct label sets, not the number of objects (10,000 objects
+    are a few dozen series). Only Stalled objects are named, one series each: they are
+    the ones someone has to act on."""
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._states: dict[tuple[str, str], ObjectState] = {}
+        self._caches: Counter[tuple[str, str]] = Counter()
+        self._ready: Counter[tuple[str, str]] = Counter()
+        self._not_ready: Counter[tuple[str, str]] = Counter()
+        self._stalled: Counter[tuple[str, str]] = Counter()
+        self._stalled_objects: dict[tuple[str, str], ObjectState] = {}
 
-    def record(self, kind: str, uid: str, cloud_status: str | None, not_ready_reason: str | None) -> None:
-        self._states[(kind, uid)] = (cloud_status or "Unknown", not_ready_reason)
+    def record(self, kind: str, uid: str, status: Mapping[str, Any], name: str) -> None:
+        """The status an object's pass wrote (`name` is namespace/name)."""
+        state = ObjectState.of(status, name)
+        old = self._states.get((kind, uid))
+        if old == state:
+            return
+        if old is not None:
+            self._count(kind, old, -1)
+        self._states[(kind, uid)] = state
+        self._count(kind, state, 1)
+        if state.stalled_reason:
+            self._stalled_objects[(kind, uid)] = state
+        else:
+            self._stalled_objects.pop((kind, uid), None)
 
     def forget(self, kind: str, uid: str) -> None:
-        self._states.pop((kind, uid), None)
+        old = self._states.pop((kind, uid), None)
+        if old is not None:
+            self._count(kind, old, -1)
+        self._stalled_objects.pop((kind, uid), None)
+
+    def _count(self, kind: str, state: ObjectState, delta: int) -> None:
+        changes = [(self._caches, status) for status in state.caches]
+        changes.append((self._ready, state.ready))
+        if state.not_ready_reason:
+            changes.append((self._not_ready, state.not_ready_reason))
+        if state.stalled_reason:
+            changes.append((self._stalled, state.stalled_reason))
+        for counts, label in changes:
+            counts[(kind, label)] += delta
+            if counts[(kind, label)] <= 0:
+                del counts[(kind, label)]  # a label set no object has any more disappears
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        caches = GaugeMetricFamily(
-            "datacache_operator_caches", "Objects by kind and cloud status.", labels=["kind", "status"]
+        families = [
+            ("datacache_operator_caches", "Cloud caches by kind and cloud status (a DataCache's own "
+             "cache, each copy of a DataCacheReplication).", "status", self._caches),
+            ("datacache_operator_objects", "Objects by kind and status of their Ready condition.",
+             "ready", self._ready),
+            ("datacache_operator_not_ready", "Objects whose Ready condition is not True, by reason.",
+             "reason", self._not_ready),
+            ("datacache_operator_stalled", "Objects with Stalled=True (only a spec change or a "
+             "reconcile request helps), by reason.", "reason", self._stalled),
+        ]  # fmt: skip
+        for name, documentation, label, counts in families:
+            family = GaugeMetricFamily(name, documentation, labels=["kind", label])
+            for labels, count in sorted(counts.items()):
+                family.add_metric(list(labels), count)
+            yield family
+        stalled = GaugeMetricFamily(
+            "datacache_operator_stalled_object",
+            "1 for each Stalled object, named (namespace/name) with its Stalled reason.",
+            labels=["kind", "object", "reason"],
         )
-        not_ready = GaugeMetricFamily(
-            "datacache_operator_not_ready",
-            "Objects whose Ready condition is not True, by reason.",
-            labels=["kind", "reason"],
-        )
-        by_status = Counter((kind, status) for (kind, _), (status, _) in self._states.items())
-        by_reason = Counter((kind, reason) for (kind, _), (_, reason) in self._states.items() if reason)
-        for (kind, status), count in sorted(by_status.items()):
-            caches.add_metric([kind, status], count)
-        for (kind, reason), count in sorted(by_reason.items()):
-            not_ready.add_metric([kind, reason], count)
-        yield caches
-        yield not_ready
+        for (kind, _), state in sorted(self._stalled_objects.items()):
+            stalled.add_metric([kind, state.name, state.stalled_reason or "Unknown"], 1)
+        yield stalled
 
 
 class Metrics:
@@ -111,6 +191,28 @@ class Metrics:
             "Pods whose scheduling gate the operator removed (every cache Ready).",
             registry=self.registry,
         )
+        self.pod_gated_seconds = Histogram(
+            "datacache_operator_pod_gated_duration_seconds",
+            "How long each pod the operator ungated had waited on the gate (from its creation).",
+            buckets=GATED_BUCKETS,
+            registry=self.registry,
+        )
+        self.pods_gated = Gauge(
+            "datacache_operator_pods_gated",
+            "Pods waiting on the scheduling gate for their caches, at the last sweep.",
+            registry=self.registry,
+        )
+        self.pods_gated_longest = Gauge(
+            "datacache_operator_pods_gated_longest_seconds",
+            "Seconds the longest-waiting gated pod had waited (from its creation) at the last sweep; "
+            "0 when none waits.",
+            registry=self.registry,
+        )
+        self.eci_rate_limit = Gauge(
+            "datacache_operator_eci_rate_limit",
+            "ECI requests per second the rate limiter allows per region (DATACACHE_RATE_LIMIT).",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "datacache_leader",
             "1 while this replica holds the leader Lease (or runs without leader election), else 0.",
@@ -131,6 +233,15 @@ class Metrics:
 
     def on_rate_limit_wait(self, region: str, seconds: float) -> None:
         self.rate_limit_wait.labels(region).observe(seconds)
+
+    # --- the pod binder's hooks -----------------------------------------------------------
+    def on_pod_ungated(self, waited_seconds: float) -> None:
+        self.pods_ungated.inc()
+        self.pod_gated_seconds.observe(max(0.0, waited_seconds))
+
+    def on_pods_waiting(self, count: int, longest_seconds: float) -> None:
+        self.pods_gated.set(count)
+        self.pods_gated_longest.set(max(0.0, longest_seconds))
 
     # --- reconcile passes ------------------------------------------------------------------
     @contextmanager

@@ -179,10 +179,7 @@ async def reconcile_loop(
                     ready = get_condition(result.status.get("conditions"), "Ready") or {}
                     outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
                     metrics.objects.record(
-                        kind,
-                        meta["uid"],
-                        result.status.get("status"),
-                        None if outcome["result"] == "ready" else ready.get("reason"),
+                        kind, meta["uid"], result.status, f"{meta['namespace']}/{meta['name']}"
                     )
                 delay = result.delay
             except Exception:  # an unexpected bug or API failure must not end the loop

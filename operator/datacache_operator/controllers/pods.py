@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from datacache_operator.api.binding import (
@@ -20,6 +21,7 @@ from datacache_operator.api.binding import (
     parse_bound,
     uses_label,
 )
+from datacache_operator.cloud.models import parse_time
 from datacache_operator.reconcile import binding as decide
 from datacache_operator.reconcile.binding import Binding, ConsumerKey
 from datacache_operator.settings import OperatorSettings
@@ -35,6 +37,12 @@ PodPatcher = Callable[[str, str, list[dict[str, Any]]], Awaitable[bool]]
 ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
 StatusPatcher = Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
+
+
+def waited(pod: Mapping[str, Any]) -> float:
+    """Seconds since the pod was created, which is when the webhook gated it."""
+    created = parse_time(pod["metadata"].get("creationTimestamp"))
+    return (datetime.now(UTC) - created).total_seconds() if created else 0.0
 
 
 def _pod_ref(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,8 +63,11 @@ class PodBinder:
         read_object: ObjectReader,
         patch_status: StatusPatcher,
         post_event: EventPoster,
-        on_ungated: Callable[[], None] = lambda: None,
+        on_ungated: Callable[[float], None] = lambda waited: None,
+        on_waiting: Callable[[int, float], None] = lambda count, longest: None,
     ) -> None:
+        """`on_ungated(seconds the pod waited)` after each gate removed; `on_waiting(pods
+        still gated, seconds the longest has waited)` after each sweep of every namespace."""
         self.settings = settings
         self.list_pods = list_pods
         self.patch_pod = patch_pod
@@ -64,6 +75,7 @@ class PodBinder:
         self.patch_status = patch_status
         self.post_event = post_event
         self.on_ungated = on_ungated
+        self.on_waiting = on_waiting
         self._told: dict[str, set[tuple[str, str]]] = {}  # pod uid -> failures already posted
 
     # ---- waiting pods -----------------------------------------------------------------
@@ -79,6 +91,7 @@ class PodBinder:
         is no longer waiting. Returns how many pods were ungated."""
         ungated = 0
         seen: set[str] = set()
+        waiting: list[float] = []
         for namespace in namespaces:
             pods = await self.list_pods(namespace, f"{GATED_LABEL}=true", NOT_TERMINATED)
             resolved: dict[tuple[str, str, str | None], Binding | str] = {}
@@ -86,9 +99,12 @@ class PodBinder:
                 seen.add(pod["metadata"]["uid"])
                 if await self._check_pod(pod, resolved):
                     ungated += 1
+                elif has_gate(pod):
+                    waiting.append(waited(pod))
         if every_namespace:
             for uid in set(self._told) - seen:  # forget pods that left (ungated, deleted)
                 del self._told[uid]
+            self.on_waiting(len(waiting), max(waiting, default=0.0))
         return ungated
 
     async def _resolve(
@@ -145,7 +161,7 @@ class PodBinder:
                     "CachesReady",
                     f"Every cache is Ready ({names}); removed the scheduling gate.",
                 )
-                self.on_ungated()
+                self.on_ungated(waited(pod))
                 return True
             return False
         told = self._told.setdefault(meta["uid"], set())
