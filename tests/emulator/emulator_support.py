@@ -95,14 +95,16 @@ def send_raw(
     nonce: str | None = None,
     path: str = "/",
     encode_keys: bool = False,
+    content_sha256: str | None = None,
 ) -> requests.Response:
-    """A V3 request signed by hand, for what the SDK never sends."""
+    """A V3 request signed by hand, for what the SDK never sends; the body is empty, and
+    `content_sha256` claims another hash of it."""
     headers = {
         "host": endpoint,
         "x-acs-version": "2018-08-08",
         "x-acs-date": date or format_timestamp(time.time()),
         "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
-        "x-acs-content-sha256": sha256_hex(b""),
+        "x-acs-content-sha256": content_sha256 or sha256_hex(b""),
     }
     if action is not None:
         headers["x-acs-action"] = action

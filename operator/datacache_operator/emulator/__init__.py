@@ -13,7 +13,10 @@ the action from ``x-acs-action`` or ``Action``; V3 ``ACS3-HMAC-SHA256`` and V1 `
 signatures checked against the configured key pair (and STS token), with the gateway's
 codes: ``IncompleteSignature``, ``SignatureDoesNotMatch``, ``InvalidAccessKeyId.NotFound``
 (404), ``InvalidTimeStamp.Expired`` (±15 min), ``SignatureNonceUsed``,
-``InvalidSecurityToken.*``, ``InvalidAction.NotFound`` (404). Every answer is JSON; errors
+``InvalidSecurityToken.*``, ``InvalidAction.NotFound`` (404), ``UnsupportedHTTPMethod``
+(403). A ``SignatureDoesNotMatch`` message ends, as the gateway's does, with ``server
+string to sign is:`` and the string the server signed (V3: a hash of the request; V1: the
+sorted query itself, which clients compare with their own). Every answer is JSON; errors
 carry ``RequestId``, ``HostId``, ``Code``, ``Message`` and ``Recommend``.
 
 Operations (``operations.py``): CreateDataCache, DescribeDataCaches, UpdateDataCache,
@@ -23,7 +26,8 @@ Update/Delete/Copy: 404 ``DataCache.NotFound``; wrong status: 400 ``IncorrectSta
 quota: 403 ``QuotaExceeded``; token reuse with other parameters: 400
 ``IdempotentParameterMismatch``. DescribeDataCaches returns ``DataSource.Options`` as a JSON
 string with secret option values (token, secret, password, akId, ...) masked as ``******``;
-secrets are never stored, logged or echoed.
+secrets are never stored or logged, and echoed only to the caller that sent them, in the
+V1 string to sign of a ``SignatureDoesNotMatch``.
 
 Lifecycle (``state.py``): Creating -> Loading -> Available (or Failed); Update -> Updating ->
 Available (or UpdateFailed); Delete -> Deleting -> gone; retention expiry -> gone. Phases

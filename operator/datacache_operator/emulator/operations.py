@@ -18,7 +18,8 @@ Choices where the reference is silent (``eci-api.md`` §8), so that clients can 
   are the copy's own. The destination must be another region.
 * ``Size`` 20-65536 GiB (the build disk is an ESSD PL1, whose range that is),
   ``RetentionDays`` 1-3650, at most 20 tags (key up to 128, value up to 128 characters,
-  keys not starting with ``aliyun`` or ``acs:``), ``Name`` up to 128 characters.
+  keys not starting with ``aliyun`` or ``acs:``, neither keys nor values containing
+  ``http://`` or ``https://``, all in any case), ``Name`` up to 128 characters.
 * A ClientToken is scoped to (region, action). The same token with the same parameters
   returns the first answer (same ``DataCacheId``); with different ones it is 400
   ``IdempotentParameterMismatch``. Tokens of Create, Copy and Update are forgotten when
@@ -459,6 +460,11 @@ def _tags(params: Parameters) -> list[tuple[str, str]]:
             )
         if key.lower().startswith(("aliyun", "acs:")):
             raise invalid_parameter(f"Tag.{index}.Key", "Keys must not start with 'aliyun' or 'acs:'.")
+        for field, text in (("Key", key), ("Value", value)):
+            if any(scheme in text.lower() for scheme in ("http://", "https://")):
+                raise invalid_parameter(
+                    f"Tag.{index}.{field}", "Tags must not contain 'http://' or 'https://'."
+                )
         if key in seen:
             raise invalid_parameter(f"Tag.{index}.Key", f"The tag key {key!r} is given twice.")
         seen.add(key)

@@ -29,7 +29,7 @@ from aiohttp import web
 from .admin import add_admin_routes
 from .admin_client import EmulatorAdmin
 from .config import EmulatorConfig
-from .errors import ApiError, internal_error
+from .errors import ApiError, internal_error, missing_parameter
 from .faults import NO_FAULT, FaultInjector, FaultSettings, RateLimiter
 from .operations import DataCacheService, Limits
 from .outcomes import RuleBook
@@ -44,6 +44,7 @@ ADMIN_PREFIX = "/_emulator"
 SAVE_INTERVAL_SECONDS = 0.25
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 SUCCESS = "Success"
+RPC_METHODS = frozenset({"POST", "GET"})
 _JSON = "application/json"
 
 
@@ -156,8 +157,7 @@ class Emulator:
         self._load_state_file()
         app = web.Application(middlewares=[_json_everywhere])
         add_admin_routes(app, self)
-        app.router.add_route("POST", "/", self._handle_api)
-        app.router.add_route("GET", "/", self._handle_api)
+        app.router.add_route("*", "/", self._handle_api)
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, handle_signals=False
         )
@@ -283,6 +283,8 @@ class Emulator:
         plan = NO_FAULT
         scheme = None
         try:
+            if request.method not in RPC_METHODS:
+                raise ApiError(403, "UnsupportedHTTPMethod", "This http method is not supported.")
             self._check_action(action, request.headers.get("x-acs-version") or params.get("Version"))
             assert action is not None
             plan = self.faults.plan(action)
@@ -330,9 +332,7 @@ class Emulator:
 
     def _check_action(self, action: str | None, version: str | None) -> None:
         if not action:
-            raise ApiError(
-                400, "MissingParameter", 'The input parameter "Action" that is mandatory is not supplied.'
-            )
+            raise missing_parameter("Action")
         if not self.service.handles(action):
             raise ApiError(
                 404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."

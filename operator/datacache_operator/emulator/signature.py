@@ -161,9 +161,13 @@ def _incomplete(detail: str) -> ApiError:
     )
 
 
-def _mismatch(detail: str = "") -> ApiError:
+def _mismatch(string_to_sign: str) -> ApiError:
+    """The gateway's words: clients cut the message after ``server string to sign is:`` and
+    compare the rest with the string they signed (equal: a wrong secret; not: an encoding bug)."""
     return ApiError(
-        400, "SignatureDoesNotMatch", f"Specified signature is not matched with our calculation.{detail}"
+        400,
+        "SignatureDoesNotMatch",
+        f"Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}",
     )
 
 
@@ -208,15 +212,15 @@ class Authenticator:
         absent = [name for name in signed_headers if name not in headers]
         if absent:
             raise _incomplete(f"Signed headers are missing from the request: {', '.join(absent)}.")
+        # The server hashes the body it received: a body other than the one the client
+        # hashed (x-acs-content-sha256) gives another string to sign, hence a mismatch.
         hashed_payload = sha256_hex(body)
-        if _first(headers, "x-acs-content-sha256") != hashed_payload:
-            raise _mismatch(" The x-acs-content-sha256 header does not match the request body.")
+        body_matches = _first(headers, "x-acs-content-sha256") == hashed_payload
         self._check_timestamp(_first(headers, "x-acs-date"))
-        # Each variant recomputes the whole string to sign; try the SDK's form first.
+        # The SDK's form first (unencoded keys), then the published one where they differ.
         variants = (False, True) if any(percent_encode(key) != key for key in params) else (False,)
-        string_to_sign = ""
-        for encode_keys in variants:
-            string_to_sign = v3_string_to_sign(
+        strings_to_sign = [
+            v3_string_to_sign(
                 method=method,
                 path=path,
                 params=params,
@@ -225,12 +229,15 @@ class Authenticator:
                 hashed_payload=hashed_payload,
                 encode_keys=encode_keys,
             )
-            expected = v3_signature(credential.access_key_secret, string_to_sign)
-            if hmac.compare_digest(expected, match["signature"].lower()):
-                break
-        else:
-            # The string to sign holds only a hash of the request, so echoing it leaks nothing.
-            raise _mismatch(f" server string to sign is:{string_to_sign}")
+            for encode_keys in variants
+        ]
+        signature = match["signature"].lower()
+        if not body_matches or not any(
+            hmac.compare_digest(v3_signature(credential.access_key_secret, text), signature)
+            for text in strings_to_sign
+        ):
+            # A hash of the request only: echoing it leaks nothing.
+            raise _mismatch(strings_to_sign[0])
         self._check_token(credential, _first(headers, "x-acs-security-token"))
         self._check_nonce(credential, _first(headers, "x-acs-signature-nonce") or "")
         return Caller(credential.access_key_id, "V3")
@@ -243,10 +250,13 @@ class Authenticator:
             raise _incomplete("Only SignatureMethod HMAC-SHA1 is supported.")
         credential = self._credential(params["AccessKeyId"])
         self._check_timestamp(params["Timestamp"])
-        expected = v1_signature(credential.access_key_secret, v1_string_to_sign(method, params))
+        string_to_sign = v1_string_to_sign(method, params)
+        expected = v1_signature(credential.access_key_secret, string_to_sign)
         if not hmac.compare_digest(expected, params["Signature"]):
-            # Unlike V3, the V1 string to sign contains parameter values (tokens included).
-            raise _mismatch()
+            # Unlike V3's (a hash), the V1 string holds the parameter values, tokens and option
+            # values included: the gateway echoes them to the caller that sent them, and so do
+            # we. Whoever logs the message must cut it (the operator's cloud layer does).
+            raise _mismatch(string_to_sign)
         self._check_token(credential, params.get("SecurityToken"))
         self._check_nonce(credential, params["SignatureNonce"])
         return Caller(credential.access_key_id, "V1")
