@@ -8,8 +8,11 @@ binaries the tests that need it are skipped on a developer machine, and fail in 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +55,17 @@ def namespace(controlplane: ControlPlane) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     controlplane.kubectl("create", "namespace", name)
     return name
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' promtool: $PROMTOOL, the one `make test` puts into the venv, or PATH's.
+    Missing: skipped on a developer machine, a failure in CI."""
+    found = os.environ.get("PROMTOOL") or shutil.which("promtool", path=str(Path(sys.executable).parent))
+    found = found or shutil.which("promtool")
+    if not found:
+        message = "no promtool (`make test` installs it: tests/monitoring/install-promtool.sh)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found

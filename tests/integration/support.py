@@ -89,6 +89,15 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def metrics(self) -> str:
+        """What Prometheus scrapes from the process's /metrics."""
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        port = self.env["DATACACHE_METRICS_PORT"]
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
 
 class Kube:
     """Small kubectl helpers bound to one namespace."""

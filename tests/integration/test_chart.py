@@ -6,35 +6,46 @@ import filecmp
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 from tests.integration.support import REPO
+from tests.monitoring.queries import DASHBOARD, RULES
 
 from datacache_operator.testing.controlplane import ControlPlane
 
 CHART = REPO / "charts" / "eci-datacache-operator"
 
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
+
+def open_crd(plural: str, kind: str) -> dict:
+    """A CRD of monitoring.coreos.com/v1 taking any spec: the apiserver checks the rest."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+MONITORING_CRDS = [
+    open_crd("servicemonitors", "ServiceMonitor"),
+    open_crd("prometheusrules", "PrometheusRule"),
+]
 
 
 def helm(controlplane: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -67,11 +78,12 @@ def dry_run(controlplane: ControlPlane, rendered: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def service_monitor_crd(controlplane: ControlPlane) -> None:
-    controlplane.apply(SERVICE_MONITOR_CRD, "--server-side")
-    controlplane.kubectl(
-        "wait", "--for=condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"
-    )
+def monitoring_crds(controlplane: ControlPlane) -> None:
+    for crd in MONITORING_CRDS:
+        controlplane.apply(crd, "--server-side")
+        controlplane.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s", f"crd/{crd['metadata']['name']}"
+        )
 
 
 def test_helm_lint_is_clean(controlplane: ControlPlane):
@@ -326,7 +338,7 @@ def test_cert_manager_rendering(controlplane: ControlPlane, namespace: str):
     assert certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
 
 
-def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, service_monitor_crd: None):
+def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, monitoring_crds: None):
     rendered = render(
         controlplane,
         namespace,
@@ -339,6 +351,39 @@ def test_service_monitor_rendering(controlplane: ControlPlane, namespace: str, s
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     dry_run(controlplane, rendered)
+
+
+def test_dashboard_and_alert_rules_rendering(
+    controlplane: ControlPlane, namespace: str, monitoring_crds: None, promtool: str, tmp_path: Path
+):
+    kinds = {d["kind"] for d in documents(render(controlplane, namespace))}
+    assert not kinds & {"ConfigMap", "PrometheusRule"}  # both off by default
+    rendered = render(
+        controlplane, namespace,
+        "--set", "metrics.grafanaDashboard.enabled=true",
+        "--set", "metrics.grafanaDashboard.annotations.grafana_folder=ECI",
+        "--set", "metrics.prometheusRule.enabled=true",
+        "--set", "metrics.prometheusRule.labels.release=prom",
+    )  # fmt: skip
+    by_kind = {d["kind"]: d for d in documents(rendered)}
+    dashboard = by_kind["ConfigMap"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "ECI"}
+    assert json.loads(dashboard["data"]["eci-datacache-operator.json"]) == json.loads(DASHBOARD.read_text())
+    rule = by_kind["PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rule["spec"]))
+    check = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    dry_run(controlplane, rendered)
+    elsewhere = render(
+        controlplane, namespace, "--set", "metrics.grafanaDashboard.enabled=true",
+        "--set", "metrics.grafanaDashboard.namespace=grafana",
+    )  # fmt: skip
+    configmap = next(d for d in documents(elsewhere) if d["kind"] == "ConfigMap")
+    assert configmap["metadata"]["namespace"] == "grafana"
 
 
 @pytest.mark.parametrize(
