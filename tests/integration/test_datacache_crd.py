@@ -119,6 +119,123 @@ def test_data_source_is_required_unless_adopting(
     apply(controlplane, namespace, changed(plain, dataCacheId="edc-adopted"))
 
 
+def accepted(controlplane: ControlPlane, namespace: str, obj: dict[str, Any]) -> None:
+    """The apiserver admits `obj` (a server-side dry run: nothing is stored)."""
+    result = controlplane.kubectl(
+        "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj), check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+URL_NEEDS = "type URL needs options.url, or options.repoSource with options.repoId"
+KEYS_FROM_SECRET = {"name": "keys", "items": [{"key": "id", "option": "akId"}]}
+
+
+@pytest.mark.parametrize(
+    ("data_source", "expected"),
+    [
+        ({"type": "URL"}, URL_NEEDS),
+        ({"type": "URL", "options": {"url": ""}}, URL_NEEDS),
+        ({"type": "URL", "options": {"repoSource": "HuggingFace/Model"}}, URL_NEEDS),
+        ({"type": "URL", "options": {"repoId": "org/model", "revision": "main"}}, URL_NEEDS),
+        ({"type": "OSS", "options": {"url": "oss-cn-hangzhou-internal.aliyuncs.com"}}, "type OSS needs options.bucket"),
+        ({"type": "OSS", "options": {"path": "/d"}, "secretRef": KEYS_FROM_SECRET}, "type OSS needs options.bucket"),
+        ({"type": "NAS", "options": {"path": "/share", "vers": "3"}}, "type NAS needs options.server"),
+        ({"type": "SNAPSHOT", "options": {}}, "type SNAPSHOT needs options.snapshotId"),
+    ],
+    ids=[
+        "url-none", "url-empty", "url-repo-source-only", "url-repo-id-only", "oss", "oss-secret-items",
+        "nas", "snapshot",
+    ],
+)  # fmt: skip
+def test_a_data_source_without_its_required_option_is_refused(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str, data_source: dict[str, Any], expected: str
+):
+    assert_rejected(
+        controlplane,
+        namespace,
+        datacache("bad-source", dataSource=data_source),
+        "spec.dataSource.options: Required value",
+        expected,
+    )
+
+
+def test_an_unknown_repo_source_is_refused(controlplane: ControlPlane, datacache_crd: str, namespace: str):
+    source = {"type": "URL", "options": {"repoSource": "GitHub/Model", "repoId": "org/model"}}
+    assert_rejected(
+        controlplane,
+        namespace,
+        datacache("bad-repo", dataSource=source),
+        "spec.dataSource.options: Invalid value",
+        "options.repoSource is one of HuggingFace/Model, HuggingFace/DataSet, ModelScope/Model",
+    )
+
+
+@pytest.mark.parametrize(
+    "data_source",
+    [
+        {"type": "URL", "options": {"url": "https://example.com/model.tar"}},
+        {"type": "URL", "options": {"repoSource": "ModelScope/DataSet", "repoId": "org/set"}},
+        {"type": "URL", "secretRef": {"name": "keys", "items": [{"key": "signed-url", "option": "url"}]}},
+        {"type": "OSS", "options": {"bucket": "data"}},
+        {"type": "OSS", "secretRef": {"name": "keys"}},  # every key of the Secret is an option
+        {"type": "NAS", "options": {"server": "0ce1f4-or.cn-hangzhou.nas.aliyuncs.com"}},
+        {"type": "SNAPSHOT", "options": {"snapshotId": "s-123"}},
+    ],
+    ids=["url", "url-repo", "url-from-secret", "oss", "oss-any-secret-key", "nas", "snapshot"],
+)
+def test_a_data_source_with_its_required_option_is_accepted(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str, data_source: dict[str, Any]
+):
+    accepted(controlplane, namespace, datacache("good-source", dataSource=data_source))
+
+
+def many_tags(count: int) -> dict[str, str]:
+    """`count` tags with keys and values as long as ECI allows (128 characters)."""
+    return {f"{index:03d}".ljust(128, "k"): "v" * 128 for index in range(count)}
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (many_tags(18), ["spec.tags: Invalid value", "at most 17 tags: ECI allows 20 on a cache and the operator adds 3"]),
+        ({"k" * 129: "v"}, ["spec.tags: Invalid value", "a tag key is 1 to 128 characters long"]),
+        ({"": "v"}, ["spec.tags: Invalid value", "a tag key is 1 to 128 characters long"]),
+        ({"team": "v" * 129}, ["spec.tags.team: Too long", "128"]),
+        ({"aliyun-team": "ml"}, ["spec.tags: Forbidden", "a tag key must not begin with aliyun or acs:"]),
+        ({"ACS:team": "ml"}, ["spec.tags: Forbidden", "a tag key must not begin with aliyun or acs:"]),
+        ({"see-http://x": "ml"}, ["spec.tags: Forbidden", "must not contain http:// or https://"]),
+        ({"docs": "HTTPS://example.com"}, ["spec.tags: Forbidden", "must not contain http:// or https://"]),
+    ],
+    ids=["count", "key-long", "key-empty", "value-long", "aliyun", "acs", "http-key", "https-value"],
+)  # fmt: skip
+def test_tags_against_alibaba_clouds_rules_are_refused(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str, tags: dict[str, str], expected: list[str]
+):
+    assert_rejected(controlplane, namespace, datacache("bad-tags", tags=tags), *expected)
+
+
+def test_as_many_and_as_long_tags_as_eci_takes_are_accepted(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str
+):
+    accepted(controlplane, namespace, datacache("full-tags", tags={**many_tags(16), "team": ""}))
+
+
+def test_a_cloud_name_over_128_characters_is_refused(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str
+):
+    obj = datacache("long-cloud-name")
+    assert_rejected(controlplane, namespace, changed(obj, name="n" * 129), "spec.name: Too long", "128")
+    accepted(controlplane, namespace, changed(obj, name="n" * 128))
+
+
+def test_an_object_name_as_long_as_kubernetes_allows_is_accepted(
+    controlplane: ControlPlane, datacache_crd: str, namespace: str
+):
+    # The operator fits it to ECI's 128 characters for the cache's Name and owner-name tag.
+    accepted(controlplane, namespace, datacache("a" * 253))
+
+
 @pytest.mark.parametrize(
     ("first", "second", "expected"),
     [

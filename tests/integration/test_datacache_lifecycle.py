@@ -8,6 +8,7 @@ from typing import Any
 from tests.integration.support import Kube, OperatorProcess, wait_for
 
 from datacache_operator import API_VERSION
+from datacache_operator.api.common import fit_name
 
 REGION = "cn-hangzhou"
 
@@ -65,6 +66,18 @@ def test_create_becomes_ready_with_one_tagged_cache(kube: Kube, operator: Operat
     columns = kube.kubectl("get", "edc", name).stdout.splitlines()
     assert columns[0].split()[:5] == ["NAME", "READY", "STATUS", "ID", "REGION"]
     assert "Available" in columns[1] and status["dataCacheId"] in columns[1]
+
+
+def test_a_name_longer_than_eci_takes_is_fitted_for_the_cache(
+    kube: Kube, operator: OperatorProcess, eci: Any
+):
+    name = unique("long").ljust(253, "x")  # as long as Kubernetes allows; ECI takes 128
+    kube.apply(datacache(name))
+    obj = kube.wait_condition("datacache", name, "Ready", "True")
+    (cache,) = caches_owned_by(eci, obj["metadata"]["uid"])
+    owner_name = next(t["Value"] for t in _tags(cache) if t["Key"] == "eci.datacache.dev/owner-name")
+    assert cache["Name"] == owner_name == fit_name(name, 128)
+    assert len(cache["Name"]) == 128 and cache["Name"].startswith(name[:100])
 
 
 def test_spec_change_sends_only_the_changed_fields(kube: Kube, operator: OperatorProcess, eci: Any):

@@ -273,6 +273,33 @@ def test_cel_rules_reject_invalid_specs(kube: Kube, datacache_crds: list[str]):
     assert "destinations" in rejected(kube, replication("r", raw))  # at least one destination
 
 
+def test_cel_rules_hold_destination_tags_and_names_to_alibaba_clouds_rules(
+    kube: Kube, datacache_crds: list[str]
+):
+    raw = {"dataCacheId": "edc-1", "region": SOURCE_REGION}
+
+    def destination(**fields: Any) -> dict[str, Any]:
+        return replication("r", raw, {"region": "cn-beijing", **fields})
+
+    full = {f"{index:03d}".ljust(128, "k"): "v" * 128 for index in range(17)}
+    too_many = rejected(kube, destination(tags=full))
+    assert "spec.destinations[0].tags: Invalid value" in too_many
+    assert "at most 16 tags: ECI allows 20 on a cache and the operator adds 4" in too_many
+    for tags, expected in [
+        ({"k" * 129: "v"}, "a tag key is 1 to 128 characters long"),
+        ({"team": "v" * 129}, "spec.destinations[0].tags.team: Too long"),
+        ({"Aliyun-team": "ml"}, "spec.destinations[0].tags: Forbidden: a tag key must not begin with aliyun or acs:"),
+        ({"docs": "http://example.com"}, "spec.destinations[0].tags: Forbidden: a tag key or value must not contain"),
+    ]:  # fmt: skip
+        assert expected in rejected(kube, destination(tags=tags)), tags
+    assert "spec.destinations[0].name: Too long" in rejected(kube, destination(name="n" * 129))
+    full.popitem()
+    fits = destination(tags=full, name="n" * 128)  # 16 tags as long as ECI allows, a 128-character name
+    kube.controlplane.kubectl(
+        "apply", "-n", kube.namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(fits)
+    )
+
+
 def test_example_is_accepted_by_the_apiserver(kube: Kube, datacache_crds: list[str]):
     path = REPO / "examples" / "replication-hongkong-to-mainland.yaml"
     kube.kubectl("apply", "--dry-run=server", "-f", str(path))

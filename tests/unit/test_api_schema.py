@@ -117,7 +117,7 @@ def test_spec_shape(root: dict[str, Any]):
     }
     assert eip["internetChargeType"]["enum"] == ["PayByBandwidth", "PayByTraffic"]
     assert eip["isp"]["enum"] == ["BGP", "BGP_PRO"]
-    assert spec["properties"]["tags"]["additionalProperties"] == {"type": "string"}
+    assert spec["properties"]["tags"]["additionalProperties"] == {"type": "string", "maxLength": 128}
     assert spec["properties"]["deletionPolicy"]["enum"] == ["Delete", "Retain"]
 
 

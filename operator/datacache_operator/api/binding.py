@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from datacache_operator import GROUP
-from datacache_operator.api.common import ApiModel
+from datacache_operator.api.common import ApiModel, fit_name
 
 INJECT_LABEL = f"{GROUP}/inject"
 """`"true"` opts a pod in; the webhook configuration selects pods by it (objectSelector)."""
@@ -128,14 +128,6 @@ def parse_caches(text: str | None) -> list[CacheRequest]:
     return requests
 
 
-def _short(prefix: str, name: str, limit: int) -> str:
-    """`prefix + name` when it fits, else a truncated form with a hash of the name (stable)."""
-    if len(prefix) + len(name) <= limit:
-        return prefix + name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return prefix + name[: limit - len(prefix) - 11].rstrip("-.") + "-" + digest
-
-
 def volume_name(cache: str) -> str:
     """The pod volume of a cache (a DNS label: no dots, at most 63 characters)."""
     safe = cache.replace(".", "-")
@@ -146,7 +138,7 @@ def volume_name(cache: str) -> str:
 
 def uses_label(cache: str) -> str:
     """The label key that marks a pod using `cache`; its value is the region of the data."""
-    return USES_LABEL_PREFIX + _short("", cache, _LABEL_NAME_MAX)
+    return USES_LABEL_PREFIX + fit_name(cache, _LABEL_NAME_MAX)
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,96 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from datacache_operator.api.schema import FORBIDDEN, cel_rule, cel_rules
+
 RESERVED_BUCKET = "eci-system"
 REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+)+$"
+
+MAX_CLOUD_NAME_LENGTH = 128
+"""ECI's limit on a cache's Name (as on its other names)."""
+
+# Alibaba Cloud's tag rules: at most 20 tags on a resource, keys of 1-128 characters,
+# values of at most 128, no key beginning with `aliyun` or `acs:`, no key or value
+# containing `http://` or `https://`. Matched in any case, as the emulator matches them.
+MAX_CLOUD_TAGS = 20
+MAX_TAG_KEY_LENGTH = 128
+MAX_TAG_VALUE_LENGTH = 128
+RESERVED_TAG_KEY_PREFIXES = ("aliyun", "acs:")
+FORBIDDEN_TAG_TEXTS = ("http://", "https://")
+
+# Tags the operator puts on every cache it creates, to find it again (reconcile/common.py).
+OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
+OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
+OWNER_TAG_KEYS = (OWNER_UID_TAG, OWNER_NAMESPACE_TAG, OWNER_NAME_TAG)
+
+
+def fit_name(name: str, limit: int) -> str:
+    """`name` when it fits in `limit` characters, else its head, '-' and 10 hex digits of its
+    SHA-256: the same name always gives the same result, and names with the same head differ.
+    Kubernetes names run to 253 characters; label names, ECI names and tag values are shorter."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name[: limit - 11].rstrip("-.") + "-" + digest
+
+
+def _none_of(text: str, words: Sequence[str], test: str) -> str:
+    return " && ".join(f"!{text}.lowerAscii().{test}('{word}')" for word in words)
+
+
+# A bound for the apiserver's estimate of what the CEL rules cost, far above the tag limit,
+# so that the rules' own messages are what anyone with a real manifest sees.
+_TAGS_COST_BOUND = 64
+
+CloudTags = dict[str, Annotated[str, Field(max_length=MAX_TAG_VALUE_LENGTH)]]
+"""User tags; a value over 128 characters is refused by the schema (naming its key)."""
+
+
+def cloud_tags_field(owner: str, operator_tags: Sequence[str]) -> Any:
+    """The `tags` field of a kind whose caches get `operator_tags` besides the user's."""
+    limit = MAX_CLOUD_TAGS - len(operator_tags)
+    reserved = " or ".join(RESERVED_TAG_KEY_PREFIXES)
+    forbidden = " or ".join(FORBIDDEN_TAG_TEXTS)
+    return Field(
+        default_factory=dict,
+        max_length=_TAGS_COST_BOUND,
+        description=f"Tags on the {owner}, besides the {len(operator_tags)} the operator adds to find it: at "
+        f"most {limit}, keys of 1-{MAX_TAG_KEY_LENGTH} and values of up to {MAX_TAG_VALUE_LENGTH} characters, "
+        f"no key beginning with {reserved}, none containing {forbidden} (Alibaba Cloud's tag rules).",
+        json_schema_extra=cel_rules(
+            cel_rule(
+                f"size(self) <= {limit}",
+                f"at most {limit} tags: ECI allows {MAX_CLOUD_TAGS} on a cache and the operator adds "
+                f"{len(operator_tags)} of its own ({', '.join(operator_tags)})",
+            ),
+            cel_rule(
+                f"self.all(k, size(k) >= 1 && size(k) <= {MAX_TAG_KEY_LENGTH})",
+                f"a tag key is 1 to {MAX_TAG_KEY_LENGTH} characters long",
+            ),
+            cel_rule(
+                f"self.all(k, {_none_of('k', RESERVED_TAG_KEY_PREFIXES, 'startsWith')})",
+                f"a tag key must not begin with {reserved} (in any case): Alibaba Cloud reserves them",
+                reason=FORBIDDEN,
+            ),
+            cel_rule(
+                f"self.all(k, {_none_of('k', FORBIDDEN_TAG_TEXTS, 'contains')}"
+                f" && {_none_of('self[k]', FORBIDDEN_TAG_TEXTS, 'contains')})",
+                f"a tag key or value must not contain {forbidden} (in any case)",
+                reason=FORBIDDEN,
+            ),
+        ),
+    )
+
 
 RECONCILE_REQUEST_ANNOTATION = "eci.datacache.dev/reconcile-requested-at"
 """Set it to a new value (e.g. the time) to reconcile now and retry what failed; the value

@@ -17,17 +17,22 @@ from pydantic import ConfigDict, Field
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.binding import PodDisk
 from datacache_operator.api.common import (  # noqa: F401 - DeletionPolicy, ObjectMeta: part of this kind's API too
+    MAX_CLOUD_NAME_LENGTH,
+    OWNER_TAG_KEYS,
     REGION_PATTERN,
     RESERVED_BUCKET,
     ApiModel,
+    CloudTags,
     Condition,
     ConditionType,
     DeletionPolicy,
     ObjectMeta,
+    cloud_tags_field,
     conditions_schema_extra,
 )
 from datacache_operator.api.schema import (
     AGE_COLUMN,
+    REQUIRED,
     PrinterColumn,
     ResourceDefinition,
     cel_rule,
@@ -90,8 +95,54 @@ class MissingSecretKeyError(KeyError):
     """A key listed in dataSource.secretRef.items is not in the Secret; names the key, never a value."""
 
 
+REPO_SOURCES = ("HuggingFace/Model", "HuggingFace/DataSet", "ModelScope/Model", "ModelScope/DataSet")
+# The options each type needs (eci-api.md §3): any one of the alternatives, each a set of keys.
+REQUIRED_OPTIONS: dict[DataSourceType, tuple[tuple[str, ...], ...]] = {
+    DataSourceType.URL: (("url",), ("repoSource", "repoId")),
+    DataSourceType.OSS: (("bucket",),),
+    DataSourceType.NAS: (("server",),),
+    DataSourceType.SNAPSHOT: (("snapshotId",),),
+}
+
+
+def _option_given(key: str) -> str:
+    """CEL: option `key` is set, non-empty in options, or named by secretRef.items; a secretRef
+    without items may hold any option, which only the operator can tell once it reads the Secret."""
+    return (
+        f"(has(self.options) && '{key}' in self.options && self.options['{key}'] != '')"
+        " || (has(self.secretRef) && (!has(self.secretRef.items)"
+        f" || self.secretRef.items.exists(i, i.option == '{key}')))"
+    )
+
+
+def _required_options_rule(source_type: DataSourceType) -> dict[str, str]:
+    alternatives = REQUIRED_OPTIONS[source_type]
+    given = " || ".join(
+        "(" + " && ".join(f"({_option_given(key)})" for key in keys) + ")" for keys in alternatives
+    )
+    needed = ", or ".join(" with ".join(f"options.{key}" for key in keys) for keys in alternatives)
+    return cel_rule(
+        f"self.type != '{source_type.value}' || {given}",
+        f"type {source_type.value} needs {needed} (in options, or from the Secret through secretRef)",
+        ".options",
+        reason=REQUIRED,
+    )
+
+
 class DataSource(ApiModel):
     """Where the data comes from."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            *(_required_options_rule(source_type) for source_type in DataSourceType),
+            cel_rule(
+                "self.type != 'URL' || !has(self.options) || !('repoSource' in self.options)"
+                f" || self.options['repoSource'] in {list(REPO_SOURCES)}",
+                f"options.repoSource is one of {', '.join(REPO_SOURCES)}",
+                ".options",
+            ),
+        )
+    )
 
     type: DataSourceType = Field(
         description="Kind of source: URL (plain link, Hugging Face or ModelScope), OSS, NAS or SNAPSHOT.",
@@ -232,7 +283,11 @@ class DataCacheSpec(ApiModel):
         ),
     )
     name: str | None = Field(
-        default=None, description="Display name of the cache in ECI; defaults to the object's name."
+        default=None,
+        max_length=MAX_CLOUD_NAME_LENGTH,
+        description="Display name of the cache in ECI, at most 128 characters. Defaults to the object's "
+        "name, and a name longer than 128 characters is cut to 117 and followed by '-' and 10 hex digits "
+        "of its digest.",
     )
     size: int = Field(
         default=DEFAULT_SIZE_GIB,
@@ -253,10 +308,7 @@ class DataCacheSpec(ApiModel):
     net_config: NetConfig | None = Field(
         default=None, description="Network of the temporary instance that builds the cache."
     )
-    tags: dict[str, str] = Field(
-        default_factory=dict,
-        description="Tags on the cloud cache, besides the ones the operator adds to find its caches.",
-    )
+    tags: CloudTags = cloud_tags_field("cloud cache", OWNER_TAG_KEYS)
     resource_group_id: str | None = Field(default=None, description="Resource group of the cache.")
     data_cache_id: str | None = Field(
         default=None,

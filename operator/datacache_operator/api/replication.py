@@ -15,13 +15,17 @@ from pydantic import ConfigDict, Field
 
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.common import (
+    MAX_CLOUD_NAME_LENGTH,
+    OWNER_TAG_KEYS,
     REGION_PATTERN,
     RESERVED_BUCKET,
     ApiModel,
+    CloudTags,
     Condition,
     ConditionType,
     DeletionPolicy,
     ObjectMeta,
+    cloud_tags_field,
     conditions_schema_extra,
 )
 from datacache_operator.api.schema import (
@@ -37,6 +41,9 @@ KIND = "DataCacheReplication"
 PLURAL = "datacachereplications"
 MAX_DESTINATIONS = 32
 MAX_REGION_LENGTH = 64
+DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
+# The tags the operator puts on each copy besides the user's (reconcile/replication.py).
+COPY_TAG_KEYS = (*OWNER_TAG_KEYS, DESTINATION_REGION_TAG)
 
 
 class DataCacheRef(ApiModel):
@@ -105,14 +112,15 @@ class ReplicationDestination(ApiModel):
         description="Path of the copy in the bucket, starting with '/'; defaults to the source's.",
         json_schema_extra=cel_rules(cel_rule("self.startsWith('/')", "path must start with '/'")),
     )
-    name: str | None = Field(default=None, description="Display name of the copy; defaults to the source's.")
+    name: str | None = Field(
+        default=None,
+        max_length=MAX_CLOUD_NAME_LENGTH,
+        description="Display name of the copy, at most 128 characters; defaults to the source's.",
+    )
     retention_days: int | None = Field(
         default=None, ge=1, description="Days before ECI deletes the copy; unset keeps it."
     )
-    tags: dict[str, str] = Field(
-        default_factory=dict,
-        description="Tags on the copy, besides the ones the operator adds to find its copies.",
-    )
+    tags: CloudTags = cloud_tags_field("copy", COPY_TAG_KEYS)
     resource_group_id: str | None = Field(default=None, description="Resource group of the copy.")
 
 

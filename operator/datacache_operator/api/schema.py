@@ -30,15 +30,27 @@ _UNTYPED_MARKERS = ("x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown
 _RULES_KEY = "x-kubernetes-validations"
 
 
-def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+# The reasons a CEL rule may give (`reason`); the apiserver words the error after it
+# (`Required value`, `Forbidden`, `Invalid value`, `Duplicate value`).
+REQUIRED = "FieldValueRequired"
+FORBIDDEN = "FieldValueForbidden"
+INVALID = "FieldValueInvalid"
+
+
+def cel_rule(
+    rule: str, message: str, field_path: str | None = None, reason: str | None = None
+) -> dict[str, str]:
     """One CEL rule for `x-kubernetes-validations`; `field_path` points the error at a child field.
 
-    The apiserver prefixes the message with the field's path (`spec.path: Invalid value:
-    ...`), so messages name the field without repeating the path.
+    The apiserver prefixes the message with the field's path and the reason's wording
+    (`spec.path: Invalid value: ...`, `Required value` for REQUIRED), so messages name
+    the rule without repeating the path. Without `reason` the apiserver says Invalid value.
     """
     entry = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
     return entry
 
 

@@ -52,7 +52,7 @@ def desired_cache(
         region=spec.region or default_region,
         bucket=spec.bucket,
         path=spec.path,
-        name=spec.name or meta["name"],
+        name=spec.name or decide.cloud_name(meta["name"]),
         size=spec.size,
         retention_days=spec.retention_days,
         data_source_type=str(source.type) if source else None,

@@ -6,18 +6,34 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from datacache_operator.api.common import PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION
+from datacache_operator.api.common import (
+    MAX_CLOUD_NAME_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    OWNER_NAME_TAG,
+    OWNER_NAMESPACE_TAG,
+    OWNER_UID_TAG,
+    PAUSED_ANNOTATION,
+    RECONCILE_REQUEST_ANNOTATION,
+    fit_name,
+)
 
-OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
 TRY_AGAIN = (
     f"Change the spec, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to a new value, to try again."
 )
-OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
-OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
+
+
+def cloud_name(object_name: str) -> str:
+    """The cache's Name in ECI when the spec sets none: the object's name, fitted to ECI's 128."""
+    return fit_name(object_name, MAX_CLOUD_NAME_LENGTH)
 
 
 def owner_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
-    return {OWNER_UID_TAG: uid, OWNER_NAMESPACE_TAG: namespace, OWNER_NAME_TAG: name}
+    # A namespace has at most 63 characters and a uid 36; only the name needs fitting.
+    return {
+        OWNER_UID_TAG: uid,
+        OWNER_NAMESPACE_TAG: namespace,
+        OWNER_NAME_TAG: fit_name(name, MAX_TAG_VALUE_LENGTH),
+    }
 
 
 def client_token(*parts: str | int) -> str:

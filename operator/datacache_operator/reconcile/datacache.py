@@ -27,6 +27,7 @@ from datacache_operator.reconcile.common import (  # noqa: F401 - also this modu
     TRY_AGAIN,
     ConditionValue,
     client_token,
+    cloud_name,
     error_conditions,
     owner_tags,
     reason_from_code,

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from datacache_operator.api.replication import DESTINATION_REGION_TAG
 from datacache_operator.cloud.models import (
     BUSY_STATUSES,
     STATUS_AVAILABLE,
@@ -21,7 +22,6 @@ from datacache_operator.cloud.models import (
 )
 from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token, owner_tags
 
-DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"
 
 
