@@ -1,9 +1,9 @@
-"""The operator's own Kubernetes calls besides kopf's: status patches from daemons and
-reading the Secrets that `dataSource.secretRef` names.
+"""The operator's own Kubernetes calls besides kopf's: status patches from the scheduler's
+passes and reading the Secrets that `dataSource.secretRef` names.
 
-kopf applies a handler's `patch` only when the handler returns; a long-running daemon
-writes its status through here instead. The official client is synchronous, so each call
-runs in a worker thread.
+kopf applies a handler's `patch` only when the handler returns; a pass runs outside kopf's
+handlers and writes its status through here instead. The official client is synchronous,
+so each call runs in a worker thread.
 """
 
 from __future__ import annotations

@@ -2,20 +2,20 @@
 nowhere else; each handler hands the object to the runtime (`runtime.py`), which drives a
 controller (`controllers/`) and posts what comes back.
 
-Both kinds are registered from one table (`KINDS`): a level-based daemon per object, a
-wake-up on a real change, a finalizer that waits for the cloud side (and for the pods using
-it), and an index of the consumers each object shows. A third kind is one more entry.
+Both kinds are registered from one table (`KINDS`): every watch event kept by the one
+scheduler (a real change makes the object due at once), and a finalizer that waits for the
+cloud side (and for the pods using it). A third kind is one more entry.
 
 The pod webhook, health and metrics are served outside kopf's run (every replica serves
-them, leader or not); the pod binder runs inside it (events are kopf's).
+them, leader or not); the scheduler and the pod binder run inside it (events are kopf's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
-import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +35,6 @@ from datacache_operator.metrics import HealthServer, Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 FINALIZER = runtime.FINALIZER
-# A deleted object's daemon may finish the pass it is in (at most a few ECI calls, each
-# bounded by the connect and read timeouts) before kopf cancels it: a create or copy
-# cancelled half-way may still happen in the cloud, after the finalizer looked for it.
-PASS_GRACE_S = 20.0
 
 logger = logging.getLogger("datacache_operator")
 
@@ -110,17 +106,14 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         )
         for kind in KINDS:
             setattr(memo, kind.memo_key, kind.controller(operator_settings, memo.cloud, memo.binder.users))
-        memo.passes = asyncio.Semaphore(operator_settings.max_concurrent_passes)
-        indices = [kwargs[f"{kind.plural}_consumers"] for kind in KINDS]
-        memo.resync = asyncio.create_task(runtime.resync_pods(memo.binder, operator_settings, indices))
+        kinds = {kind.plural: (kind.kind, getattr(memo, kind.memo_key)) for kind in KINDS}
+        runtime.prepare(memo, operator_settings, kinds)
 
     operator_settings = settings
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        resync = getattr(memo, "resync", None)
-        if resync is not None:
-            resync.cancel()
+        await runtime.stop_background(memo)
         cloud = getattr(memo, "cloud", None)
         if cloud is not None:
             await cloud.aclose()
@@ -130,37 +123,21 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
 
 
 def _register_kind(registry: kopf.OperatorRegistry, settings: OperatorSettings, kind: Kind) -> None:
-    """The handlers of one kind: consumers index, wake-up on change, daemon, finalizer."""
+    """The handlers of one kind: every event kept by the scheduler, a pass at once on a real
+    change, the finalizer."""
 
-    # The consumers each object shows now, for the binder's resync (kopf keeps them from its watch).
-    @kopf.index(GROUP, VERSION, kind.plural, registry=registry, id=f"{kind.plural}_consumers")
-    def consumers(namespace: str, name: str, status: Any, **_: Any) -> dict[Any, Any]:
-        return {(kind.plural, namespace, name): status.get("consumers")}
-
-    # Filtered by `when`, so the handler (and its log line) runs only on a real change.
+    # The filter sees every event (kept for the next pass); the handler runs only on a real
+    # change, so it logs only then.
     @kopf.on.event(
-        GROUP, VERSION, kind.plural, registry=registry, when=runtime.changed, id=f"{kind.plural}_wake"
-    )
-    def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        runtime.wake(body, memo)
-
-    @kopf.daemon(
         GROUP,
         VERSION,
         kind.plural,
         registry=registry,
-        id=f"{kind.plural}_reconcile",
-        cancellation_backoff=PASS_GRACE_S,
-        cancellation_timeout=10,
-        initial_delay=lambda **_: random.uniform(0, 0.5),
+        when=functools.partial(runtime.observe, kind.plural),
+        id=f"{kind.plural}_wake",
     )
-    async def reconcile(
-        body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
-    ) -> None:
-        controller = getattr(memo, kind.memo_key)
-        await runtime.reconcile_loop(
-            kind.kind, kind.plural, controller, settings, body, memo, stopped, logger
-        )
+    def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime.wake(body, memo)
 
     @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry, id=f"{kind.plural}_finalize")
     async def finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:

@@ -1,14 +1,18 @@
-"""The reconcile runtime under kopf: one level-based loop per object (read ECI, decide, act,
-write status, sleep adaptively, wake early on a change), the finalizer's backoff, and the
-pod binder's slow sweep. `main.py` wires these to kopf's decorators; the decisions and the
+"""The reconcile runtime under kopf: every watch event kept by one scheduler (a change makes
+the object due at once), level-based passes run by its workers (read ECI, decide, act, write
+status, say when the next pass is due), the finalizer's backoff, and the pod binder's slow
+sweep. `main.py` wires these to kopf's decorators; the decisions and the
 cloud calls are in `controllers/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import kopf
@@ -19,6 +23,7 @@ from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import Event, backoff_delay, own_status
 from datacache_operator.controllers.pods import PodBinder
+from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.metrics import Metrics
 from datacache_operator.reconcile.binding import usable_change
 from datacache_operator.settings import OperatorSettings
@@ -26,8 +31,6 @@ from datacache_operator.settings import OperatorSettings
 logger = logging.getLogger("datacache_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
-# How often a daemon looks again for the finalizer kopf has not written yet.
-FINALIZER_WAIT_S = 0.2
 
 
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -80,18 +83,7 @@ async def finalize_or_back_off(
         ) from error
 
 
-async def sleep_until_woken(delay: float, stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
-    """Sleep `delay` seconds, or less when the object changes or the daemon is stopped."""
-    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    wake.clear()
-
-
-async def resync_pods(binder: PodBinder, settings: OperatorSettings, indices: list[Any]) -> None:
+async def resync_pods(binder: PodBinder, settings: OperatorSettings, scheduler: Scheduler) -> None:
     """The slow sweep behind the event-driven checks: waiting pods (a missed or early change)
     and the consumers of every cache."""
     namespaces: list[str | None] = list(settings.namespaces) or [None]
@@ -99,9 +91,8 @@ async def resync_pods(binder: PodBinder, settings: OperatorSettings, indices: li
     while True:
         try:
             await binder.check_waiting(namespaces, every_namespace=True)
-            if not first:  # kopf's indices are complete once the first interval has passed
-                known = {key: next(iter(store), None) for index in indices for key, store in index.items()}
-                await binder.count_consumers(namespaces, known)
+            if not first:  # every object has been seen once the first interval has passed
+                await binder.count_consumers(namespaces, dict(scheduler.consumers()))
         except Exception:  # the apiserver may be away for a moment; the next round tries again
             logger.exception("pod resync failed")
         first = False
@@ -122,7 +113,12 @@ async def delete(
     retained); until then kopf calls again. `what` names the cloud side in messages."""
     if is_paused(body.metadata):
         raise kopf.TemporaryError(f"paused: {what} not deleted until unpaused", delay=30)
-    _wait_for_the_running_pass(memo, settings)
+    if memo.scheduler.running(body.metadata["uid"]):
+        # A pass that began before the deletion may be creating the cache (or a copy) right
+        # now, after the finalizer's lookup found nothing: the new cache would outlive its object.
+        raise kopf.TemporaryError(
+            "waiting for the running reconcile pass to end", delay=settings.poll_interval_loading
+        )
     done, events, status = await finalize_or_back_off(controller, body, retry, settings)
     if status is not None and status != own_status(body.get("status") or {}):
         await kube.patch_status(plural, body.metadata["namespace"], body.metadata["name"], status)
@@ -134,105 +130,145 @@ async def delete(
 
 class Reconciler(Protocol):
     async def reconcile(self, body: Any) -> Any: ...
+    def caught_up(self, uid: str, status: dict[str, Any]) -> None: ...
 
 
-async def reconcile_loop(
+# Annotations that repeat the spec (kubectl's, kopf's): the scheduler keeps bodies without them.
+_BULKY_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    f"{GROUP}/last-handled-configuration",
+)
+
+
+def compact(body: Mapping[str, Any]) -> bytes:
+    """The object as a pass needs it, as compact JSON: no managedFields, no copies of the spec."""
+    meta = dict(body["metadata"])
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and any(key in annotations for key in _BULKY_ANNOTATIONS):
+        meta["annotations"] = {k: v for k, v in annotations.items() if k not in _BULKY_ANNOTATIONS}
+    return json.dumps({**body, "metadata": meta}, separators=(",", ":")).encode()
+
+
+def trigger(body: Mapping[str, Any]) -> tuple[Any, bool, str | None, bool]:
+    """What makes a pass due at once: a new generation, a changed pause flag, a new reconcile
+    request, or our finalizer just put on (a pass waits for it: see `run_pass`)."""
+    meta = body["metadata"]
+    return (
+        meta.get("generation"),
+        is_paused(meta),
+        reconcile_request(meta),
+        FINALIZER in (meta.get("finalizers") or []),
+    )
+
+
+def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """The `when` filter of each kind's event handler, called for every watch event: keep the
+    object as now seen; True (the handler then makes it due) only on a real change."""
+    scheduler: Scheduler = memo.scheduler
+    start_background(memo, memo.operator_settings)
+    meta = body.metadata
+    uid = meta["uid"]
+    if type == "DELETED":
+        scheduler.forget(uid)
+        return False
+    status = body.get("status") or {}
+    entry = scheduler.upsert(
+        uid, plural, meta["namespace"], meta["name"], compact(body), status.get("consumers")
+    )
+    memo.kinds[plural][1].caught_up(uid, own_status(status))
+    now = trigger(body)
+    if entry is None:  # first sight: a new object, or any object after a start or a takeover
+        scheduler.get(uid).trigger = now  # type: ignore[union-attr]
+        settled = status.get("observedGeneration") == meta.get("generation")
+        scheduler.schedule(uid, 0.0, PassPriority.RESYNC if settled else PassPriority.CHANGE)
+        return False
+    if entry.trigger == now:
+        return False
+    entry.trigger = now
+    return True
+
+
+def wake(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile now, ahead of polls and resyncs."""
+    memo.scheduler.schedule(body.metadata["uid"], 0.0, PassPriority.CHANGE)
+
+
+def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, tuple[str, Reconciler]]) -> None:
+    """At start-up: one scheduler for every object; `kinds` maps each plural to (kind,
+    controller). Its workers start with the first event (`start_background`)."""
+
+    async def run(uid: str, entry: Entry) -> tuple[float, int] | None:
+        kind, controller = kinds[entry.plural]
+        return await run_pass(kind, entry.plural, controller, settings, memo, entry)
+
+    memo.kinds = kinds
+    memo.operator_settings = settings
+    memo.scheduler = Scheduler(run, settings.max_concurrent_passes)
+    memo.background = []  # shared by every object's copy of the memo
+
+
+def start_background(memo: kopf.Memo, settings: OperatorSettings) -> None:
+    """Start the scheduler's workers and the pod resync once, from kopf's handling of an
+    object: kopf sets the context variables that `kopf.event` needs only there, and tasks
+    started at start-up could post no events."""
+    scheduler: Scheduler = memo.scheduler
+    if scheduler.started:
+        return
+    context = contextvars.copy_context()
+    scheduler.start(context)
+    resync = resync_pods(memo.binder, settings, scheduler)
+    memo.background.append(asyncio.get_running_loop().create_task(resync, name="pod-resync", context=context))
+
+
+async def stop_background(memo: kopf.Memo) -> None:
+    for task in getattr(memo, "background", []):
+        task.cancel()
+    scheduler: Scheduler | None = getattr(memo, "scheduler", None)
+    if scheduler is not None:
+        await scheduler.stop()
+
+
+async def run_pass(
     kind: str,
     plural: str,
     controller: Reconciler,
     settings: OperatorSettings,
-    body: kopf.Body,
     memo: kopf.Memo,
-    stopped: kopf.DaemonStopped,
-    logger: Any,
-) -> None:
-    """The level-based loop of one object: a pass, its status and events, an adaptive sleep."""
+    entry: Entry,
+) -> tuple[float, int] | None:
+    """One level-based pass of one object: read ECI, decide, act, write status and events.
+    Returns when the next pass is due and at which priority (None: when it changes)."""
+    body = json.loads(entry.body)
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None  # the delete handler takes over
+    if FINALIZER not in (meta.get("finalizers") or []):
+        # kopf asks for the finalizer in the same cycle as it first sees the object: until
+        # the object carries it, a deletion does not wait for us, and a cache this pass made
+        # could outlive its object (the fault soak showed it with an object created while no
+        # replica led and deleted right after the new leader started). Its arrival is a change.
+        return None
     metrics: Metrics = memo.metrics
-    passes: asyncio.Semaphore = memo.passes
-    wake = wake_event(memo)
-    meta = body.metadata
-    while not stopped:
-        if FINALIZER not in (meta.get("finalizers") or []) and not meta.get("deletionTimestamp"):
-            # kopf starts a daemon in the same cycle as it asks for the finalizer: until the
-            # object carries it, a deletion does not wait for us, and a cache this pass made
-            # could outlive its object (the fault soak showed it with an object created while
-            # no replica led and deleted right after the new leader started).
-            await sleep_until_woken(FINALIZER_WAIT_S, stopped, wake)
-            continue
-        async with passes:  # bounds memory and CPU when many objects are due at once
-            if meta.get("deletionTimestamp"):
-                return  # the delete handler takes over
-            # This pass reads the object as it is now: a change seen before it starts needs no
-            # second pass (which would run before our own status write is seen, on an old body).
-            wake.clear()
-            memo.pass_running = True  # set before the first await: see _wait_for_the_running_pass
-            try:
-                with metrics.reconcile(kind) as outcome:
-                    before = own_status(body.get("status") or {})
-                    result = await controller.reconcile(body)
-                    if result.status != before:
-                        await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
-                    post_events(body, result.events)
-                    usable, failed = usable_change(
-                        plural, before, result.status, settings.effective_cluster_region
-                    )
-                    ready = get_condition(result.status.get("conditions"), "Ready") or {}
-                    outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
-                    metrics.objects.record(
-                        kind, meta["uid"], result.status, f"{meta['namespace']}/{meta['name']}"
-                    )
-                delay = result.delay
-            except Exception:  # an unexpected bug or API failure must not end the loop
-                logger.exception(f"{kind} reconcile failed; retrying")
-                delay, usable, failed = 10.0, False, False
-            finally:
-                memo.pass_running = False
-        if usable or failed:  # waiting pods learn of it now, not at the next resync
-            try:
-                await memo.binder.cache_changed(meta["namespace"])
-            except Exception:
-                logger.exception("could not look at the pods waiting for this cache")
-        delay = aligned_delay(delay, asyncio.get_running_loop().time(), settings)
-        await sleep_until_woken(delay, stopped, wake)
-
-
-def _wait_for_the_running_pass(memo: kopf.Memo, settings: OperatorSettings) -> None:
-    """Finalize only once no reconcile pass of the object is running (memo is per object).
-
-    kopf runs the delete handler while the daemon is still in its pass: a pass that began
-    before the deletion may be creating the cache (or a copy) right now, after the
-    finalizer's lookup found nothing, and the new cache would outlive its object.
-    """
-    if getattr(memo, "pass_running", False):
-        raise kopf.TemporaryError(
-            "waiting for the running reconcile pass to end", delay=settings.poll_interval_loading
-        )
-
-
-def changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-    """The `when` filter of the wake-up handlers: a new generation, pause flag or reconcile request."""
-    seen = getattr(memo, "seen", None)
-    if seen is None:
-        # First sight (a new object, or any object after a restart): the daemon's first
-        # pass reads it anyway, so no wake-up, no handler run and no event to post.
-        memo.seen = trigger(body)
-        return False
-    return bool(seen != trigger(body))
-
-
-def trigger(body: kopf.Body) -> tuple[Any, bool, str | None]:
-    """What wakes a daemon early: a new generation, a changed pause flag or a new reconcile request."""
-    return body.metadata.get("generation"), is_paused(body.metadata), reconcile_request(body.metadata)
-
-
-def wake(body: kopf.Body, memo: kopf.Memo) -> None:
-    """Reconcile now, not at the next poll."""
-    memo.seen = trigger(body)
-    wake_event(memo).set()
-
-
-def wake_event(memo: kopf.Memo) -> asyncio.Event:
-    wake = getattr(memo, "wake", None)
-    if wake is None:
-        wake = memo.wake = asyncio.Event()
-    return wake
+    try:
+        with metrics.reconcile(kind) as outcome:
+            before = own_status(body.get("status") or {})
+            result = await controller.reconcile(body)
+            if result.status != before:
+                await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
+            post_events(body, result.events)
+            usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
+            ready = get_condition(result.status.get("conditions"), "Ready") or {}
+            outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
+            metrics.objects.record(kind, meta["uid"], result.status, f"{meta['namespace']}/{meta['name']}")
+        delay = result.delay
+        priority = PassPriority.RESYNC if outcome["result"] == "ready" else PassPriority.POLL
+    except Exception:  # an unexpected bug or API failure must not end the object's passes
+        logger.exception(f"{kind} {meta['namespace']}/{meta['name']}: reconcile failed; retrying")
+        delay, priority, usable, failed = 10.0, PassPriority.POLL, False, False
+    if usable or failed:  # waiting pods learn of it now, not at the next resync
+        try:
+            await memo.binder.cache_changed(meta["namespace"])
+        except Exception:
+            logger.exception("could not look at the pods waiting for this cache")
+    return aligned_delay(delay, asyncio.get_running_loop().time(), settings), priority

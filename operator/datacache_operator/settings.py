@@ -144,8 +144,8 @@ class OperatorSettings(BaseSettings):
         default=64,
         ge=1,
         validation_alias=_env("DATACACHE_MAX_CONCURRENT_PASSES"),
-        description="Reconcile passes running at once across all objects (the others wait their "
-        "turn); bounds memory when many objects are due together.",
+        description="The scheduler's workers: reconcile passes running at once across all objects "
+        "(the others wait their turn, changes first); bounds memory when many objects are due together.",
     )
     describe_batch_window: float = Field(
         default=0.05,

@@ -161,6 +161,12 @@ class PollingController:
         remembered = self._last_status.get(body["metadata"]["uid"])
         return copy.deepcopy(remembered) if remembered is not None else own_status(body.get("status") or {})
 
+    def caught_up(self, uid: str, status: Mapping[str, Any]) -> None:
+        """The watch shows `status` (our fields): once it is the one our last pass computed,
+        the object's own status is as new, and the remembered copy goes (memory at scale)."""
+        if self._last_status.get(uid) == status:
+            del self._last_status[uid]
+
     async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
         """Delete (or retain) what the object made in the cloud; True once the finalizer can go.
         The status, when not None, is to be written (e.g. Ready=False while pods use the cache)."""

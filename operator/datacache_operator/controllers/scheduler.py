@@ -1,0 +1,232 @@
+"""One scheduler for every object of the process: when each object's next pass is due, at
+which priority, and a bounded pool of workers that runs the passes.
+
+This is the shape of controller-runtime's work queue with its priority queue. kopf's event
+handlers only mark an object due (now, for a change); the pass, once done, says when the
+next one is due and at which priority. Ready work runs by priority, then by due time:
+changes first (a new object, a new generation, a pause flag, a reconcile request), then
+polls of caches the cloud is still working on, then resyncs of unchanged objects (and every
+object found at start-up). One object never has two passes at once: a change seen while
+its pass runs makes it due again as soon as the pass ends.
+
+Per object there is one small record (`Entry`, slotted) holding the object as compact JSON
+bytes, the last value of what counts as a change, and its place in the timeline; no task,
+no logger, no live copy of the body. Heap entries of a rescheduled object are left behind
+and skipped by version, not searched for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+logger = logging.getLogger("datacache_operator")
+
+Clock = Callable[[], float]
+
+
+class PassPriority(IntEnum):
+    """Lower runs first."""
+
+    CHANGE = 0  # the user changed something (or a pass must follow at once)
+    POLL = 1  # the cloud is working: see how far it got
+    RESYNC = 2  # unchanged and settled: a drift check; also each object at start-up
+
+
+@dataclass(slots=True)
+class Entry:
+    plural: str
+    namespace: str
+    name: str
+    body: bytes  # the object as last seen, compact JSON: parsed only for a pass
+    trigger: Any = None  # the last value of what counts as a change (the runtime decides)
+    consumers: Any = None  # status.consumers as last seen, for the pod binder's resync
+    due: float = float("inf")
+    priority: int = PassPriority.RESYNC
+    version: int = 0  # bumped by every schedule: older heap entries are stale
+    queued: bool = False  # due now, waiting for a worker
+    running: bool = False
+    rerun: int | None = None  # a change came during the pass: run again at this priority
+
+
+# Runs one pass of the object; returns (seconds until the next pass, its priority), or
+# None when the object needs no pass until it changes again (deleted, not ours yet).
+PassRunner = Callable[[str, Entry], Awaitable[tuple[float, int] | None]]
+
+
+class Scheduler:
+    def __init__(self, run_pass: PassRunner, workers: int, *, clock: Clock = time.monotonic) -> None:
+        if workers < 1:
+            raise ValueError("at least one worker")
+        self._run_pass = run_pass
+        self._workers_wanted = workers
+        self._clock = clock
+        self._entries: dict[str, Entry] = {}
+        self._timers: list[tuple[float, int, str]] = []  # (due, version, uid)
+        self._ready: list[tuple[int, float, int, int, str]] = []  # (priority, due, seq, version, uid)
+        self._seq = itertools.count()
+        self._ready_signal = asyncio.Event()
+        self._timer_signal = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- what the watch tells ------------------------------------------------------------
+
+    def upsert(
+        self, uid: str, plural: str, namespace: str, name: str, body: bytes, consumers: Any
+    ) -> Entry | None:
+        """Keep the object as now seen; returns its entry, or None if it is new (then the
+        caller schedules its first pass)."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            self._entries[uid] = Entry(plural, namespace, name, body, consumers=consumers)
+            return None
+        entry.body = body
+        entry.consumers = consumers
+        return entry
+
+    def get(self, uid: str) -> Entry | None:
+        return self._entries.get(uid)
+
+    def forget(self, uid: str) -> None:
+        """The object is gone: no more passes (one running now ends on its own)."""
+        self._entries.pop(uid, None)
+
+    def running(self, uid: str) -> bool:
+        entry = self._entries.get(uid)
+        return entry is not None and entry.running
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def consumers(self) -> Iterator[tuple[tuple[str, str, str], Any]]:
+        """((plural, namespace, name), status.consumers) of every object known."""
+        for entry in self._entries.values():
+            yield (entry.plural, entry.namespace, entry.name), entry.consumers
+
+    # ---- when the next pass is due ------------------------------------------------------
+
+    def schedule(self, uid: str, delay: float, priority: int) -> None:
+        """Make the object due in `delay` seconds at `priority`; an earlier or more urgent
+        pass already planned stays. During a pass, a change (delay 0) runs it again after."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            return
+        if entry.running:
+            if delay <= 0:
+                entry.rerun = priority if entry.rerun is None else min(entry.rerun, priority)
+            return
+        due = self._clock() + max(0.0, delay)
+        planned = entry.version > 0 and entry.due < float("inf")
+        if planned and entry.due <= due and entry.priority <= priority:
+            return
+        if planned:
+            due, priority = min(due, entry.due), min(priority, entry.priority)
+        entry.version += 1
+        entry.due, entry.priority, entry.queued = due, priority, False
+        if due <= self._clock():
+            self._make_ready(uid, entry)
+        else:
+            heapq.heappush(self._timers, (due, entry.version, uid))
+            if self._timers[0][2] == uid:
+                self._timer_signal.set()
+
+    def _make_ready(self, uid: str, entry: Entry) -> None:
+        entry.queued = True
+        heapq.heappush(self._ready, (entry.priority, entry.due, next(self._seq), entry.version, uid))
+        self._ready_signal.set()
+
+    def _move_due_timers(self) -> float | None:
+        """Timers due now go to the ready heap; the seconds until the next one (None: none)."""
+        now = self._clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, version, uid = heapq.heappop(timers)
+            entry = self._entries.get(uid)
+            if entry is not None and entry.version == version and not entry.queued and not entry.running:
+                self._make_ready(uid, entry)
+        return timers[0][0] - now if timers else None
+
+    def pending(self) -> int:
+        """Objects due now and waiting for a worker."""
+        return sum(1 for entry in self._entries.values() if entry.queued)
+
+    # ---- running passes -----------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
+    def start(self, context: contextvars.Context | None = None) -> None:
+        """Start the workers, in `context` when given (the passes' context variables)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch(), name="scheduler", context=context)]
+        self._tasks += [
+            loop.create_task(self._work(), name=f"reconcile-worker-{n}", context=context)
+            for n in range(self._workers_wanted)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _dispatch(self) -> None:
+        # A timer sets the signal rather than asyncio.wait_for: on Python 3.11, wait_for
+        # swallows a cancellation that arrives as the signal is set, and stop() would hang.
+        loop = asyncio.get_running_loop()
+        alarm: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                wait = self._move_due_timers()
+                self._timer_signal.clear()
+                if alarm is not None:
+                    alarm.cancel()
+                alarm = loop.call_later(wait, self._timer_signal.set) if wait is not None else None
+                await self._timer_signal.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+
+    def _take_ready(self) -> tuple[str, Entry] | None:
+        ready = self._ready
+        while ready:
+            _, _, _, version, uid = heapq.heappop(ready)
+            entry = self._entries.get(uid)
+            if entry is not None and entry.version == version and entry.queued and not entry.running:
+                return uid, entry
+        return None
+
+    async def _work(self) -> None:
+        while True:
+            taken = self._take_ready()
+            if taken is None:
+                self._ready_signal.clear()
+                await self._ready_signal.wait()
+                continue
+            uid, entry = taken
+            entry.queued, entry.running, entry.rerun = False, True, None
+            entry.due = float("inf")
+            try:
+                outcome = await self._run_pass(uid, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the runner reports its own failures; this is a bug's last net
+                logger.exception("a reconcile pass failed unexpectedly")
+                outcome = (10.0, PassPriority.POLL)
+            finally:
+                entry.running = False
+            if self._entries.get(uid) is not entry:
+                continue  # forgotten during the pass
+            if entry.rerun is not None:
+                self.schedule(uid, 0.0, entry.rerun)
+            elif outcome is not None:
+                self.schedule(uid, *outcome)
