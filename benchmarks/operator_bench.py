@@ -7,13 +7,25 @@ DataCache objects from a thread pool as fast as the apiserver takes them and mea
 
 * ``overhead_s``: (last object Ready) - (first create sent) - (the emulator's load time);
 * ``reaction_p50_s`` / ``reaction_p99_s``: the object's create call answered by the
-  apiserver -> the emulator received its CreateDataCache;
+  apiserver -> the emulator received its CreateDataCache; ``floor_p50_s`` / ``floor_p99_s``:
+  the least those can be under the rate limit R, from the actual arrivals (the k-th object in
+  arrival order cannot be created before k / R seconds after the first arrived);
 * ``describe_per_cache_per_min_loading`` / ``_steady``: DescribeDataCaches calls / N / minute,
   from the first create to the last Ready, and over a steady window afterwards;
 * ``max_qps``: the most ECI calls (every action) the emulator received in any one-second
   sliding window, against ``qps_limit`` (DATACACHE_RATE_LIMIT);
+* ``describe_per_stable_interval``: DescribeDataCaches calls per stable poll interval at
+  steady state, against ``ceil(N / 20)`` (20 ids a call);
 * ``peak_rss_mib`` (VmHWM), ``cpu_s`` (user + system, start to the end of the steady window),
-  ``idle_cpu_pct`` (CPU over ``--idle-seconds`` at steady state, % of one core), from /proc.
+  ``idle_cpu_pct`` (CPU over ``--idle-seconds`` at steady state, % of one core), from /proc;
+  ``kib_per_object``: (peak RSS - RSS at start) / N;
+* ``cold_start``: the operator restarted over the N Ready objects: seconds from the new
+  process's start until every cache was described, and the creates and updates it sent
+  meanwhile (none expected).
+
+Each run also draws ``results/operator-n<N>-<batched|single>.png``: objects Ready, ECI calls
+per second against the limit and RSS over time (``plots.py``). ``--memory-profile`` measures,
+with tracemalloc, what one object costs in the operator's own structures and kopf's.
 
 Clock source: every timestamp is ``time.time()`` (CLOCK_REALTIME) of this one machine, taken
 in the benchmark (create answered, Ready seen on a watch) or in the emulator process (a
@@ -38,6 +50,7 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 import argparse  # noqa: E402
 import bisect  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -66,11 +79,14 @@ FIGURES = (
     "overhead_s",
     "reaction_p50_s",
     "reaction_p99_s",
+    "floor_p99_s",
     "describe_per_cache_per_min_loading",
     "describe_per_cache_per_min_steady",
+    "describe_per_stable_interval",
     "max_qps",
     "qps_limit",
     "peak_rss_mib",
+    "kib_per_object",
     "cpu_s",
     "idle_cpu_pct",
 )
@@ -201,6 +217,45 @@ def rnd(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def floors(arrivals: list[float], rate: float) -> list[float]:
+    """The least reaction each object can have under the rate limit: in arrival order, the
+    k-th (from 0) cannot be sent before k / rate seconds after the first arrived."""
+    ordered = sorted(arrivals)
+    return [max(0.0, ordered[0] + k / rate - t) for k, t in enumerate(ordered)] if ordered else []
+
+
+def per_second(times: list[float], origin: float) -> list[list[float]]:
+    """[[second since origin, calls in that second], ...] for the plot."""
+    counts: dict[int, int] = {}
+    for t in times:
+        counts[int(t - origin)] = counts.get(int(t - origin), 0) + 1
+    if not counts:
+        return []
+    return [[float(second), float(counts.get(second, 0))] for second in range(min(counts), max(counts) + 1)]
+
+
+class Sampler(threading.Thread):
+    """Once a second: objects Ready and the operator's RSS, for the plot."""
+
+    def __init__(self, watcher: ReadyWatcher, origin: float) -> None:
+        super().__init__(daemon=True)
+        self.watcher, self.origin = watcher, origin
+        self.pid: int | None = None
+        self.ready: list[list[float]] = []
+        self.rss: list[list[float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            t = round(time.time() - self.origin, 1)
+            self.ready.append([t, float(self.watcher.ready_count())])
+            if self.pid is not None:
+                try:
+                    self.rss.append([t, round(memory_kib(self.pid, "VmRSS") / 1024, 1)])
+                except OSError:
+                    pass  # between the old operator and the new one
+
+
 # ---- one run ------------------------------------------------------------------------------
 
 
@@ -212,6 +267,7 @@ class ReadyWatcher(threading.Thread):
         self.api = api
         self.ready_at: dict[str, float] = {}
         self.created: dict[str, str] = {}  # name -> creationTimestamp
+        self.cache_ids: dict[str, str] = {}  # name -> status.dataCacheId
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -254,6 +310,9 @@ class ReadyWatcher(threading.Thread):
         name = meta["name"]
         with self.lock:
             self.created.setdefault(name, meta.get("creationTimestamp", ""))
+            cache_id = (obj.get("status") or {}).get("dataCacheId")
+            if cache_id:
+                self.cache_ids[name] = cache_id
             if name in self.ready_at:
                 return
             for condition in (obj.get("status") or {}).get("conditions") or []:
@@ -326,6 +385,7 @@ def run_one(
     plane.start()
     emulator = operator = None
     watcher: ReadyWatcher | None = None
+    sampler: Sampler | None = None
     try:
         for crd in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
             plane.kubectl("apply", "--server-side", "-f", str(crd))
@@ -350,17 +410,8 @@ def run_one(
             "DATACACHE_METRICS_PORT": str(free_port()),
             "DATACACHE_LOG_LEVEL": "INFO",
         }
-        log = (run_dir / "operator.log").open("ab")
-        operator = subprocess.Popen(  # noqa: S603
-            [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "-m"]
-            + ["datacache_operator", "run"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        operator = start_operator(args, env, run_dir)
         started = time.time()
-        log.close()
         wait_healthy(operator, int(env["DATACACHE_HEALTH_PORT"]))
         # Objects are applied to a running operator, as users do: later than the clock-skew
         # margin after its start, within which a first create still looks up by tag first.
@@ -375,6 +426,9 @@ def run_one(
         time.sleep(1)
         print(f"[{label}] creating {n} DataCaches", flush=True)
         t0 = time.time()
+        sampler = Sampler(watcher, t0)
+        sampler.pid = operator.pid
+        sampler.start()
         created = create_all(api, n)
         t_created = time.time()
         print(f"[{label}] created in {t_created - t0:.1f}s; waiting for Ready", flush=True)
@@ -415,10 +469,16 @@ def run_one(
         peak_rss_mib = memory_kib(operator.pid, "VmHWM") / 1024
         rss_end_mib = memory_kib(operator.pid, "VmRSS") / 1024
         busy_end = machine_cpu_busy()
+        print(f"[{label}] restarting the operator over {n} Ready objects (cold start)", flush=True)
+        operator, cold = cold_start(args, operator, env, run_dir, admin, set(watcher.cache_ids.values()), n)
+        sampler.pid = operator.pid
+        print(f"[{label}] cold start: {json.dumps(cold)}", flush=True)
         calls = admin.calls()
     finally:
         if watcher is not None:
             watcher.stop.set()
+        if sampler is not None:
+            sampler.stop.set()
         for process in (operator, emulator):
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -429,6 +489,7 @@ def run_one(
         plane.stop()
 
     by_uid = {uid: answered for _, (_, answered, uid) in created.items()}
+    floor = floors(list(by_uid.values()), args.rate_limit)
     reactions: list[float] = []
     describes: list[float] = []
     id_describes_loading = tag_describes_loading = 0
@@ -438,7 +499,8 @@ def run_one(
         t = call.get("t")
         if t is None:
             continue
-        all_times.append(t)
+        if t < cold["restarted_at"]:
+            all_times.append(t)
         if call.get("outcome") not in ("Success",):
             throttled += 1 if "Throttl" in str(call.get("outcome")) else 0
         params = call.get("params") or {}
@@ -449,7 +511,7 @@ def run_one(
                     tag_describes_loading += 1
                 else:
                     id_describes_loading += 1
-        elif call["action"] == "CreateDataCache":
+        elif call["action"] == "CreateDataCache" and t < cold["restarted_at"]:
             keys = [k for k, v in params.items() if k.startswith("Tag.") and v == OWNER_UID_TAG]
             for key in keys:
                 uid = params.get(key.replace(".Key", ".Value"))
@@ -472,12 +534,19 @@ def run_one(
         "reaction_p50_s": rnd(percentile(reactions, 0.50)),
         "reaction_p99_s": rnd(percentile(reactions, 0.99)),
         "reaction_max_s": rnd(max(reactions) if reactions else None),
+        "floor_p50_s": rnd(percentile(floor, 0.50)),
+        "floor_p99_s": rnd(percentile(floor, 0.99)),
         "describe_per_cache_per_min_loading": rnd(loading_describes / n / loading_minutes, 4),
         "describe_per_cache_per_min_steady": rnd(steady_describes / n / steady_minutes, 4),
+        "describe_per_stable_interval": rnd(
+            steady_describes / (steady_end - steady_start) * args.poll_stable, 1
+        ),
+        "describe_per_stable_interval_target": round(1.1 * math.ceil(n / 20), 1),
         "max_qps": max_in_window(all_times),
         "qps_limit": args.rate_limit,
         "peak_rss_mib": rnd(peak_rss_mib, 1),
         "cpu_s": rnd(cpu_end - cpu_start, 2),
+        "kib_per_object": rnd((peak_rss_mib - rss_start_mib) * 1024 / n, 1),
         "idle_cpu_pct": rnd(idle_cpu / idle_elapsed * 100, 2),
         "steady_cpu_pct": rnd(steady_cpu / (steady_end - steady_start) * 100, 2),
         # Context for the figures above.
@@ -498,6 +567,7 @@ def run_one(
             "throttled": throttled,
         },
         "reactions_measured": len(reactions),
+        "cold_start": {key: value for key, value in cold.items() if key != "restarted_at"},
         "machine_busy_pct": rnd(busy, 1),
         "settings": {
             "DATACACHE_RATE_LIMIT": args.rate_limit,
@@ -507,7 +577,204 @@ def run_one(
         },
     }
     print(f"[{label}] {json.dumps(result)}", flush=True)
+    if not args.quick:
+        from plots import plot_run
+
+        plot_run(
+            {
+                "title": f"N = {n}, batching {'on' if batching else 'off'}",
+                "ready": sampler.ready if sampler else [],
+                "calls_per_second": per_second([c["t"] for c in calls if c.get("t") is not None], t0),
+                "rate_limit": args.rate_limit,
+                "rss_mib": sampler.rss if sampler else [],
+            },
+            args.output.parent / f"operator-n{n}-{'batched' if batching else 'single'}.png",
+        )
     return result
+
+
+def ready_body(index: int) -> dict[str, Any]:
+    """A DataCache as the watch shows it once Ready (kubectl-applied: managedFields and the
+    last-applied annotation included, as kopf receives them)."""
+    body = manifest(index)
+    uid = f"0b9e6c1e-5f0e-4d3a-9c1b-{index:012d}"
+    body["metadata"].update(
+        uid=uid,
+        generation=1,
+        resourceVersion=str(100000 + index),
+        creationTimestamp="2026-12-02T00:00:00Z",
+        finalizers=[f"{GROUP}/finalizer"],
+        annotations={"kubectl.kubernetes.io/last-applied-configuration": json.dumps(manifest(index))},
+        managedFields=[
+            {
+                "manager": "kubectl",
+                "operation": "Update",
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:path": {}, "f:size": {}, "f:dataSource": {}}},
+            },
+            {
+                "manager": "kopf",
+                "operation": "Update",
+                "subresource": "status",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:status": {"f:conditions": {}, "f:dataCacheId": {}, "f:status": {}}},
+            },
+        ],
+    )
+    conditions = [
+        {
+            "type": kind,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": 1,
+            "lastTransitionTime": "2026-12-02T00:01:00Z",
+        }
+        for kind, value, reason, message in [
+            ("Ready", "True", "Available", "The data cache is Available."),
+            ("Synced", "True", "Available", "The data cache matches the spec."),
+            ("Stalled", "False", "Available", "Not stalled."),
+        ]
+    ]
+    body["status"] = {
+        "dataCacheId": f"edc-{index:020d}",
+        "status": "Available",
+        "region": REGION,
+        "bucket": "default",
+        "path": body["spec"]["path"],
+        "observedGeneration": 1,
+        "cacheGeneration": 1,
+        "conditions": conditions,
+    }
+    return body
+
+
+def memory_profile(n: int) -> dict[str, Any]:
+    """What N Ready objects cost in memory in the operator's own structures (the scheduler's
+    entry and kept body, each controller's and the metrics' records) and in kopf's (its
+    per-object memory and memo), measured with tracemalloc: total and per object, by file."""
+    import asyncio
+    import tracemalloc
+
+    import kopf
+    from kopf._core.reactor.inventory import ResourceMemories
+
+    from datacache_operator import runtime
+    from datacache_operator.controllers.datacache import DataCacheController
+    from datacache_operator.metrics import Metrics
+    from datacache_operator.settings import OperatorSettings
+
+    package_root = str(Path(runtime.__file__).resolve().parents[1])
+
+    async def measure() -> dict[str, Any]:
+        settings = OperatorSettings()
+        controller = DataCacheController(settings, cloud=None, read_secret=None)
+        memo = kopf.Memo()
+        memo.metrics = Metrics()
+        runtime.prepare(memo, settings, {PLURAL: ("DataCache", controller)})
+        runtime.start_background = lambda memo, settings: None  # structures only: no passes run
+        memories = ResourceMemories()
+        bodies = [ready_body(index) for index in range(n)]  # what the watch delivers, then drops
+        tracemalloc.start(1)
+        before = tracemalloc.take_snapshot()
+        for raw in bodies:
+            await memories.recall(raw, memobase=memo, noticed_by_listing=True)
+            body = kopf.Body(raw)
+            runtime.observe(PLURAL, body, None, memo)
+            uid = raw["metadata"]["uid"]
+            controller.sending(uid)
+            status = dict(raw["status"])
+            controller._conclude(uid, status, [], 1, controller.clock(), 300.0, [])
+            controller.caught_up(uid, runtime.own_status(raw["status"]))
+            memo.metrics.objects.record(
+                "DataCache", uid, raw["status"], f"{NAMESPACE}/{raw['metadata']['name']}"
+            )
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = after.compare_to(before, "filename")
+        total = sum(stat.size_diff for stat in stats)
+        top = sorted(stats, key=lambda stat: stat.size_diff, reverse=True)[:8]
+
+        def where(stat: Any) -> str:
+            name = stat.traceback[0].filename
+            for marker in ("site-packages/", package_root + "/"):
+                if marker in name:
+                    return name.split(marker, 1)[1]
+            return Path(name).name
+
+        return {
+            "n": n,
+            "bytes_total": total,
+            "bytes_per_object": round(total / n),
+            "by_file_bytes_per_object": {where(stat): round(stat.size_diff / n) for stat in top},
+            "body_json_bytes_per_object": round(
+                sum(len(memo.scheduler.get(raw["metadata"]["uid"]).body) for raw in bodies) / n
+            ),
+        }
+
+    return asyncio.run(measure())
+
+
+def start_operator(args: argparse.Namespace, env: dict[str, str], run_dir: Path) -> subprocess.Popen[bytes]:
+    log = (run_dir / "operator.log").open("ab")
+    operator = subprocess.Popen(  # noqa: S603
+        [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "-m"]
+        + ["datacache_operator", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return operator
+
+
+CHANGING_ACTIONS = ("CreateDataCache", "UpdateDataCache", "CopyDataCache", "DeleteDataCache")
+
+
+def cold_start(
+    args: argparse.Namespace,
+    operator: subprocess.Popen[bytes],
+    env: dict[str, str],
+    run_dir: Path,
+    admin: Any,
+    cache_ids: set[str],
+    n: int,
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Stop the operator and start a new one over the N Ready objects: when has it described
+    every cache, and what did it change meanwhile (nothing, expected)."""
+    os.killpg(operator.pid, signal.SIGTERM)
+    operator.wait(60)
+    restarted = time.time()
+    operator = start_operator(args, env, run_dir)
+    remaining = set(cache_ids)
+    checked_at: float | None = None
+    deadline = restarted + args.cold_start_timeout
+    while time.time() < deadline and checked_at is None:
+        time.sleep(3)
+        if operator.poll() is not None:
+            raise RuntimeError(f"the restarted operator exited with {operator.returncode}")
+        for call in sorted(admin.calls(action="DescribeDataCaches"), key=lambda c: c.get("t") or 0):
+            if (call.get("t") or 0) < restarted:
+                continue
+            params = call.get("params") or {}
+            remaining -= {v for k, v in params.items() if k.startswith("DataCacheId.")}
+            if not remaining:
+                checked_at = call["t"]
+                break
+    after = [c for c in admin.calls() if (c.get("t") or 0) >= restarted]
+    return operator, {
+        "restarted_at": restarted,
+        "objects": n,
+        "cache_ids_known": len(cache_ids),
+        "all_checked": checked_at is not None,
+        "checked_s": rnd(checked_at - restarted, 2) if checked_at is not None else None,
+        "unchecked": len(remaining),
+        "describe_calls": sum(1 for c in after if c["action"] == "DescribeDataCaches"),
+        "changes_sent": sum(1 for c in after if c["action"] in CHANGING_ACTIONS),
+        "peak_rss_mib": rnd(memory_kib(operator.pid, "VmHWM") / 1024, 1),
+    }
 
 
 def wait_healthy(operator: subprocess.Popen[bytes], port: int) -> None:
@@ -533,10 +800,11 @@ def wait_healthy(operator: subprocess.Popen[bytes], port: int) -> None:
 
 def table(runs: list[dict[str, Any]]) -> str:
     header = (
-        "| N | batching | overhead s | reaction p50 s | reaction p99 s | describe/cache/min loading "
-        "| describe/cache/min steady | max qps / limit | peak RSS MiB | CPU s | idle CPU % |"
+        "| N | batching | overhead s | reaction p50 / p99 s | floor p99 s | describe/cache/min loading "
+        "| describes per stable interval (target) | max qps / limit | peak RSS MiB | KiB/object "
+        "| cold start: all checked s, changes sent | CPU s | idle CPU % |"
     )
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 13]
     for run in runs:
         if run.get("skipped"):
             lines.append(f"| {run['n']} | {'on' if run['batching'] else 'off'} | not run: {run['skipped']} |")
@@ -546,12 +814,15 @@ def table(runs: list[dict[str, Any]]) -> str:
             value = run.get(key)
             return "–" if value is None else f"{value:g}"
 
+        cold = run.get("cold_start") or {}
+        checked = "–" if cold.get("checked_s") is None else f"{cold['checked_s']:g}"
         lines.append(
             f"| {run['n']} | {'on' if run['batching'] else 'off'} | {cell('overhead_s')} "
-            f"| {cell('reaction_p50_s')} | {cell('reaction_p99_s')} "
-            f"| {cell('describe_per_cache_per_min_loading')} | {cell('describe_per_cache_per_min_steady')} "
-            f"| {run['max_qps']} / {run['qps_limit']:g} | {cell('peak_rss_mib')} | {cell('cpu_s')} "
-            f"| {cell('idle_cpu_pct')} |"
+            f"| {cell('reaction_p50_s')} / {cell('reaction_p99_s')} | {cell('floor_p99_s')} "
+            f"| {cell('describe_per_cache_per_min_loading')} "
+            f"| {cell('describe_per_stable_interval')} ({cell('describe_per_stable_interval_target')}) "
+            f"| {run['max_qps']} / {run['qps_limit']:g} | {cell('peak_rss_mib')} | {cell('kib_per_object')} "
+            f"| {checked}, {cold.get('changes_sent', '–')} | {cell('cpu_s')} | {cell('idle_cpu_pct')} |"
         )
     return "\n".join(lines)
 
@@ -562,7 +833,13 @@ def update_readme(result: dict[str, Any]) -> None:
         text += f"\n{README_BEGIN}\n{README_END}\n"
     before, rest = text.split(README_BEGIN, 1)
     _, after = rest.split(README_END, 1)
-    block = f"Run of {result['date']} (`{result['command']}`):\n\n{table(result['runs'])}\n"
+    pictures = "".join(
+        f"\n![N = {run['n']}, batching {'on' if run['batching'] else 'off'}]"
+        f"(results/operator-n{run['n']}-{'batched' if run['batching'] else 'single'}.png)\n"
+        for run in result["runs"]
+        if not run.get("skipped")
+    )
+    block = f"Run of {result['date']} (`{result['command']}`):\n\n{table(result['runs'])}\n{pictures}"
     README_FILE.write_text(f"{before}{README_BEGIN}\n{block}{README_END}{after}")
 
 
@@ -604,11 +881,20 @@ def main() -> int:
     parser.add_argument(
         "--idle-delay", type=float, default=20.0, help="seconds after the last Ready the idle window starts"
     )
-    parser.add_argument("--converge-timeout", type=float, default=600.0)
+    parser.add_argument("--converge-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--cold-start-timeout", type=float, default=180.0, help="seconds the restarted operator gets"
+    )
+    parser.add_argument(
+        "--memory-profile",
+        type=int,
+        metavar="N",
+        help="only measure, with tracemalloc, what N objects cost in memory (in this process)",
+    )
     parser.add_argument(
         "--max-n",
         type=int,
-        default=1000,
+        default=10000,
         help="sizes above this are recorded as not run (with the reason) instead of being run",
     )
     parser.add_argument("--profile", help="run the operator under cProfile, writing this file")
@@ -618,6 +904,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_emulator is not None:
         return serve_emulator(args.serve_emulator)
+    if args.memory_profile:
+        print(json.dumps(memory_profile(args.memory_profile), indent=2))
+        return 0
     if args.quick:
         args.sizes = "20" if args.sizes == "100,1000,10000" else args.sizes
         args.load_seconds = min(args.load_seconds, 5.0)
@@ -631,6 +920,8 @@ def main() -> int:
     assets_env = os.environ.get("DATACACHE_CONTROLPLANE_ASSETS") or os.environ.get("KUBEBUILDER_ASSETS")
     assets = Path(assets_env) if assets_env else None
     info = machine()
+    if not args.quick:  # where one object's memory goes, in the operator's structures and kopf's
+        info["memory_profile"] = memory_profile(max(sizes))
     work = Path(tempfile.mkdtemp(prefix="datacache-operator-bench-"))
     runs: list[dict[str, Any]] = []
     try:
@@ -643,11 +934,23 @@ def main() -> int:
                     )
                     continue
                 runs.append(run_one(args, n, batching, assets, work))
+                if not args.quick:  # a long benchmark keeps what it has measured so far
+                    write_results(args, info, runs)
     finally:
         if args.keep:
             print(f"logs kept in {work}", flush=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    result = write_results(args, info, runs)
+    print(table(runs), flush=True)
+    if args.quick:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def write_results(
+    args: argparse.Namespace, info: dict[str, Any], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     command = "benchmarks/operator_bench.py " + " ".join(sys.argv[1:])
     result = {
         "benchmark": "operator convergence, reaction latency, ECI calls and footprint at scale",
@@ -656,15 +959,12 @@ def main() -> int:
         "machine": info,
         "runs": runs,
     }
-    print(table(runs), flush=True)
-    if args.quick:
-        print(json.dumps(result, indent=2))
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    if not args.no_readme:
-        update_readme(result)
-    return 0
+    if not args.quick:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.no_readme:
+            update_readme(result)
+    return result
 
 
 if __name__ == "__main__":
