@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 PROMTOOL := $(VENV)/bin/promtool
 
-.PHONY: test controlplane venv lint crds run bench bench-binding bench-failover bench-emulator clean
+.PHONY: test compat controlplane venv lint crds run bench bench-binding bench-failover bench-emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,9 @@ venv: $(STAMP)
 $(PROMTOOL): | $(STAMP)
 	@bash tests/monitoring/install-promtool.sh $@
 
-# Builds kube-apiserver, etcd, kubectl and helm once into a cache folder outside the
-# repository (or uses KUBEBUILDER_ASSETS); the last line printed is that folder.
+# Builds kube-apiserver, kube-controller-manager, etcd, kubectl and helm once into a cache folder
+# outside the repository (or uses KUBEBUILDER_ASSETS); the last line printed is that folder.
+# The newest Kubernetes release pinned in tests/controlplane/k8s-1.*, or KUBE_VERSION=v1.36[.3].
 controlplane:
 	@bash $(CONTROLPLANE_BUILD)
 
@@ -30,10 +31,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests benchmarks
 	$(VENV)/bin/ruff format --check operator tests benchmarks
 
+# The whole suite on the newest pinned Kubernetes release, then the CRD, CEL and lifecycle tests
+# on the oldest (tests/controlplane/compat.sh --ci); both control planes are built first.
 test: $(STAMP) $(PROMTOOL)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	KUBE_VERSION="$$(bash $(CONTROLPLANE_BUILD) --versions | head -n 1)" bash $(CONTROLPLANE_BUILD) >/dev/null && \
 	$(MAKE) --no-print-directory lint && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(VENV)/bin/pytest -ra $(PYTEST_ARGS) && \
+	bash tests/controlplane/compat.sh --ci
+
+# The tests that depend on the apiserver on every pinned Kubernetes release, oldest first, or on
+# KUBE_VERSIONS="v1.36 v1.34.2" (a release not pinned here is pinned in the cache on the fly).
+compat: $(STAMP)
+	@bash tests/controlplane/compat.sh $(KUBE_VERSIONS)
 
 crds: $(STAMP)
 	$(VENV)/bin/datacache-operator crds --output-dir deploy/crds

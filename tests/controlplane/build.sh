@@ -3,22 +3,35 @@
 # and prints, as its last line, the absolute path of the folder holding them.
 #
 # - KUBEBUILDER_ASSETS set: that folder is used as it is and nothing is built.
-# - Otherwise the binaries go to a cache folder outside the repository, keyed by the
-#   versions pinned here: ${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/eci-datacache-operator/controlplane}/<key>.
+# - KUBE_VERSION picks the Kubernetes release: unset, the newest minor pinned here; `v1.36`, that
+#   minor's pinned release (k8s-1.36/go.mod); `v1.36.3`, that release (pinned here, or else pinned
+#   by pin.sh into the cache folder, which needs the Go module proxy and checksum database).
+#   etcd is the version that release pins itself. `build.sh --versions` lists the pinned releases,
+#   oldest first; `build.sh --resolve` prints the release, etcd version, module folder and cache
+#   key KUBE_VERSION resolves to, and builds nothing.
+# - The binaries go to a cache folder outside the repository, keyed by the versions:
+#   ${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/eci-datacache-operator/controlplane}/<key>.
 #   A folder holding a `.complete` stamp and every binary is reused as it is (a binary added
 #   here later is built into it).
 set -euo pipefail
 
-KUBE_VERSION=v1.35.4
-ETCD_VERSION=v3.6.5
 HELM_VERSION=v3.20.2
 BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache_root="${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eci-datacache-operator/controlplane}"
 
 log() { echo "controlplane: $*" >&2; }
+# The version a module's go.mod requires of one module path.
+required() { awk -v path="$2" '$1 == path && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"; }
+pinned_modules() { for mod in "$here"/k8s-1.*/go.mod; do if [[ -f "$mod" ]]; then dirname "$mod"; fi; done | sort -V; }
 
-if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+if [[ "${1:-}" == "--versions" ]]; then
+  for dir in $(pinned_modules); do required "$dir" k8s.io/kubernetes; done
+  exit 0
+fi
+
+if [[ -n "${KUBEBUILDER_ASSETS:-}" && "${1:-}" != "--resolve" ]]; then
   assets="$(cd "$KUBEBUILDER_ASSETS" && pwd)"
   for b in kube-apiserver etcd; do
     [[ -x "$assets/$b" ]] || { log "KUBEBUILDER_ASSETS=$assets has no executable $b"; exit 1; }
@@ -28,19 +41,59 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   exit 0
 fi
 
-cache_root="${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eci-datacache-operator/controlplane}"
+# Which release, and the Go module that builds it.
+requested="${KUBE_VERSION:-}"
+requested="${requested#v}"
+if [[ -z "$requested" ]]; then
+  module="$(pinned_modules | tail -n 1)"
+elif [[ "$requested" =~ ^1\.([0-9]+)(\.[0-9]+)?$ ]]; then
+  module="$here/k8s-1.${BASH_REMATCH[1]}"
+else
+  log "KUBE_VERSION=$KUBE_VERSION: want v1.MINOR or v1.MINOR.PATCH"; exit 2
+fi
+if [[ -f "$module/go.mod" ]]; then
+  KUBE_VERSION="$(required "$module" k8s.io/kubernetes)"
+  if [[ "$requested" == *.*.* && "v$requested" != "$KUBE_VERSION" ]]; then
+    KUBE_VERSION="v$requested" module=""  # another patch of a pinned minor
+  fi
+else
+  [[ "$requested" == *.*.* ]] || { log "no minor $requested is pinned here; give a full version (v$requested.PATCH)"; exit 2; }
+  KUBE_VERSION="v$requested" module=""
+fi
+if [[ -z "$module" ]]; then
+  module="$cache_root/modules/k8s-$KUBE_VERSION"
+  if [[ ! -f "$module/go.sum" ]]; then
+    log "$KUBE_VERSION is not pinned in the repository: pinning it in $module"
+    command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
+    rm -rf "$module" "$module.tmp"
+    bash "$here/pin.sh" "$KUBE_VERSION" "$module.tmp" && mv "$module.tmp" "$module"
+  fi
+fi
+ETCD_VERSION="$(required "$module" go.etcd.io/etcd/server/v3)"
+
+command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
 key="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(go env GOOS)-$(go env GOARCH)"
 out="$cache_root/$key"
-
-all_built() { for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
-if [[ -f "$out/.complete" ]] && all_built; then
-  log "reusing $out"
-  echo "$out"
+if [[ "${1:-}" == "--resolve" ]]; then
+  echo "$KUBE_VERSION $ETCD_VERSION $module $key"
   exit 0
 fi
 
-command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
+all_built() { for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+reuse() {
+  if [[ -f "$out/.complete" ]] && all_built; then
+    log "reusing $out"
+    echo "$out"
+    exit 0
+  fi
+}
+reuse
 mkdir -p "$out"
+# One build per folder at a time (several checkouts or test runs may share the cache).
+if command -v flock >/dev/null; then
+  exec 9>"$out/.lock"
+  flock -n 9 || { log "another build of $key is running; waiting for it"; flock 9; reuse; }
+fi
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
 
 minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
@@ -65,11 +118,12 @@ build() { # name module-dir package ldflags
 }
 
 # Cheapest first, so progress is visible early.
-(cd "$here" && go mod download) >&2
-build etcd "$here" go.etcd.io/etcd/server/v3 "-s -w"
-build kubectl "$here" k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
-build kube-apiserver "$here" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
-build kube-controller-manager "$here" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+log "Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION (module ${module#"$here/"})"
+(cd "$module" && go mod download) >&2
+build etcd "$module" go.etcd.io/etcd/server/v3 "-s -w"
+build kubectl "$module" k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+build kube-apiserver "$module" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+build kube-controller-manager "$module" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build helm "$here/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 
 for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || { log "missing $b"; exit 1; }; done

@@ -1,4 +1,4 @@
-module github.com/eci-datacache-operator/eci-datacache-operator/tests/controlplane
+module github.com/eci-datacache-operator/eci-datacache-operator/tests/controlplane/k8s-1.35
 
 go 1.25.0
 
