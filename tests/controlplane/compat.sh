@@ -41,7 +41,8 @@ versions=("$@")
 if [[ "${1:-}" == "--ci" ]]; then
   [[ -z "${KUBEBUILDER_ASSETS:-}" ]] || { echo "compat: KUBEBUILDER_ASSETS is set, no second release" >&2; exit 0; }
   tests=("${CI_TESTS[@]}")
-  versions=("$(bash "$build" --versions | head -n 1)")
+  mapfile -t versions < <(bash "$build" --versions)
+  versions=("${versions[0]}")
 elif [[ $# -eq 0 ]]; then
   mapfile -t versions < <(bash "$build" --versions)
 fi
@@ -66,7 +67,7 @@ for version in "${versions[@]}"; do
   else
     result=FAILED failed=1
   fi
-  summary+=("$server: $result in $((SECONDS - began)) s (control plane ready in $built s)")
+  summary+=("$server: $result in $((SECONDS - began)) s (build.sh took $built s)")
 done
 printf 'compat: %s\n' "${summary[@]}" >&2
 exit "$failed"
