@@ -13,15 +13,21 @@
 #   ${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/eci-datacache-operator/controlplane}/<key>.
 #   A folder holding a `.complete` stamp and every binary is reused as it is (a binary added
 #   here later is built into it).
+# - CONTROLPLANE_BINARIES="etcd kubectl kube-apiserver" builds only those (CI's run on the oldest
+#   release needs no controller-manager); the folder is stamped complete once all are there.
 set -euo pipefail
 
 HELM_VERSION=v3.20.2
 BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
+read -r -a wanted <<<"${CONTROLPLANE_BINARIES:-${BINARIES[*]}}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eci-datacache-operator/controlplane}"
 
 log() { echo "controlplane: $*" >&2; }
+for b in "${wanted[@]}"; do
+  [[ " ${BINARIES[*]} " == *" $b "* ]] || { log "CONTROLPLANE_BINARIES: no binary $b (${BINARIES[*]})"; exit 2; }
+done
 # The version a module's go.mod requires of one module path.
 required() { awk -v path="$2" '$1 == path && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"; }
 pinned_modules() { for mod in "$here"/k8s-1.*/go.mod; do if [[ -f "$mod" ]]; then dirname "$mod"; fi; done | sort -V; }
@@ -79,9 +85,9 @@ if [[ "${1:-}" == "--resolve" ]]; then
   exit 0
 fi
 
-all_built() { for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+built() { for b in "$@"; do [[ -x "$out/$b" ]] || return 1; done; }
 reuse() {
-  if [[ -f "$out/.complete" ]] && all_built; then
+  if { [[ -f "$out/.complete" ]] && built "${BINARIES[@]}"; } || { [[ -n "${CONTROLPLANE_BINARIES:-}" ]] && built "${wanted[@]}"; }; then
     log "reusing $out"
     echo "$out"
     exit 0
@@ -111,6 +117,7 @@ done
 build() { # name module-dir package ldflags
   local name=$1 dir=$2 pkg=$3 flags=$4 start=$SECONDS
   if [[ -x "$out/$name" ]]; then log "$name already built"; return; fi
+  [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   log "building $name from $pkg (this can take several minutes on 2 cores)..."
   (cd "$dir" && go build -trimpath -ldflags "$flags" -o "$out/$name.tmp" "$pkg")
   mv "$out/$name.tmp" "$out/$name"
@@ -126,7 +133,7 @@ build kube-apiserver "$module" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflag
 build kube-controller-manager "$module" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build helm "$here/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 
-for b in "${BINARIES[@]}"; do [[ -x "$out/$b" ]] || { log "missing $b"; exit 1; }; done
-touch "$out/.complete"
+for b in "${wanted[@]}"; do [[ -x "$out/$b" ]] || { log "missing $b"; exit 1; }; done
+if built "${BINARIES[@]}"; then touch "$out/.complete"; fi
 log "control plane ready in $out"
 echo "$out"

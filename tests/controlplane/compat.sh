@@ -5,7 +5,8 @@
 #   compat.sh                  every release pinned here (build.sh --versions), COMPAT_TESTS
 #   compat.sh v1.36 v1.34.2    those releases (a release not pinned here is pinned on the fly)
 #   compat.sh --ci             the oldest pinned release, CI_TESTS (what `make test` adds to
-#                              the whole suite on the newest)
+#                              the whole suite on the newest), with only CI_BINARIES built
+#   compat.sh --build ...      build (or reuse) the control planes only, run nothing
 #
 # Extra pytest arguments come from PYTEST_ARGS. With KUBEBUILDER_ASSETS set nothing is built:
 # the tests run once against that folder (--ci then does nothing: the whole suite already did).
@@ -29,6 +30,7 @@ CI_TESTS=(
   tests/integration/test_datacache_lifecycle.py
   tests/integration/test_replication.py
 )
+CI_BINARIES="etcd kubectl kube-apiserver"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -36,11 +38,14 @@ pytest="${PYTEST:-$root/.venv/bin/pytest}"
 build="$here/build.sh"
 read -r -a pytest_args <<<"${PYTEST_ARGS:-}"
 
+build_only=""
+if [[ "${1:-}" == "--build" ]]; then build_only=1; shift; fi
 tests=("${COMPAT_TESTS[@]}")
 versions=("$@")
 if [[ "${1:-}" == "--ci" ]]; then
   [[ -z "${KUBEBUILDER_ASSETS:-}" ]] || { echo "compat: KUBEBUILDER_ASSETS is set, no second release" >&2; exit 0; }
   tests=("${CI_TESTS[@]}")
+  export CONTROLPLANE_BINARIES="$CI_BINARIES"
   mapfile -t versions < <(bash "$build" --versions)
   versions=("${versions[0]}")
 elif [[ $# -eq 0 ]]; then
@@ -59,6 +64,7 @@ for version in "${versions[@]}"; do
     summary+=("$version: the control plane did not build"); failed=1; continue
   }
   built=$((SECONDS - began))
+  [[ -z "$build_only" ]] || continue
   server="$("$assets/kube-apiserver" --version)"
   echo "== compat: $server ($assets), ${#tests[@]} test files" >&2
   began=$SECONDS
@@ -69,5 +75,5 @@ for version in "${versions[@]}"; do
   fi
   summary+=("$server: $result in $((SECONDS - began)) s (build.sh took $built s)")
 done
-printf 'compat: %s\n' "${summary[@]}" >&2
+[[ ${#summary[@]} -eq 0 ]] || printf 'compat: %s\n' "${summary[@]}" >&2
 exit "$failed"

@@ -89,3 +89,37 @@ def test_the_chart_refuses_what_is_older_than_the_oldest_pinned_minor():
     )
     oldest = required(MODULES[0].read_text(), "k8s.io/kubernetes").rsplit(".", 1)[0]
     assert chart["kubeVersion"] == f">={oldest.removeprefix('v')}.0-0"
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="build.sh needs Go")
+def test_a_folder_holding_the_asked_binaries_is_reused_without_a_build(tmp_path: Path):
+    kube = required(MODULES[0].read_text(), "k8s.io/kubernetes")
+    key = resolve(tmp_path, kube).stdout.split()[3]
+    folder = tmp_path / key
+    folder.mkdir()
+    for name in ("etcd", "kubectl", "kube-apiserver"):
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    # A `go` that only answers `go env`: anything but a reuse fails instead of building.
+    goos, goarch = subprocess.run(
+        ["go", "env", "GOOS", "GOARCH"], capture_output=True, text=True
+    ).stdout.split()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "go").write_text(
+        f'#!/bin/sh\n[ "$1" = env ] && [ "$2" = GOOS ] && echo {goos} && exit 0\n'
+        f'[ "$1" = env ] && [ "$2" = GOARCH ] && echo {goarch} && exit 0\nexit 99\n'
+    )
+    (fake / "go").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "KUBEBUILDER_ASSETS"}
+    env.update(
+        DATACACHE_CONTROLPLANE_CACHE=str(tmp_path),
+        KUBE_VERSION=kube,
+        CONTROLPLANE_BINARIES="etcd kubectl kube-apiserver",
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+    )
+    reused = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, env=env)
+    assert (reused.returncode, reused.stdout.strip()) == (0, str(folder)), reused.stderr
+    assert not (folder / ".complete").exists()
+    del env["CONTROLPLANE_BINARIES"]  # all five wanted: not reusable, and the fake go cannot build
+    assert subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, env=env).returncode != 0
