@@ -47,6 +47,8 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" && "${1:-}" != "--resolve" ]]; then
   exit 0
 fi
 
+command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
+
 # Which release, and the Go module that builds it.
 requested="${KUBE_VERSION:-}"
 requested="${requested#v}"
@@ -70,14 +72,12 @@ if [[ -z "$module" ]]; then
   module="$cache_root/modules/k8s-$KUBE_VERSION"
   if [[ ! -f "$module/go.sum" ]]; then
     log "$KUBE_VERSION is not pinned in the repository: pinning it in $module"
-    command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
     rm -rf "$module" "$module.tmp"
     bash "$here/pin.sh" "$KUBE_VERSION" "$module.tmp" && mv "$module.tmp" "$module"
   fi
 fi
 ETCD_VERSION="$(required "$module" go.etcd.io/etcd/server/v3)"
 
-command -v go >/dev/null || { log "Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)"; exit 1; }
 key="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(go env GOOS)-$(go env GOARCH)"
 out="$cache_root/$key"
 if [[ "${1:-}" == "--resolve" ]]; then
