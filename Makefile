@@ -56,9 +56,9 @@ run: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack
 
-# The operator at scale: N = 100 and 1,000 DataCaches (10,000 recorded as not run unless
-# BENCH_ARGS='--max-n 10000'), batching on and off, against the real control plane and the
-# emulator; about 30 minutes. Writes benchmarks/results/latest.json and benchmarks/README.md.
+# The operator at scale: N = 100, 1,000 and 10,000 DataCaches, batching on and off, against
+# the real control plane and the emulator, each followed by a cold start; about 90 minutes.
+# Writes benchmarks/results/latest.json, a picture per run and benchmarks/README.md.
 # Then the pod binding and the leader failover benchmarks (bench-binding, bench-failover).
 bench: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
