@@ -673,7 +673,7 @@ def memory_profile(n: int) -> dict[str, Any]:
         memo = kopf.Memo()
         memo.metrics = Metrics()
         runtime.prepare(memo, settings, {PLURAL: ("DataCache", controller)})
-        runtime.start_background = lambda memo, settings: None  # structures only: no passes run
+        runtime.start_background = lambda memo: None  # structures only: no passes run
         memories = ResourceMemories()
         bodies = [ready_body(index) for index in range(n)]  # what the watch delivers, then drops
         tracemalloc.start(1)

@@ -166,20 +166,20 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
     """The `when` filter of each kind's event handler, called for every watch event: keep the
     object as now seen; True (the handler then makes it due) only on a real change."""
     scheduler: Scheduler = memo.scheduler
-    start_background(memo, memo.operator_settings)
+    start_background(memo)
     meta = body.metadata
     uid = meta["uid"]
     if type == "DELETED":
         scheduler.forget(uid)
         return False
     status = body.get("status") or {}
-    entry = scheduler.upsert(
+    entry, new = scheduler.upsert(
         uid, plural, meta["namespace"], meta["name"], compact(body), status.get("consumers")
     )
     memo.kinds[plural][1].caught_up(uid, own_status(status))
     now = trigger(body)
-    if entry is None:  # first sight: a new object, or any object after a start or a takeover
-        scheduler.get(uid).trigger = now  # type: ignore[union-attr]
+    if new:  # first sight: a new object, or any object after a start or a takeover
+        entry.trigger = now
         settled = status.get("observedGeneration") == meta.get("generation")
         scheduler.schedule(uid, 0.0, PassPriority.RESYNC if settled else PassPriority.CHANGE)
         return False
@@ -208,7 +208,7 @@ def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, tup
     memo.background = []  # shared by every object's copy of the memo
 
 
-def start_background(memo: kopf.Memo, settings: OperatorSettings) -> None:
+def start_background(memo: kopf.Memo) -> None:
     """Start the scheduler's workers and the pod resync once, from kopf's handling of an
     object: kopf sets the context variables that `kopf.event` needs only there, and tasks
     started at start-up could post no events."""
@@ -217,7 +217,7 @@ def start_background(memo: kopf.Memo, settings: OperatorSettings) -> None:
         return
     context = contextvars.copy_context()
     scheduler.start(context)
-    resync = resync_pods(memo.binder, settings, scheduler)
+    resync = resync_pods(memo.binder, memo.operator_settings, scheduler)
     memo.background.append(asyncio.get_running_loop().create_task(resync, name="pod-resync", context=context))
 
 

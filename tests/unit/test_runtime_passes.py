@@ -45,7 +45,7 @@ def memo_with(controller: Controller) -> types.SimpleNamespace:
 @pytest.fixture(autouse=True)
 def passes_run_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     """No workers and no pod resync: each test runs the passes it looks at itself."""
-    monkeypatch.setattr(runtime, "start_background", lambda memo, settings: None)
+    monkeypatch.setattr(runtime, "start_background", lambda memo: None)
 
 
 def body(generation: int = 1, finalizers: list[str] | None = None, **status: Any) -> Body:

@@ -33,7 +33,8 @@ class Recorder:
 
 
 def add(scheduler: Scheduler, uid: str) -> None:
-    assert scheduler.upsert(uid, "datacaches", "ml", uid, b"{}", None) is None
+    _, new = scheduler.upsert(uid, "datacaches", "ml", uid, b"{}", None)
+    assert new
 
 
 async def until(predicate: Any, deadline_s: float = 5.0) -> None:

@@ -81,16 +81,16 @@ class Scheduler:
 
     def upsert(
         self, uid: str, plural: str, namespace: str, name: str, body: bytes, consumers: Any
-    ) -> Entry | None:
-        """Keep the object as now seen; returns its entry, or None if it is new (then the
+    ) -> tuple[Entry, bool]:
+        """Keep the object as now seen; returns its entry and whether it is new (then the
         caller schedules its first pass)."""
         entry = self._entries.get(uid)
         if entry is None:
-            self._entries[uid] = Entry(plural, namespace, name, body, consumers=consumers)
-            return None
+            entry = self._entries[uid] = Entry(plural, namespace, name, body, consumers=consumers)
+            return entry, True
         entry.body = body
         entry.consumers = consumers
-        return entry
+        return entry, False
 
     def get(self, uid: str) -> Entry | None:
         return self._entries.get(uid)
@@ -123,15 +123,16 @@ class Scheduler:
             if delay <= 0:
                 entry.rerun = priority if entry.rerun is None else min(entry.rerun, priority)
             return
-        due = self._clock() + max(0.0, delay)
-        planned = entry.version > 0 and entry.due < float("inf")
+        now = self._clock()
+        due = now + max(0.0, delay)
+        planned = entry.due < float("inf")  # a pass is planned (none runs: see above)
         if planned and entry.due <= due and entry.priority <= priority:
             return
         if planned:
             due, priority = min(due, entry.due), min(priority, entry.priority)
         entry.version += 1
         entry.due, entry.priority, entry.queued = due, priority, False
-        if due <= self._clock():
+        if due <= now:
             self._make_ready(uid, entry)
         else:
             heapq.heappush(self._timers, (due, entry.version, uid))
@@ -217,8 +218,6 @@ class Scheduler:
             entry.due = float("inf")
             try:
                 outcome = await self._run_pass(uid, entry)
-            except asyncio.CancelledError:
-                raise
             except Exception:  # the runner reports its own failures; this is a bug's last net
                 logger.exception("a reconcile pass failed unexpectedly")
                 outcome = (10.0, PassPriority.POLL)
