@@ -171,6 +171,26 @@ async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]])
     return await _in_thread(_patch_pod_sync, namespace, name, operations)
 
 
+def _patch_object_sync(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    api = kubernetes.client.CustomObjectsApi(_api_client())
+    try:
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, operations, _content_type="application/json-patch+json"
+        )
+    except ApiException as error:
+        if error.status in (404, 409, 422):  # gone, or changed since read (a failed `test`)
+            return False
+        raise
+    return True
+
+
+async def patch_object(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    """Apply a JSON patch to one of our objects (its metadata: the finalizer); False when the
+    object is gone or a `test` operation failed."""
+    check_may_act()
+    return await _in_thread(_patch_object_sync, plural, namespace, name, operations)
+
+
 def _list_objects_sync(plural: str, namespace: str) -> list[dict[str, Any]]:
     api = kubernetes.client.CustomObjectsApi(_api_client())
     found = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)

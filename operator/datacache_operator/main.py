@@ -3,8 +3,10 @@ nowhere else; each handler hands the object to the runtime (`runtime.py`), which
 controller (`controllers/`) and posts what comes back.
 
 Both kinds are registered from one table (`KINDS`): every watch event kept by the one
-scheduler (a real change makes the object due at once), and a finalizer that waits for the
-cloud side (and for the pods using it). A third kind is one more entry.
+scheduler (a real change, the start of a deletion among them, makes the object due at once).
+The passes put the finalizer on and take it off themselves (`runtime.py`): kopf's own handling
+cost two patches and a watch round trip per object before its first pass. A third kind is one
+more entry.
 
 The pod webhook, health and metrics are served outside kopf's run (every replica serves
 them, leader or not); the scheduler and the pod binder run inside it (events are kopf's).
@@ -33,8 +35,6 @@ from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.leader import LeaderElection
 from datacache_operator.metrics import HealthServer, Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
-
-FINALIZER = runtime.FINALIZER
 
 logger = logging.getLogger("datacache_operator")
 
@@ -70,6 +70,20 @@ KINDS = (
 )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No change handlers here (the runtime decides what is a change), so nothing to diff:
+    kopf's own storage deep-copies every body on every event to build an essence no one reads."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pass
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
@@ -83,11 +97,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
 
     @kopf.on.startup(registry=registry, id="startup")
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 310
         settings.networking.request_timeout = 60
@@ -106,7 +116,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         )
         for kind in KINDS:
             setattr(memo, kind.memo_key, kind.controller(operator_settings, memo.cloud, memo.binder.users))
-        kinds = {kind.plural: (kind.kind, getattr(memo, kind.memo_key)) for kind in KINDS}
+        kinds = {
+            kind.plural: runtime.Registered(kind.kind, getattr(memo, kind.memo_key), kind.cloud_side)
+            for kind in KINDS
+        }
         runtime.prepare(memo, operator_settings, kinds)
 
     operator_settings = settings
@@ -119,12 +132,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
             await cloud.aclose()
 
     for kind in KINDS:
-        _register_kind(registry, settings, kind)
+        _register_kind(registry, kind)
 
 
-def _register_kind(registry: kopf.OperatorRegistry, settings: OperatorSettings, kind: Kind) -> None:
-    """The handlers of one kind: every event kept by the scheduler, a pass at once on a real
-    change, the finalizer."""
+def _register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
+    """The one handler of each kind: every event kept by the scheduler, a pass at once on a
+    real change."""
 
     # The filter sees every event (kept for the next pass); the handler runs only on a real
     # change, so it logs only then.
@@ -138,11 +151,6 @@ def _register_kind(registry: kopf.OperatorRegistry, settings: OperatorSettings, 
     )
     def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime.wake(body, memo)
-
-    @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry, id=f"{kind.plural}_finalize")
-    async def finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        controller = getattr(memo, kind.memo_key)
-        await runtime.delete(kind.kind, kind.plural, kind.cloud_side, controller, body, memo, retry, settings)
 
 
 def configure_logging(settings: OperatorSettings) -> None:

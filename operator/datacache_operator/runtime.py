@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import kopf
 
@@ -21,7 +21,7 @@ from datacache_operator import GROUP, kube
 from datacache_operator.api.common import is_paused, reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import Event, backoff_delay, own_status
+from datacache_operator.controllers.base import Event, backoff_delay, error_text, own_status
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.metrics import Metrics
@@ -67,20 +67,33 @@ class Finalizer(Protocol):
     async def finalize(self, body: Any) -> tuple[bool, list[Event], dict[str, Any] | None]: ...
 
 
-async def finalize_or_back_off(
-    controller: Finalizer, body: Any, retry: int, settings: OperatorSettings
-) -> tuple[bool, list[Event], dict[str, Any] | None]:
-    """One finalize pass. A retryable ECI error (throttling, 5xx, a timeout) becomes a
-    TemporaryError with the same backoff as a reconcile pass: left to kopf, an exception
-    from a delete handler is retried only after a minute."""
-    try:
-        return await controller.finalize(body)
-    except EciError as error:
-        if not error.retryable:
-            raise
-        raise kopf.TemporaryError(
-            f"{error}; retrying", delay=backoff_delay(error, retry, settings)
-        ) from error
+def adding_finalizer(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch that puts our finalizer on, only onto the object as seen: the apiserver
+    refuses it once the object has changed (a deletion begun meanwhile among others)."""
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        {"op": "add", "path": "/metadata/finalizers", "value": [*(meta.get("finalizers") or []), FINALIZER]},
+    ]
+
+
+def removing_finalizer(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch that takes our finalizer off and keeps everyone else's (refused when the
+    list changed since it was seen: the next pass sees the new list)."""
+    finalizers = list(meta.get("finalizers") or [])
+    return [
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != FINALIZER]},
+    ]
+
+
+def finalize_retry_delay(error: Exception, attempt: int, settings: OperatorSettings) -> float:
+    """Seconds before the next deletion pass after a failed one: a retryable ECI error
+    (throttling, 5xx, a timeout) backs off like a reconcile pass; anything else waits the
+    longest backoff (the fault soak showed a minute's wait after a throttled delete)."""
+    loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
+    if isinstance(error, EciError) and error.retryable:
+        return backoff_delay(error, attempt, settings)
+    return max(loading, min(stable, 60.0))
 
 
 async def resync_pods(binder: PodBinder, settings: OperatorSettings, scheduler: Scheduler) -> None:
@@ -99,38 +112,64 @@ async def resync_pods(binder: PodBinder, settings: OperatorSettings, scheduler: 
         await asyncio.sleep(settings.pod_resync_interval)
 
 
-async def delete(
+async def finalize_pass(
     kind: str,
     plural: str,
     what: str,
     controller: Finalizer,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    retry: int,
     settings: OperatorSettings,
-) -> None:
-    """The delete handler of both kinds: the finalizer goes once the cloud side is gone (or
-    retained); until then kopf calls again. `what` names the cloud side in messages."""
-    if is_paused(body.metadata):
-        raise kopf.TemporaryError(f"paused: {what} not deleted until unpaused", delay=30)
-    if memo.scheduler.running(body.metadata["uid"]):
-        # A pass that began before the deletion may be creating the cache (or a copy) right
-        # now, after the finalizer's lookup found nothing: the new cache would outlive its object.
-        raise kopf.TemporaryError(
-            "waiting for the running reconcile pass to end", delay=settings.poll_interval_loading
-        )
-    done, events, status = await finalize_or_back_off(controller, body, retry, settings)
-    if status is not None and status != own_status(body.get("status") or {}):
-        await kube.patch_status(plural, body.metadata["namespace"], body.metadata["name"], status)
+    memo: kopf.Memo,
+    entry: Entry,
+    body: dict[str, Any],
+) -> tuple[float, int] | None:
+    """The pass of an object being deleted: our finalizer goes once the cloud side is gone
+    (or retained); until then another pass follows. `what` names the cloud side in messages.
+    A pass that began before the deletion has ended: the scheduler runs one at a time."""
+    meta = body["metadata"]
+    if FINALIZER not in (meta.get("finalizers") or []):
+        return None  # nothing of ours to wait for
+    name = f"{meta['namespace']}/{meta['name']}"
+    if is_paused(meta):
+        if entry.failures == 0:
+            logger.info(f"{kind} {name}: paused: {what} not deleted until unpaused")
+            post_event(body, "Warning", "Paused", f"Paused: {what} not deleted until unpaused.")
+        entry.failures += 1
+        return 30.0, PassPriority.POLL  # unpausing is a change: a pass follows at once
+    try:
+        done, events, status = await controller.finalize(body)
+        if status is not None and status != own_status(body.get("status") or {}):
+            await kube.patch_status(plural, meta["namespace"], meta["name"], status)
+    except Exception as error:
+        delay = finalize_retry_delay(error, entry.failures, settings)
+        entry.failures += 1
+        if isinstance(error, EciError):
+            logger.warning(f"{kind} {name}: deletion failed: {error_text(error)}; retrying in {delay:.1f} s")
+            post_event(body, "Warning", error.code, f"Deletion failed: {error_text(error)}; retrying.")
+        else:
+            logger.exception(f"{kind} {name}: deletion failed; retrying in {delay:.1f} s")
+        return delay, PassPriority.POLL
+    entry.failures = 0
     post_events(body, events)
     if not done:
-        raise kopf.TemporaryError(f"waiting until {what} deleted", delay=settings.poll_interval_loading)
-    memo.metrics.objects.forget(kind, body.metadata.uid)
+        return settings.poll_interval_loading, PassPriority.POLL
+    if not await kube.patch_object(plural, meta["namespace"], meta["name"], removing_finalizer(meta)):
+        return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # gone, or a newer list
+    memo.metrics.objects.forget(kind, meta["uid"])
+    return None
 
 
-class Reconciler(Protocol):
+class Reconciler(Finalizer, Protocol):
     async def reconcile(self, body: Any) -> Any: ...
     def caught_up(self, uid: str, status: dict[str, Any]) -> None: ...
+    def forget(self, uid: str) -> None: ...
+
+
+class Registered(NamedTuple):
+    """One kind as the runtime drives it."""
+
+    kind: str
+    controller: Reconciler
+    cloud_side: str  # "the data cache is" / "the copies are": for the deletion's messages
 
 
 # Annotations that repeat the spec (kubectl's, kopf's): the scheduler keeps bodies without them.
@@ -152,13 +191,13 @@ def compact(body: Mapping[str, Any]) -> bytes:
 
 def trigger(body: Mapping[str, Any]) -> tuple[Any, bool, str | None, bool]:
     """What makes a pass due at once: a new generation, a changed pause flag, a new reconcile
-    request, or our finalizer just put on (a pass waits for it: see `run_pass`)."""
+    request, or the start of the deletion."""
     meta = body["metadata"]
     return (
         meta.get("generation"),
         is_paused(meta),
         reconcile_request(meta),
-        FINALIZER in (meta.get("finalizers") or []),
+        bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -169,18 +208,21 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
     start_background(memo)
     meta = body.metadata
     uid = meta["uid"]
+    registered: Registered = memo.kinds[plural]
     if type == "DELETED":
         scheduler.forget(uid)
+        registered.controller.forget(uid)
+        memo.metrics.objects.forget(registered.kind, uid)
         return False
     status = body.get("status") or {}
     entry, new = scheduler.upsert(
         uid, plural, meta["namespace"], meta["name"], compact(body), status.get("consumers")
     )
-    memo.kinds[plural][1].caught_up(uid, own_status(status))
+    registered.controller.caught_up(uid, own_status(status))
     now = trigger(body)
     if new:  # first sight: a new object, or any object after a start or a takeover
         entry.trigger = now
-        settled = status.get("observedGeneration") == meta.get("generation")
+        settled = status.get("observedGeneration") == meta.get("generation") and not now[3]
         scheduler.schedule(uid, 0.0, PassPriority.RESYNC if settled else PassPriority.CHANGE)
         return False
     if entry.trigger == now:
@@ -194,13 +236,12 @@ def wake(body: kopf.Body, memo: kopf.Memo) -> None:
     memo.scheduler.schedule(body.metadata["uid"], 0.0, PassPriority.CHANGE)
 
 
-def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, tuple[str, Reconciler]]) -> None:
-    """At start-up: one scheduler for every object; `kinds` maps each plural to (kind,
-    controller). Its workers start with the first event (`start_background`)."""
+def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, Registered]) -> None:
+    """At start-up: one scheduler for every object; `kinds` maps each plural to its kind.
+    Its workers start with the first event (`start_background`)."""
 
     async def run(uid: str, entry: Entry) -> tuple[float, int] | None:
-        kind, controller = kinds[entry.plural]
-        return await run_pass(kind, entry.plural, controller, settings, memo, entry)
+        return await run_pass(kinds[entry.plural], entry.plural, settings, memo, entry)
 
     memo.kinds = kinds
     memo.operator_settings = settings
@@ -230,25 +271,29 @@ async def stop_background(memo: kopf.Memo) -> None:
 
 
 async def run_pass(
-    kind: str,
+    registered: Registered,
     plural: str,
-    controller: Reconciler,
     settings: OperatorSettings,
     memo: kopf.Memo,
     entry: Entry,
 ) -> tuple[float, int] | None:
     """One level-based pass of one object: read ECI, decide, act, write status and events.
     Returns when the next pass is due and at which priority (None: when it changes)."""
+    kind, controller = registered.kind, registered.controller
     body = json.loads(entry.body)
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
-        return None  # the delete handler takes over
+        return await finalize_pass(
+            kind, plural, registered.cloud_side, controller, settings, memo, entry, body
+        )
     if FINALIZER not in (meta.get("finalizers") or []):
-        # kopf asks for the finalizer in the same cycle as it first sees the object: until
-        # the object carries it, a deletion does not wait for us, and a cache this pass made
-        # could outlive its object (the fault soak showed it with an object created while no
-        # replica led and deleted right after the new leader started). Its arrival is a change.
-        return None
+        # Before anything is made in the cloud: without the finalizer a deletion would not
+        # wait for us, and a cache made now could outlive its object (the fault soak showed it
+        # with an object created while no replica led and deleted right after). The patch
+        # holds only for the object as seen, so it cannot land on one being deleted.
+        if not await kube.patch_object(plural, meta["namespace"], meta["name"], adding_finalizer(meta)):
+            return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # changed or gone
+        meta["finalizers"] = [*(meta.get("finalizers") or []), FINALIZER]
     metrics: Metrics = memo.metrics
     try:
         with metrics.reconcile(kind) as outcome:

@@ -151,7 +151,8 @@ class OperatorSettings(BaseSettings):
         default=0.05,
         ge=0,
         validation_alias=_env("DATACACHE_DESCRIBE_BATCH_WINDOW"),
-        description="Seconds a read waits for others of the same region before the batch is sent.",
+        description="Seconds without a new id joining a region's batch of reads before it is sent "
+        "(at most four such windows after its first read; at 20 ids it goes at once).",
     )
     connect_timeout: float = Field(
         default=5.0,

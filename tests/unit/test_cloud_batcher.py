@@ -69,6 +69,31 @@ async def test_full_batch_is_sent_without_waiting_for_the_window() -> None:
     assert len(results) == 20 and len(fetch.calls) == 1
 
 
+async def test_reads_that_keep_coming_within_the_window_share_one_call() -> None:
+    """Passes due together reach their reads a little apart on a busy loop: the window
+    counts from the last new id, so six reads spread over half a window go in one call."""
+    fetch = RecordingFetch()
+    batcher = DescribeBatcher(fetch, window=0.5)
+    reads = []
+    for n in range(6):  # 0.25 s from the first to the last read, each 0.05 s after the one before
+        reads.append(asyncio.ensure_future(batcher.get("r", f"edc-{n}")))
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*reads)
+    assert fetch.calls == [("r", [f"edc-{n}" for n in range(6)])]
+
+
+async def test_a_batch_is_sent_once_its_first_read_waited_the_longest_wait() -> None:
+    fetch = RecordingFetch()
+    batcher = DescribeBatcher(fetch, window=0.5, max_wait=0.2)
+    reads = []
+    for n in range(12):  # a steady trickle that never leaves the window quiet
+        reads.append(asyncio.ensure_future(batcher.get("r", f"edc-{n}")))
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*reads)
+    assert len(fetch.calls) >= 2
+    assert sorted(i for _, ids in fetch.calls for i in ids) == sorted(f"edc-{n}" for n in range(12))
+
+
 async def test_reads_after_a_sent_batch_start_a_new_one() -> None:
     fetch = RecordingFetch()
     batcher = DescribeBatcher(fetch, window=0.01)

@@ -1,8 +1,8 @@
-"""What the watch tells the scheduler, and what one pass does with it: a pass acts only on an
-object that carries our finalizer (kopf asks for it in the same cycle as it first sees the
-object, and a cache made before it is on could outlive an object deleted in between); the
-finalizer's arrival, a new generation or a reconcile request is a change; a settled object
-found at start-up waits behind changes."""
+"""What the watch tells the scheduler, and what one pass does with it: a pass puts our finalizer
+on before it does anything else, and only onto the object as seen (a cache made before it is
+on could outlive an object deleted in between); a new generation, a reconcile request or the
+start of a deletion is a change; a deletion pass takes the finalizer off once the cloud side is
+gone, backing off after failures; a settled object found at start-up waits behind changes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from datacache_operator import runtime
+from datacache_operator import kube, runtime
 from datacache_operator.api.common import PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION
-from datacache_operator.controllers.base import PassResult, PollingController
+from datacache_operator.cloud.errors import EciError
+from datacache_operator.controllers.base import Event, PassResult, PollingController
 from datacache_operator.controllers.scheduler import PassPriority
 from datacache_operator.metrics import Metrics
 from datacache_operator.settings import OperatorSettings
@@ -26,26 +27,73 @@ class Body(dict):  # type: ignore[type-arg]
         return self["metadata"]  # type: ignore[no-any-return]
 
 
+SETTINGS = OperatorSettings(batching=False, poll_interval_loading=0.5, poll_interval_stable=3)
+
+
 class Controller(PollingController):
     def __init__(self) -> None:
-        super().__init__(OperatorSettings(batching=False), cloud=None)
+        super().__init__(SETTINGS, cloud=None)
         self.seen: list[dict[str, Any]] = []
+        self.finalized: list[dict[str, Any]] = []
+        self.finalize_outcomes: list[Any] = []  # what each finalize call returns or raises
 
     async def reconcile(self, body: Any) -> PassResult:
         self.seen.append(body)
         return PassResult(status={}, delay=7.0)
 
+    async def _finalize(self, body: Any) -> tuple[bool, list[Event], dict[str, Any] | None]:
+        self.finalized.append(body)
+        outcome = self.finalize_outcomes.pop(0) if self.finalize_outcomes else True
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome, [Event("Normal", "Deleted", "gone")] if outcome else [], None
+
 
 def memo_with(controller: Controller) -> types.SimpleNamespace:
     memo = types.SimpleNamespace(metrics=Metrics(), binder=None)
-    runtime.prepare(memo, OperatorSettings(batching=False), {"datacaches": ("DataCache", controller)})
+    runtime.prepare(
+        memo, SETTINGS, {"datacaches": runtime.Registered("DataCache", controller, "the data cache is")}
+    )
     return memo
 
 
+class Apiserver:
+    """What the passes send to the apiserver: JSON patches of the object (the finalizer),
+    status patches and events; `refuse` makes the next object patches fail (a failed test)."""
+
+    def __init__(self) -> None:
+        self.patches: list[list[dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.refuse = 0
+
+    async def patch_object(self, plural: str, namespace: str, name: str, operations: Any) -> bool:
+        if self.refuse:
+            self.refuse -= 1
+            return False
+        self.patches.append(operations)
+        return True
+
+    async def patch_status(self, *args: Any) -> None:
+        pass
+
+    def post_event(self, obj: Any, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
 @pytest.fixture(autouse=True)
-def passes_run_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+def apiserver(monkeypatch: pytest.MonkeyPatch) -> Apiserver:
     """No workers and no pod resync: each test runs the passes it looks at itself."""
     monkeypatch.setattr(runtime, "start_background", lambda memo: None)
+    fake = Apiserver()
+    monkeypatch.setattr(kube, "patch_object", fake.patch_object)
+    monkeypatch.setattr(kube, "patch_status", fake.patch_status)
+    monkeypatch.setattr(runtime, "post_event", fake.post_event)
+    return fake
+
+
+async def run(controller: Controller, memo: Any) -> tuple[float, int] | None:
+    entry = memo.scheduler.get("u1")
+    return await runtime.run_pass(memo.kinds["datacaches"], "datacaches", SETTINGS, memo, entry)
 
 
 def body(generation: int = 1, finalizers: list[str] | None = None, **status: Any) -> Body:
@@ -57,6 +105,7 @@ def body(generation: int = 1, finalizers: list[str] | None = None, **status: Any
             "namespace": "ml",
             "name": "qwen",
             "generation": generation,
+            "resourceVersion": "41",
             "finalizers": finalizers or [],
             "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
             "annotations": {
@@ -69,29 +118,120 @@ def body(generation: int = 1, finalizers: list[str] | None = None, **status: Any
     )
 
 
-async def test_no_pass_until_the_finalizer_is_on_and_its_arrival_is_a_change() -> None:
+def deleting(**status: Any) -> Body:
+    gone = body(finalizers=["other.example/keep", runtime.FINALIZER], **status)
+    gone.metadata["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    return gone
+
+
+async def test_the_first_pass_puts_the_finalizer_on_the_object_as_seen_then_reconciles(
+    apiserver: Apiserver,
+) -> None:
     controller = Controller()
     memo = memo_with(controller)
-    settings = OperatorSettings(batching=False)
-    assert runtime.observe("datacaches", body(), "ADDED", memo) is False  # first sight
-    entry = memo.scheduler.get("u1")
-    assert await runtime.run_pass("DataCache", "datacaches", controller, settings, memo, entry) is None
-    assert controller.seen == []  # no pass: nothing protects a cache made now
-
-    protected = body(finalizers=[runtime.FINALIZER])
-    assert runtime.observe("datacaches", protected, "MODIFIED", memo) is True  # wakes it
-    next_pass = await runtime.run_pass("DataCache", "datacaches", controller, settings, memo, entry)
-    assert len(controller.seen) == 1
+    assert runtime.observe("datacaches", body(finalizers=["other.example/keep"]), "ADDED", memo) is False
+    next_pass = await run(controller, memo)
+    assert apiserver.patches == [
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["other.example/keep", runtime.FINALIZER]},
+        ]
+    ]
+    assert len(controller.seen) == 1  # in the same pass: no wait for the watch to show it
+    assert controller.seen[0]["metadata"]["finalizers"] == ["other.example/keep", runtime.FINALIZER]
     assert next_pass is not None and next_pass[1] == PassPriority.POLL  # not Ready: a poll
     assert 6.0 <= next_pass[0] <= 8.0
+    # The watch then shows the finalizer: not a change, no second pass.
+    assert runtime.observe("datacaches", body(finalizers=[runtime.FINALIZER]), "MODIFIED", memo) is False
 
-    deleting = body(finalizers=[runtime.FINALIZER])
-    deleting.metadata["deletionTimestamp"] = "2026-12-02T00:00:00Z"
-    runtime.observe("datacaches", deleting, "MODIFIED", memo)
-    assert await runtime.run_pass("DataCache", "datacaches", controller, settings, memo, entry) is None
-    assert len(controller.seen) == 1  # the delete handler takes over
-    runtime.observe("datacaches", deleting, "DELETED", memo)
+
+async def test_no_cloud_call_when_the_finalizer_cannot_go_on(apiserver: Apiserver) -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    runtime.observe("datacaches", body(), "ADDED", memo)
+    apiserver.refuse = 1  # the object changed (or went) since the watch showed it
+    assert await run(controller, memo) == (0.5, PassPriority.CHANGE)  # soon, with the newer body
+    assert controller.seen == []
+
+
+async def test_a_deletion_is_a_change_and_the_finalizer_goes_once_the_cloud_side_is_gone(
+    apiserver: Apiserver,
+) -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    runtime.observe("datacaches", body(finalizers=[runtime.FINALIZER]), "ADDED", memo)
+    assert runtime.observe("datacaches", deleting(), "MODIFIED", memo) is True
+    controller.finalize_outcomes = [False, True]  # the cache is still being deleted, then gone
+    assert await run(controller, memo) == (0.5, PassPriority.POLL)
+    assert apiserver.patches == []
+    assert await run(controller, memo) is None
+    assert apiserver.patches == [
+        [
+            {
+                "op": "test",
+                "path": "/metadata/finalizers",
+                "value": ["other.example/keep", runtime.FINALIZER],
+            },
+            {"op": "replace", "path": "/metadata/finalizers", "value": ["other.example/keep"]},
+        ]
+    ]
+    assert ("Normal", "Deleted", "gone") in apiserver.events
+    assert controller.seen == []  # no reconcile of an object being deleted
+    runtime.observe("datacaches", deleting(), "DELETED", memo)
     assert memo.scheduler.get("u1") is None
+
+
+async def test_an_object_deleted_before_its_first_pass_is_left_to_go() -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    gone = body(finalizers=["other.example/keep"])
+    gone.metadata["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    runtime.observe("datacaches", gone, "ADDED", memo)
+    assert memo.scheduler.get("u1").priority == PassPriority.CHANGE  # type: ignore[union-attr]
+    assert await run(controller, memo) is None
+    assert controller.finalized == [] and controller.seen == []
+
+
+async def test_a_retryable_error_while_deleting_backs_off_in_seconds_and_says_why(
+    apiserver: Apiserver,
+) -> None:
+    """Found by the fault soak: left to a minute's wait, a throttled delete held the object long."""
+    controller = Controller()
+    memo = memo_with(controller)
+    runtime.observe("datacaches", deleting(), "ADDED", memo)
+    delays = []
+    for code, status in (("Throttling.User", 400), ("InternalError", 500), ("ServiceUnavailable", 503)):
+        for _ in range(3):
+            controller.finalize_outcomes.append(EciError(code, "try later", http_status=status))
+            delay, priority = await run(controller, memo)  # type: ignore[misc]
+            assert 0 < delay <= 3 and priority == PassPriority.POLL, (code, delay)
+            delays.append(delay)
+    assert delays[-1] > delays[0]  # backs off
+    assert ("Warning", "ServiceUnavailable", "Deletion failed: ServiceUnavailable: try later; retrying.") in (
+        apiserver.events
+    )
+    controller.finalize_outcomes.append(EciError("Throttling.User", "slow", http_status=400, retry_after=7.0))
+    assert await run(controller, memo) == (7.0, PassPriority.POLL)  # the server's retry-after wins
+    controller.finalize_outcomes.append(EciError("Forbidden.RAM", "no permission", http_status=403))
+    assert await run(controller, memo) == (3.0, PassPriority.POLL)  # terminal: the longest backoff
+    assert await run(controller, memo) is None  # and once it works, the finalizer goes
+    assert len(apiserver.patches) == 1
+
+
+async def test_a_paused_object_is_not_deleted_until_unpaused_and_says_so_once(apiserver: Apiserver) -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    paused = deleting()
+    paused.metadata["annotations"][PAUSED_ANNOTATION] = "true"
+    runtime.observe("datacaches", paused, "ADDED", memo)
+    assert await run(controller, memo) == (30.0, PassPriority.POLL)
+    assert await run(controller, memo) == (30.0, PassPriority.POLL)
+    assert controller.finalized == []
+    assert [e for e in apiserver.events if e[1] == "Paused"] == [
+        ("Warning", "Paused", "Paused: the data cache is not deleted until unpaused.")
+    ]
+    assert runtime.observe("datacaches", deleting(), "MODIFIED", memo) is True  # unpaused: a change
+    assert await run(controller, memo) is None
 
 
 def test_a_new_generation_or_a_reconcile_request_is_a_change_a_status_write_is_not() -> None:

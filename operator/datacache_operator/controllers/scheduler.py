@@ -55,6 +55,7 @@ class Entry:
     queued: bool = False  # due now, waiting for a worker
     running: bool = False
     rerun: int | None = None  # a change came during the pass: run again at this priority
+    failures: int = 0  # deletion passes in a row that could not finish: their backoff
 
 
 # Runs one pass of the object; returns (seconds until the next pass, its priority), or
