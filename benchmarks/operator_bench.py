@@ -672,7 +672,9 @@ def memory_profile(n: int) -> dict[str, Any]:
         controller = DataCacheController(settings, cloud=None, read_secret=None)
         memo = kopf.Memo()
         memo.metrics = Metrics()
-        runtime.prepare(memo, settings, {PLURAL: ("DataCache", controller)})
+        runtime.prepare(
+            memo, settings, {PLURAL: runtime.Registered("DataCache", controller, "the data cache is")}
+        )
         runtime.start_background = lambda memo: None  # structures only: no passes run
         memories = ResourceMemories()
         bodies = [ready_body(index) for index in range(n)]  # what the watch delivers, then drops
