@@ -489,6 +489,8 @@ def run_one(
         plane.stop()
 
     by_uid = {uid: answered for _, (_, answered, uid) in created.items()}
+    # Raw data beside the logs, for a look at one object's path (kept with --keep).
+    (run_dir / "calls.json").write_text(json.dumps({"created": by_uid, "calls": calls}))
     floor = floors(list(by_uid.values()), args.rate_limit)
     reactions: list[float] = []
     describes: list[float] = []
