@@ -88,8 +88,9 @@ def removing_finalizer(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def finalize_retry_delay(error: Exception, attempt: int, settings: OperatorSettings) -> float:
     """Seconds before the next deletion pass after a failed one: a retryable ECI error
-    (throttling, 5xx, a timeout) backs off like a reconcile pass; anything else waits the
-    longest backoff (the fault soak showed a minute's wait after a throttled delete)."""
+    (throttling, 5xx, a timeout) backs off like a reconcile pass, from seconds up (in the
+    fault soak, a minute's wait after a throttled delete held objects long); anything else
+    waits the longest backoff."""
     loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
     if isinstance(error, EciError) and error.retryable:
         return backoff_delay(error, attempt, settings)

@@ -100,10 +100,6 @@ class Scheduler:
         """The object is gone: no more passes (one running now ends on its own)."""
         self._entries.pop(uid, None)
 
-    def running(self, uid: str) -> bool:
-        entry = self._entries.get(uid)
-        return entry is not None and entry.running
-
     def __len__(self) -> int:
         return len(self._entries)
 
