@@ -12,7 +12,8 @@ import contextvars
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 import kopf
@@ -26,6 +27,7 @@ from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.metrics import Metrics
 from datacache_operator.reconcile.binding import usable_change
+from datacache_operator.reconcile.common import SYNC_TIME_REFRESH_INTERVALS, status_to_write
 from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger("datacache_operator")
@@ -163,6 +165,9 @@ class Reconciler(Finalizer, Protocol):
     async def reconcile(self, body: Any) -> Any: ...
     def caught_up(self, uid: str, status: dict[str, Any]) -> None: ...
     def forget(self, uid: str) -> None: ...
+    def not_written(self, uid: str) -> None: ...
+
+    clock: Callable[[], datetime]
 
 
 class Registered(NamedTuple):
@@ -300,8 +305,12 @@ async def run_pass(
         with metrics.reconcile(kind) as outcome:
             before = own_status(body.get("status") or {})
             result = await controller.reconcile(body)
-            if result.status != before:
-                await kube.patch_status(plural, meta["namespace"], meta["name"], result.status)
+            max_age = SYNC_TIME_REFRESH_INTERVALS * settings.poll_interval_stable
+            written = status_to_write(before, result.status, controller.clock(), max_age)
+            if written is None:
+                controller.not_written(meta["uid"])
+            elif written != before:
+                await kube.patch_status(plural, meta["namespace"], meta["name"], written)
             post_events(body, result.events)
             usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
             ready = get_condition(result.status.get("conditions"), "Ready") or {}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import types
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from datacache_operator import kube, runtime
 from datacache_operator.api.common import PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION
+from datacache_operator.api.conditions import format_time
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import Event, PassResult, PollingController
 from datacache_operator.controllers.scheduler import PassPriority
@@ -36,10 +38,12 @@ class Controller(PollingController):
         self.seen: list[dict[str, Any]] = []
         self.finalized: list[dict[str, Any]] = []
         self.finalize_outcomes: list[Any] = []  # what each finalize call returns or raises
+        self.status: dict[str, Any] = {}  # what each pass concludes
 
     async def reconcile(self, body: Any) -> PassResult:
         self.seen.append(body)
-        return PassResult(status={}, delay=7.0)
+        self._last_status[body["metadata"]["uid"]] = dict(self.status)  # as _conclude keeps it
+        return PassResult(status=dict(self.status), delay=7.0)
 
     async def _finalize(self, body: Any) -> tuple[bool, list[Event], dict[str, Any] | None]:
         self.finalized.append(body)
@@ -63,6 +67,7 @@ class Apiserver:
 
     def __init__(self) -> None:
         self.patches: list[list[dict[str, Any]]] = []
+        self.statuses: list[Any] = []
         self.events: list[tuple[str, str, str]] = []
         self.refuse = 0
 
@@ -73,8 +78,8 @@ class Apiserver:
         self.patches.append(operations)
         return True
 
-    async def patch_status(self, *args: Any) -> None:
-        pass
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Any) -> None:
+        self.statuses.append(status)
 
     def post_event(self, obj: Any, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -278,3 +283,30 @@ def test_the_remembered_status_goes_once_the_watch_shows_it() -> None:
     runtime.observe("datacaches", body(**remembered), "MODIFIED", memo)
     assert "u1" not in controller._last_status
     assert controller.current_status(body(**remembered)) == remembered
+
+
+async def test_a_drift_check_that_finds_nothing_new_writes_no_status(apiserver: Apiserver) -> None:
+    """Only lastSyncTime would change: no write (and no watch event) until it is ten stable
+    intervals old; the pass's remembered status goes, as nothing will show it."""
+    controller = Controller()
+    memo = memo_with(controller)
+    now = controller.clock()
+
+    def synced(seconds_ago: float) -> str:
+        return format_time(now - timedelta(seconds=seconds_ago))
+
+    controller.status = {"status": "Available", "lastSyncTime": synced(0)}
+    runtime.observe(
+        "datacaches",
+        body(finalizers=[runtime.FINALIZER], status="Available", lastSyncTime=synced(10)),
+        "ADDED",
+        memo,
+    )
+    await run(controller, memo)
+    assert apiserver.statuses == []
+    assert "u1" not in controller._last_status
+
+    old = body(finalizers=[runtime.FINALIZER], status="Available", lastSyncTime=synced(10 * 3 + 1))
+    runtime.observe("datacaches", old, "MODIFIED", memo)  # SETTINGS: a stable interval of 3 s
+    await run(controller, memo)
+    assert apiserver.statuses == [controller.status]

@@ -359,7 +359,9 @@ class DataCacheStatus(ApiModel):
         default=None, description="When a pod or instance last used the cache."
     )
     last_sync_time: datetime | None = Field(
-        default=None, description="When the operator last read the cache from the cloud."
+        default=None,
+        description="When the operator last read the cache from the cloud and wrote the status; "
+        "a read that finds nothing new leaves it until it is ten stable poll intervals old.",
     )
     message: str | None = Field(default=None, description="Latest build event ECI reported for the cache.")
     retention_days: int | None = Field(

@@ -185,7 +185,9 @@ class DestinationStatus(ApiModel):
         description="The metadata.generation whose copy failed; a newer spec tries again.",
     )
     last_sync_time: datetime | None = Field(
-        default=None, description="When the operator last read the copy from the cloud."
+        default=None,
+        description="When the operator last read the copy from the cloud and wrote the status; "
+        "a read that finds nothing new leaves it until it is ten stable poll intervals old.",
     )
     last_transition_time: datetime | None = Field(
         default=None, description="When the copy's cloud status last changed."

@@ -167,6 +167,11 @@ class PollingController:
         if self._last_status.get(uid) == status:
             del self._last_status[uid]
 
+    def not_written(self, uid: str) -> None:
+        """The pass's status was not written (only its sync times were new): the object's own
+        status is what the next pass starts from."""
+        self._last_status.pop(uid, None)
+
     async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
         """Delete (or retain) what the object made in the cloud; True once the finalizer can go.
         The status, when not None, is to be written (e.g. Ready=False while pods use the cache)."""

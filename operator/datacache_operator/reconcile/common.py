@@ -4,7 +4,10 @@ values, and how a failed cloud call reads as conditions. Pure, like the rest of 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from datacache_operator.api.common import (
     MAX_CLOUD_NAME_LENGTH,
@@ -68,3 +71,47 @@ def reason_from_code(code: str) -> str:
     words = [w for w in code.replace("-", ".").replace("_", ".").split(".") if w]
     reason = "".join(w[:1].upper() + w[1:] for w in words)
     return "".join(ch for ch in reason if ch.isalnum()) or "Unknown"
+
+
+SYNC_TIME = "lastSyncTime"
+#: A drift check that finds nothing new rewrites `lastSyncTime` once it is this many stable
+#: poll intervals old, not at every check.
+SYNC_TIME_REFRESH_INTERVALS = 10
+
+
+def _comparable(value: Any) -> Any:
+    """`value` without sync times and without None values (a merge patch's None only removes)."""
+    if isinstance(value, Mapping):
+        return {k: _comparable(v) for k, v in value.items() if k != SYNC_TIME and v is not None}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _sync_times(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        own = [value[SYNC_TIME]] if isinstance(value.get(SYNC_TIME), str) else []
+        return own + [t for v in value.values() for t in _sync_times(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _sync_times(v)]
+    return []
+
+
+def status_to_write(
+    before: Mapping[str, Any], after: dict[str, Any], now: datetime, max_age: float
+) -> dict[str, Any] | None:
+    """The status a pass should write: `after`, or None when it differs from `before` only in
+    its sync times (the cache's and each copy's `lastSyncTime`) and the oldest of those is
+    younger than `max_age` seconds. A drift check that finds nothing new then writes nothing:
+    at 10,000 objects every check would otherwise be a write and a watch event for each
+    object (Kubernetes moved Node heartbeats out of status into Leases for the same cost)."""
+    if _comparable(before) != _comparable(after):
+        return after
+    times = _sync_times(before)
+    if not times:
+        return after
+    try:
+        oldest = min(datetime.fromisoformat(t) for t in times)
+    except ValueError:  # not ours: write ours
+        return after
+    return after if (now - oldest).total_seconds() >= max_age else None
