@@ -154,15 +154,23 @@ async def list_pods(
     return await _in_thread(_list_pods_sync, namespace, label_selector, field_selector)
 
 
-def _patch_pod_sync(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
-    api = kubernetes.client.CoreV1Api(_api_client())
+def _json_patched(send: Callable[[str], Any]) -> bool:
+    """Send one JSON patch (`send` gets its content type); False when the object is gone or
+    has changed since it was read (a failed `test` operation)."""
     try:
-        api.patch_namespaced_pod(name, namespace, operations, _content_type="application/json-patch+json")
+        send("application/json-patch+json")
     except ApiException as error:
-        if error.status in (404, 409, 422):  # gone, or changed since read (a failed `test`)
+        if error.status in (404, 409, 422):
             return False
         raise
     return True
+
+
+def _patch_pod_sync(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    api = kubernetes.client.CoreV1Api(_api_client())
+    return _json_patched(
+        lambda content_type: api.patch_namespaced_pod(name, namespace, operations, _content_type=content_type)
+    )
 
 
 async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
@@ -173,15 +181,11 @@ async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]])
 
 def _patch_object_sync(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
     api = kubernetes.client.CustomObjectsApi(_api_client())
-    try:
-        api.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, name, operations, _content_type="application/json-patch+json"
+    return _json_patched(
+        lambda content_type: api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, operations, _content_type=content_type
         )
-    except ApiException as error:
-        if error.status in (404, 409, 422):  # gone, or changed since read (a failed `test`)
-            return False
-        raise
-    return True
+    )
 
 
 async def patch_object(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:

@@ -22,7 +22,13 @@ from datacache_operator import GROUP, kube
 from datacache_operator.api.common import is_paused, reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import Event, backoff_delay, error_text, own_status
+from datacache_operator.controllers.base import (
+    Event,
+    backoff_delay,
+    error_text,
+    longest_backoff,
+    own_status,
+)
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.metrics import Metrics
@@ -93,10 +99,9 @@ def finalize_retry_delay(error: Exception, attempt: int, settings: OperatorSetti
     (throttling, 5xx, a timeout) backs off like a reconcile pass, from seconds up (in the
     fault soak, a minute's wait after a throttled delete held objects long); anything else
     waits the longest backoff."""
-    loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
     if isinstance(error, EciError) and error.retryable:
         return backoff_delay(error, attempt, settings)
-    return max(loading, min(stable, 60.0))
+    return longest_backoff(settings)
 
 
 async def resync_pods(binder: PodBinder, settings: OperatorSettings, scheduler: Scheduler) -> None:
@@ -228,7 +233,9 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
     now = trigger(body)
     if new:  # first sight: a new object, or any object after a start or a takeover
         entry.trigger = now
-        settled = status.get("observedGeneration") == meta.get("generation") and not now[3]
+        settled = status.get("observedGeneration") == meta.get("generation") and not meta.get(
+            "deletionTimestamp"
+        )
         scheduler.schedule(uid, 0.0, PassPriority.RESYNC if settled else PassPriority.CHANGE)
         return False
     if entry.trigger == now:
@@ -309,7 +316,7 @@ async def run_pass(
             written = status_to_write(before, result.status, controller.clock(), max_age)
             if written is None:
                 controller.not_written(meta["uid"])
-            elif written != before:
+            else:
                 await kube.patch_status(plural, meta["namespace"], meta["name"], written)
             post_events(body, result.events)
             usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)

@@ -54,3 +54,9 @@ def test_each_copy_of_a_replication_counts_and_the_oldest_decides() -> None:
     assert status_to_write(replication(ago(60), ago(60)), replication(ago(0), ago(0)), NOW, 3000) is None
     after = replication(ago(0), ago(0))
     assert status_to_write(replication(ago(60), ago(3600)), after, NOW, 3000) is after
+
+
+def test_an_unchanged_status_is_not_written() -> None:
+    assert status_to_write(cache(ago(10)), cache(ago(10)), NOW, max_age=3000) is None
+    assert status_to_write(cache(ago(4000)), cache(ago(4000), message=None), NOW, max_age=3000) is None
+    assert status_to_write({"status": "Available"}, {"status": "Available"}, NOW, max_age=3000) is None

@@ -34,11 +34,15 @@ def own_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in STATUS_KEYS_OF_THE_BINDER}
 
 
+def longest_backoff(settings: OperatorSettings) -> float:
+    """A minute, or the stable interval when that is shorter (never below the loading one)."""
+    return max(settings.poll_interval_loading, min(settings.poll_interval_stable, 60.0))
+
+
 def backoff_delay(error: EciError, attempt: int, settings: OperatorSettings) -> float:
-    """Seconds before retrying a failed pass: from the loading interval up to a minute (or
-    the stable interval when that is shorter); the server's retry-after always wins."""
-    loading, stable = settings.poll_interval_loading, settings.poll_interval_stable
-    return error.retry_delay(attempt, base=loading, cap=max(loading, min(stable, 60.0)))
+    """Seconds before retrying a failed pass: from the loading interval up to
+    `longest_backoff`; the server's retry-after always wins."""
+    return error.retry_delay(attempt, base=settings.poll_interval_loading, cap=longest_backoff(settings))
 
 
 def error_text(error: EciError) -> str:

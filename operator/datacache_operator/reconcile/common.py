@@ -100,7 +100,8 @@ def _sync_times(value: Any) -> list[str]:
 def status_to_write(
     before: Mapping[str, Any], after: dict[str, Any], now: datetime, max_age: float
 ) -> dict[str, Any] | None:
-    """The status a pass should write: `after`, or None when it differs from `before` only in
+    """The status a pass should write: `after`, or None when nothing is to be written: it is
+    `before` (None values aside: a merge patch's None only removes), or it differs only in
     its sync times (the cache's and each copy's `lastSyncTime`) and the oldest of those is
     younger than `max_age` seconds. A drift check that finds nothing new then writes nothing:
     at 10,000 objects every check would otherwise be a write and a watch event for each
@@ -108,6 +109,8 @@ def status_to_write(
     if _comparable(before) != _comparable(after):
         return after
     times = _sync_times(before)
+    if times == _sync_times(after):
+        return None
     if not times:
         return after
     try:
