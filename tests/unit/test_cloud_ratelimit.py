@@ -213,3 +213,34 @@ async def test_callers_woken_late_still_keep_the_one_second_bound() -> None:
     await clock.run(all_callers())
     assert served[0] == 0.0
     assert most_in_one_second(served) <= 1 + 4 - 1
+
+
+async def test_a_dispatcher_woken_late_still_serves_the_configured_rate() -> None:
+    """On a busy event loop every sleep ends a little late (here 2.5 ms at a rate of 100,
+    burst 1): the tokens that accrued meanwhile go to the waiting callers, so a backlog is
+    served at the rate, not at 1 / (1 / rate + lateness) = 80 a second, and no second holds
+    more than the limit."""
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=100, burst=1, clock=clock.now, sleep=clock.sleep)
+    planned_sleep = clock.sleep
+
+    async def late_sleep(seconds: float) -> None:
+        await planned_sleep(seconds + 0.0025)
+
+    bucket._sleep = late_sleep
+    served: list[float] = []
+
+    async def caller() -> None:
+        await call(bucket, CallPriority.CHANGE)
+        served.append(clock.time - 1000.0)
+
+    async def all_callers() -> None:
+        await asyncio.gather(*(caller() for _ in range(500)))
+
+    await clock.run(all_callers())
+    assert len(served) == 500
+    assert served[-1] == pytest.approx(499 / 100, abs=0.02)  # 6.24 s when lateness is lost
+    assert most_in_one_second(served) <= bucket.window == 100
+    # Once the backlog is gone, an idle bucket saves no more than its burst again.
+    clock.time += 10
+    assert bucket.tokens == pytest.approx(1)
