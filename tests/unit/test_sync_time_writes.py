@@ -60,3 +60,31 @@ def test_an_unchanged_status_is_not_written() -> None:
     assert status_to_write(cache(ago(10)), cache(ago(10)), NOW, max_age=3000) is None
     assert status_to_write(cache(ago(4000)), cache(ago(4000), message=None), NOW, max_age=3000) is None
     assert status_to_write({"status": "Available"}, {"status": "Available"}, NOW, max_age=3000) is None
+
+
+def loading(synced: str, progress: str) -> dict[str, object]:
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Loading",
+        "message": f"The data cache is Loading ({progress}).",
+        "lastTransitionTime": ago(100),
+    }
+    return cache(synced, status="Loading", progress=progress, conditions=[ready])
+
+
+def test_progress_alone_is_written_once_the_last_write_is_thirty_seconds_old() -> None:
+    """Each poll of a loading cache sees a new progress: writing every one was six status
+    writes (and watch events) per cache in a 30-second load."""
+    assert status_to_write(loading(ago(10), "40%"), loading(ago(0), "55%"), NOW, max_age=3000) is None
+    after = loading(ago(0), "70%")
+    assert status_to_write(loading(ago(30), "40%"), after, NOW, max_age=3000) is after
+
+
+def test_a_new_cloud_status_or_condition_goes_at_once_even_with_a_new_progress() -> None:
+    after = loading(ago(0), "100%")
+    after["status"] = "Available"
+    assert status_to_write(loading(ago(1), "90%"), after, NOW, max_age=3000) is after
+    failed = loading(ago(0), "90%")
+    failed["conditions"] = [{**failed["conditions"][0], "reason": "Failed"}]  # type: ignore[index]
+    assert status_to_write(loading(ago(1), "90%"), failed, NOW, max_age=3000) is failed
