@@ -329,8 +329,5 @@ async def run_pass(
         logger.exception(f"{kind} {meta['namespace']}/{meta['name']}: reconcile failed; retrying")
         delay, priority, usable, failed = 10.0, PassPriority.POLL, False, False
     if usable or failed:  # waiting pods learn of it now, not at the next resync
-        try:
-            await memo.binder.cache_changed(meta["namespace"])
-        except Exception:
-            logger.exception("could not look at the pods waiting for this cache")
+        memo.binder.cache_changed(meta["namespace"])
     return aligned_delay(delay, asyncio.get_running_loop().time(), settings), priority
