@@ -349,7 +349,10 @@ class DataCacheStatus(ApiModel):
     bucket: str | None = Field(default=None, description="Bucket of the cloud cache.")
     path: str | None = Field(default=None, description="Path of the cloud cache, to mount as hostPath.")
     size: int | None = Field(default=None, ge=0, description="Size of the cloud cache in GiB.")
-    progress: str | None = Field(default=None, description="Build progress reported by ECI, e.g. 45%.")
+    progress: str | None = Field(
+        default=None,
+        description="Build progress reported by ECI, e.g. 45%; while only it moves, rewritten every 30 s.",
+    )
     creation_time: datetime | None = Field(default=None, description="When ECI created the cache.")
     expire_time: datetime | None = Field(
         default=None,
