@@ -78,7 +78,7 @@ class PodBinder:
         self.on_ungated = on_ungated
         self.on_waiting = on_waiting
         self._told: dict[str, set[tuple[str, str]]] = {}  # pod uid -> failures already posted
-        self._queued: dict[str, asyncio.Future[None]] = {}  # namespace -> its check not begun yet
+        self._queued: set[str] = set()  # namespaces whose next check has not begun yet
         self._checking: dict[str, asyncio.Lock] = {}  # namespace -> one check at a time
         self._checks: set[asyncio.Future[None]] = set()
 
@@ -92,15 +92,15 @@ class PodBinder:
         seconds were 1,000 pod lists, each holding a pass's worker)."""
         if namespace in self._queued:
             return
+        self._queued.add(namespace)
         check = asyncio.ensure_future(self._check_changed(namespace))
-        self._queued[namespace] = check
         self._checks.add(check)  # the loop keeps only weak references to tasks
         check.add_done_callback(self._checks.discard)
 
     async def _check_changed(self, namespace: str) -> None:
         # After the check under way, if any: it may have listed the pods before the change.
         async with self._checking.setdefault(namespace, asyncio.Lock()):
-            del self._queued[namespace]  # begun: a change from now on needs the next check
+            self._queued.discard(namespace)  # begun: a change from now on needs the next check
             try:
                 await self.check_waiting([namespace])
             except Exception:
