@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -63,14 +64,15 @@ async def test_rate_limit_is_honoured(
     make_client: Callable[..., EciClient], admin: EmulatorAdmin, hooks: Any
 ) -> None:
     rate, burst, count = 20, 2, 32
-    # The SDK's first call in a process (imports, on a fresh clone bytecode compiling too) can
-    # take longer than a token's 50 ms: paid here, by another client, so that the burst's
-    # callers all reach the bucket before a third token accrues.
-    await make_client().describe("cn-guangzhou", "edc-warmup000000")
     eci = make_client(rate_limit=rate, rate_burst=burst, batching=False, hooks=hooks)
-    started = time.monotonic()
+    arrivals: list[float] = []
 
-    await asyncio.gather(*(eci.describe("cn-shenzhen", f"edc-rate{n:012d}") for n in range(count)))
+    async def describe(n: int) -> Any:
+        arrivals.append(time.monotonic())
+        return await eci.describe("cn-shenzhen", f"edc-rate{n:012d}")
+
+    started = time.monotonic()
+    await asyncio.gather(*(describe(n) for n in range(count)))
     elapsed = time.monotonic() - started
 
     # A token bucket allows at most burst + rate * t calls in t seconds.
@@ -79,7 +81,12 @@ async def test_rate_limit_is_honoured(
     assert len(calls) == count
     per_second = Counter(c["time"] for c in calls)  # the log's times have one-second precision
     assert max(per_second.values()) <= rate + burst + 1  # +1: arrival jitter at a second's edge
-    assert len(hooks.waits) >= count - burst and all(region == "cn-shenzhen" for region, _ in hooks.waits)
+    # Callers that arrive later than the first find tokens accrued meanwhile: a stall of the
+    # event loop (a garbage collection, the SDK's first call) while they start is not a wait.
+    arrival_spread = max(arrivals) - min(arrivals)
+    unwaited_at_most = burst + math.floor(rate * arrival_spread)
+    assert len(hooks.waits) >= count - unwaited_at_most
+    assert all(region == "cn-shenzhen" for region, _ in hooks.waits)
 
     # Another region has its own bucket: a burst there does not wait.
     waits_before = len(hooks.waits)
