@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -376,3 +377,60 @@ def test_real_sdk_client_configuration() -> None:
     assert sdk._credential is credential
     other = client.sdk_client("cn-beijing")
     assert other._endpoint == "eci.cn-beijing.aliyuncs.com" and other._credential is credential
+
+
+class SlowSdk(FakeSdk):
+    """A create that waits on I/O like the real SDK does, in whichever loop runs it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.threads: set[int] = set()
+        self.started, self.cancelled = threading.Event(), threading.Event()
+
+    async def create_data_cache_async(self, request: eci.CreateDataCacheRequest) -> Any:
+        self.threads.add(threading.get_ident())
+        self.started.set()
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return await super().create_data_cache_async(request)
+
+
+async def test_a_call_finishes_and_frees_its_slot_while_the_operators_loop_is_busy() -> None:
+    # The limiter counts a call until its answer is processed: on a busy operator loop that
+    # was 100+ ms late per call, which held creates under the rate (callthread.py).
+    class AnsweredHooks(Hooks):
+        answered = threading.Event()
+
+        def on_call(self, action: str, region: str, outcome_code: str, seconds: float) -> None:
+            super().on_call(action, region, outcome_code, seconds)
+            self.answered.set()  # the slot is freed right after this
+
+    fake, hooks = SlowSdk(seconds=0.01), AnsweredHooks()
+    client, _ = make_client(fake, hooks=hooks)
+    creating = asyncio.ensure_future(client.create("cn-hangzhou", CreateRequest(path="/a"), client_token="t"))
+    await asyncio.sleep(0)  # the call is handed over
+    # This loop is blocked while it waits: only another loop can answer the call.
+    assert hooks.answered.wait(timeout=10)
+    assert hooks.calls == [("CreateDataCache", "cn-hangzhou", "OK")]
+    assert await creating == "edc-new"
+    assert threading.get_ident() not in fake.threads
+    await client.aclose()
+
+
+async def test_cancelling_a_caller_cancels_its_call_and_close_stops_the_thread() -> None:
+    fake = SlowSdk(seconds=3600)
+    client, _ = make_client(fake)
+    creating = asyncio.ensure_future(client.create("cn-hangzhou", CreateRequest(path="/a"), client_token="t"))
+    assert await asyncio.to_thread(fake.started.wait, 10)
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    assert await asyncio.to_thread(fake.cancelled.wait, 10)
+
+    threads = [t for t in threading.enumerate() if t.ident in fake.threads]
+    await client.aclose()
+    assert threads and not any(t.is_alive() for t in threads)

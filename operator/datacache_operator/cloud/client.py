@@ -5,7 +5,8 @@ What this adds to the SDK:
 - one SDK client per region (endpoint from the settings' template, or the one
   ``ECI_ENDPOINT`` for all regions), all sharing ONE credential client built from the
   SDK's default chain, which refreshes STS/RRSA/RAM-role credentials by itself;
-- a per-region token bucket in front of every call;
+- a per-region token bucket in front of every call; the calls and the bucket run on an
+  event loop of their own (``callthread.py``), so a busy operator loop does not hold slots;
 - reads coalesced into DescribeDataCaches calls of up to 20 ids (``describe``);
 - every failure turned into an :class:`EciError` (retryable or terminal), free of
   secrets; no retries here: callers (kopf handlers) own the backoff, see
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from datacache_operator import __version__
 from datacache_operator.cloud.batcher import MAX_IDS_PER_DESCRIBE, DescribeBatcher
+from datacache_operator.cloud.callthread import CallThread
 from datacache_operator.cloud.errors import (
     CODE_INVALID_RESPONSE,
     EciError,
@@ -164,6 +166,7 @@ class EciClient:
             self._credential = _default_credential_client()
         self._sdk_clients: dict[str, Any] = {}
         self._server_times: dict[str, tuple[datetime, float]] = {}
+        self._calls = CallThread()  # the calls and their limiter: see callthread.py
         self._limiter = RegionRateLimiter(
             self.settings.rate_limit,
             self.settings.effective_rate_burst,
@@ -183,6 +186,7 @@ class EciClient:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+        self._calls.close()
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -442,6 +446,19 @@ class EciClient:
         secrets: Iterable[str] = (),
     ) -> R:
         sdk = self.sdk_client(region)
+        result = await self._calls.run(self._limited_call(action, region, sdk, invoke, secrets))
+        self._note_server_time(region, result)
+        return result
+
+    async def _limited_call(
+        self,
+        action: str,
+        region: str,
+        sdk: Any,
+        invoke: Callable[[Any], Awaitable[R]],
+        secrets: Iterable[str],
+    ) -> R:
+        """In the call thread: wait for the region's turn, then send."""
         priority = CallPriority.POLL if action == ACTION_DESCRIBE else CallPriority.CHANGE
         async with self._limiter.slot(region, priority):
             self._guard()  # after the wait: a leadership lost meanwhile must not send
@@ -456,7 +473,6 @@ class EciClient:
                 # printed as the cause in a traceback.
                 raise error from None
         self._report_call(action, region, OUTCOME_OK, time.monotonic() - started)
-        self._note_server_time(region, result)
         return result
 
     def _note_server_time(self, region: str, result: Any) -> None:
