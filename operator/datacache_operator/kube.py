@@ -37,11 +37,12 @@ _local = threading.local()
 # The calls of passes and of the pod binder run in threads of their own, many at once: each
 # waits on the apiserver, not on the CPU (with the 6 threads of the default executor, status
 # patches capped 10,000 objects at ~20 passes a second), and a queue of them never delays
-# the Lease renewals, which run in the default executor. 128, half the default workers: in
-# the N = 1,000 benchmark, 32 threads queued each new object's finalizer patch for 0.9 s
-# at the median behind the other passes' writes; 128 brought that to 0.3 s (the apiserver's
-# own time under the burst).
-_THREADS = ThreadPoolExecutor(max_workers=128, thread_name_prefix="kube")
+# the Lease renewals, which run in the default executor. 64, half the default workers: in
+# the N = 1,000 benchmark, with 32 threads and 256 workers each new object's finalizer patch
+# queued 0.9 s at the median behind the other passes' writes; with 128 threads, 0.3 s (the
+# apiserver's own time under the burst). At N = 10,000, 128 threads cost more CPU (GIL
+# hand-offs) than they saved; 64 threads with 128 workers used the least.
+_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kube")
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:

@@ -141,7 +141,7 @@ class OperatorSettings(BaseSettings):
         "(off: one call per object, for benchmarks).",
     )
     max_concurrent_passes: int = Field(
-        default=256,
+        default=128,
         ge=1,
         validation_alias=_env("DATACACHE_MAX_CONCURRENT_PASSES"),
         description="The scheduler's workers: reconcile passes running at once across all objects "
