@@ -213,6 +213,11 @@ class Metrics:
             "ECI requests per second the rate limiter allows per region (DATACACHE_RATE_LIMIT).",
             registry=self.registry,
         )
+        self.status_writes_pending = Gauge(
+            "datacache_operator_status_writes_pending",
+            "Objects whose newest status the passes have computed but not yet written.",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "datacache_leader",
             "1 while this replica holds the leader Lease (or runs without leader election), else 0.",

@@ -1,14 +1,15 @@
 """The reconcile runtime under kopf: every watch event kept by one scheduler (a change makes
 the object due at once), level-based passes run by its workers (read ECI, decide, act, write
 status, say when the next pass is due), the finalizer's backoff, and the pod binder's slow
-sweep. `main.py` wires these to kopf's decorators; the decisions and the
-cloud calls are in `controllers/`.
+sweep; the statuses are written behind the passes (`controllers/statuswriter.py`). `main.py`
+wires these to kopf's decorators; the decisions and the cloud calls are in `controllers/`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from datacache_operator.controllers.base import (
 )
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
+from datacache_operator.controllers.statuswriter import StatusWriter
 from datacache_operator.metrics import Metrics
 from datacache_operator.reconcile.binding import usable_change
 from datacache_operator.reconcile.common import SYNC_TIME_REFRESH_INTERVALS, status_to_write
@@ -39,6 +41,11 @@ from datacache_operator.settings import OperatorSettings
 logger = logging.getLogger("datacache_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
+STATUS_WRITES_AT_STOP_SECONDS = 5.0  # at shutdown, for the statuses the passes left to write
+
+
+async def _patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    await kube.patch_status(plural, namespace, name, status)
 
 
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -146,7 +153,7 @@ async def finalize_pass(
     try:
         done, events, status = await controller.finalize(body)
         if status is not None and status != own_status(body.get("status") or {}):
-            await kube.patch_status(plural, meta["namespace"], meta["name"], status)
+            memo.status_writer.write(meta["uid"], plural, meta["namespace"], meta["name"], status)
     except Exception as error:
         delay = finalize_retry_delay(error, entry.failures, settings)
         entry.failures += 1
@@ -222,6 +229,7 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
     registered: Registered = memo.kinds[plural]
     if type == "DELETED":
         scheduler.forget(uid)
+        memo.status_writer.forget(uid)
         registered.controller.forget(uid)
         memo.metrics.objects.forget(registered.kind, uid)
         return False
@@ -259,6 +267,8 @@ def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, Reg
     memo.kinds = kinds
     memo.operator_settings = settings
     memo.scheduler = Scheduler(run, settings.max_concurrent_passes)
+    memo.status_writer = StatusWriter(_patch_status)
+    memo.metrics.status_writes_pending.set_function(memo.status_writer.pending)
     memo.background = []  # shared by every object's copy of the memo
 
 
@@ -281,6 +291,9 @@ async def stop_background(memo: kopf.Memo) -> None:
     scheduler: Scheduler | None = getattr(memo, "scheduler", None)
     if scheduler is not None:
         await scheduler.stop()
+    writer: StatusWriter | None = getattr(memo, "status_writer", None)
+    if writer is not None:  # after the passes, which hand it their statuses
+        await writer.close(STATUS_WRITES_AT_STOP_SECONDS)
 
 
 async def run_pass(
@@ -314,12 +327,20 @@ async def run_pass(
             result = await controller.reconcile(body)
             max_age = SYNC_TIME_REFRESH_INTERVALS * settings.poll_interval_stable
             written = status_to_write(before, result.status, controller.clock(), max_age)
+            usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
+            # Waiting pods learn of it once the status says so (the binder reads the object).
+            tell_pods = (
+                functools.partial(memo.binder.cache_changed, meta["namespace"]) if usable or failed else None
+            )
             if written is None:
                 controller.not_written(meta["uid"])
+                if tell_pods is not None:
+                    tell_pods()
             else:
-                await kube.patch_status(plural, meta["namespace"], meta["name"], written)
+                memo.status_writer.write(
+                    meta["uid"], plural, meta["namespace"], meta["name"], written, tell_pods
+                )
             post_events(body, result.events)
-            usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
             ready = get_condition(result.status.get("conditions"), "Ready") or {}
             outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
             metrics.objects.record(kind, meta["uid"], result.status, f"{meta['namespace']}/{meta['name']}")
@@ -327,7 +348,5 @@ async def run_pass(
         priority = PassPriority.RESYNC if outcome["result"] == "ready" else PassPriority.POLL
     except Exception:  # an unexpected bug or API failure must not end the object's passes
         logger.exception(f"{kind} {meta['namespace']}/{meta['name']}: reconcile failed; retrying")
-        delay, priority, usable, failed = 10.0, PassPriority.POLL, False, False
-    if usable or failed:  # waiting pods learn of it now, not at the next resync
-        memo.binder.cache_changed(meta["namespace"])
+        delay, priority = 10.0, PassPriority.POLL
     return aligned_delay(delay, asyncio.get_running_loop().time(), settings), priority

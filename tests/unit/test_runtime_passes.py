@@ -97,8 +97,11 @@ def apiserver(monkeypatch: pytest.MonkeyPatch) -> Apiserver:
 
 
 async def run(controller: Controller, memo: Any) -> tuple[float, int] | None:
+    """One pass, and the status it left to write written."""
     entry = memo.scheduler.get("u1")
-    return await runtime.run_pass(memo.kinds["datacaches"], "datacaches", SETTINGS, memo, entry)
+    next_pass = await runtime.run_pass(memo.kinds["datacaches"], "datacaches", SETTINGS, memo, entry)
+    await memo.status_writer.drain()
+    return next_pass
 
 
 def body(generation: int = 1, finalizers: list[str] | None = None, **status: Any) -> Body:
