@@ -1,5 +1,6 @@
-"""The one scheduler: changes run before polls and polls before resyncs, an object never has
-two passes at once, and a change seen during a pass runs it again right after."""
+"""The one scheduler: changes run before polls and polls before resyncs, polls and resyncs
+leave a quarter of the workers to changes, an object never has two passes at once, and a
+change seen during a pass runs it again right after."""
 
 from __future__ import annotations
 
@@ -120,6 +121,30 @@ async def test_workers_bound_the_passes_running_at_once() -> None:
         assert len(passes.running) == 3 and scheduler.pending() == 7
         passes.hold.set()
         await until(lambda: len(passes.order) == 10)
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_quarter_of_the_workers_is_kept_for_changes() -> None:
+    """Polls waiting on the cloud must not keep a new object's first pass from starting."""
+    passes = Recorder()
+    passes.hold.clear()
+    scheduler = Scheduler(passes, workers=8)
+    for n in range(20):
+        add(scheduler, f"poll{n}")
+        scheduler.schedule(f"poll{n}", 0.0, PassPriority.POLL)
+    scheduler.start()
+    try:
+        await until(lambda: len(passes.running) == 6)
+        await asyncio.sleep(0.05)
+        assert len(passes.running) == 6 and scheduler.pending() == 14
+        for n in range(2):
+            add(scheduler, f"new{n}")
+            scheduler.schedule(f"new{n}", 0.0, PassPriority.CHANGE)
+        await until(lambda: {"new0", "new1"} <= passes.running)
+        assert len(passes.running) == 8
+        passes.hold.set()
+        await until(lambda: len(passes.order) == 22)
     finally:
         await scheduler.stop()
 

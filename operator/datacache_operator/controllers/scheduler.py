@@ -6,8 +6,9 @@ handlers only mark an object due (now, for a change); the pass, once done, says 
 next one is due and at which priority. Ready work runs by priority, then by due time:
 changes first (a new object, a new generation, a pause flag, a reconcile request), then
 polls of caches the cloud is still working on, then resyncs of unchanged objects (and every
-object found at start-up). One object never has two passes at once: a change seen while
-its pass runs makes it due again as soon as the pass ends.
+object found at start-up). Polls and resyncs may hold all workers but a quarter, which are
+kept for changes. One object never has two passes at once: a change seen while its pass
+runs makes it due again as soon as the pass ends.
 
 Per object there is one small record (`Entry`, slotted) holding the object as compact JSON
 bytes, the last value of what counts as a change, and its place in the timeline; no task,
@@ -23,6 +24,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -69,12 +71,17 @@ class Scheduler:
             raise ValueError("at least one worker")
         self._run_pass = run_pass
         self._workers_wanted = workers
+        # Polls and resyncs may hold all workers but a quarter: with batching off, poll passes
+        # waiting for the rate limiter held all 128, and new objects waited 0.7 s at the
+        # median for a worker (N = 1,000), then came in clumps the limiter spread out.
+        self._background_limit = workers - workers // 4
+        self._background_running = 0
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._clock = clock
         self._entries: dict[str, Entry] = {}
         self._timers: list[tuple[float, int, str]] = []  # (due, version, uid)
         self._ready: list[tuple[int, float, int, int, str]] = []  # (priority, due, seq, version, uid)
         self._seq = itertools.count()
-        self._ready_signal = asyncio.Event()
         self._timer_signal = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -139,7 +146,15 @@ class Scheduler:
     def _make_ready(self, uid: str, entry: Entry) -> None:
         entry.queued = True
         heapq.heappush(self._ready, (entry.priority, entry.due, next(self._seq), entry.version, uid))
-        self._ready_signal.set()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        # One worker per ready object: an Event would wake every idle worker (128) for each.
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _move_due_timers(self) -> float | None:
         """Timers due now go to the ready heap; the seconds until the next one (None: none)."""
@@ -195,22 +210,33 @@ class Scheduler:
                 alarm.cancel()
 
     def _take_ready(self) -> tuple[str, Entry] | None:
+        """The most urgent object due now, unless it is a poll or resync and those already
+        hold as many workers as they may (the rest are kept for changes)."""
         ready = self._ready
         while ready:
-            _, _, _, version, uid = heapq.heappop(ready)
+            priority, _, _, version, uid = ready[0]
             entry = self._entries.get(uid)
-            if entry is not None and entry.version == version and entry.queued and not entry.running:
-                return uid, entry
+            if entry is None or entry.version != version or not entry.queued or entry.running:
+                heapq.heappop(ready)
+                continue
+            if priority > PassPriority.CHANGE and self._background_running >= self._background_limit:
+                return None  # a worker ending a poll or resync takes it
+            heapq.heappop(ready)
+            return uid, entry
         return None
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             taken = self._take_ready()
             if taken is None:
-                self._ready_signal.clear()
-                await self._ready_signal.wait()
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
                 continue
             uid, entry = taken
+            background = entry.priority > PassPriority.CHANGE
+            self._background_running += background
             entry.queued, entry.running, entry.rerun = False, True, None
             entry.due = float("inf")
             try:
@@ -220,6 +246,7 @@ class Scheduler:
                 outcome = (10.0, PassPriority.POLL)
             finally:
                 entry.running = False
+                self._background_running -= background
             if self._entries.get(uid) is not entry:
                 continue  # forgotten during the pass
             if entry.rerun is not None:
