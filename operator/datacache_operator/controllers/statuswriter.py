@@ -169,9 +169,10 @@ class StatusWriter:
                 pending.then.extend(newer.then)
             self._pending[uid] = pending
             self._retrying[uid] = asyncio.get_running_loop().call_later(delay, self._retry, uid)
+            # The apiserver's answer in full: a 403 names the permission the operator lacks.
             logger.warning(
                 f"could not write the status of {pending.plural} {pending.namespace}/{pending.name}: "
-                f"{type(error).__name__}: {getattr(error, 'reason', None) or error}; retrying in {delay:g} s"
+                f"{type(error).__name__}: {error}; retrying in {delay:g} s"
             )
             return
         self._failures.pop(uid, None)
