@@ -155,6 +155,27 @@ async def test_regions_have_separate_buckets_and_waits_are_reported() -> None:
     assert waits == [("cn-hangzhou", pytest.approx(0.5))]
 
 
+async def test_queued_seconds_is_how_long_the_waiting_calls_of_the_busiest_region_take() -> None:
+    clock = VirtualClock()
+    limiter = RegionRateLimiter(rate=4, burst=1, clock=clock.now, sleep=clock.sleep)
+    assert limiter.queued_seconds() == 0.0
+    release = asyncio.Event()
+
+    async def one(region: str) -> None:
+        async with limiter.slot(region):
+            await release.wait()
+
+    calls = [asyncio.ensure_future(one("cn-hangzhou")) for _ in range(9)]
+    calls.append(asyncio.ensure_future(one("cn-beijing")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # one call of each region has its token; eight wait in cn-hangzhou, at four a second
+    assert limiter.queued_seconds() == pytest.approx(2.0)
+    release.set()
+    await clock.run(asyncio.gather(*calls))
+    assert limiter.queued_seconds() == 0.0
+
+
 @pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (float("inf"), 1), (1, 0)])
 def test_invalid_parameters(rate: float, burst: int) -> None:
     with pytest.raises(ValueError):

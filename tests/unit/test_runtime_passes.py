@@ -313,3 +313,41 @@ async def test_a_drift_check_that_finds_nothing_new_writes_no_status(apiserver: 
     runtime.observe("datacaches", old, "MODIFIED", memo)  # SETTINGS: a stable interval of 3 s
     await run(controller, memo)
     assert apiserver.statuses == [controller.status]
+
+
+class QueuedCloud:
+    """The cloud client as the deferral sees it: how long the calls already waiting take."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def queued_seconds(self) -> float:
+        return self.seconds
+
+
+async def test_a_poll_waits_in_the_scheduler_not_in_a_worker_while_the_rate_limit_is_behind(
+    apiserver: Apiserver,
+) -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    memo.cloud = QueuedCloud(2.0)
+    runtime.observe("datacaches", body(finalizers=[runtime.FINALIZER]), "ADDED", memo)
+    memo.scheduler.get("u1").priority = PassPriority.POLL
+    next_pass = await run(controller, memo)
+    assert next_pass is not None
+    delay, priority = next_pass
+    assert 2.0 <= delay <= 3.0 and priority == PassPriority.POLL
+    assert controller.seen == []  # put off, not run
+    memo.cloud.seconds = 0.1  # the limiter caught up
+    await run(controller, memo)
+    assert len(controller.seen) == 1
+
+
+async def test_a_change_is_never_put_off(apiserver: Apiserver) -> None:
+    controller = Controller()
+    memo = memo_with(controller)
+    memo.cloud = QueuedCloud(30.0)
+    runtime.observe("datacaches", body(), "ADDED", memo)  # new: its first pass is a change
+    assert memo.scheduler.get("u1").priority == PassPriority.CHANGE
+    await run(controller, memo)
+    assert len(controller.seen) == 1

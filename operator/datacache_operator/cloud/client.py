@@ -489,6 +489,12 @@ class EciClient:
             except (TypeError, ValueError):
                 pass
 
+    def queued_seconds(self) -> float:
+        """How long the calls already waiting for the rate limiter take to go (the busiest
+        region). Read from the operator's loop while the limiter runs on the call thread: an
+        estimate, which is all its one reader (deferring polls) needs."""
+        return self._limiter.queued_seconds()
+
     def server_now(self, region: str) -> datetime | None:
         """The region's clock as its last answer's Date header told, moved on since.
 

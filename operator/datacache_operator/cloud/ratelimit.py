@@ -105,6 +105,11 @@ class TokenBucket:
     def waiting(self) -> int:
         return sum(1 for _, _, future in self._waiters if not future.done())
 
+    @property
+    def queued(self) -> int:
+        """Callers waiting, counted cheaply (a few cancelled ones may be among them)."""
+        return len(self._waiters)
+
     def _delay(self) -> float | None:
         """Seconds until a call may go (0: now); None while only a completion can free a slot."""
         self._refill()
@@ -222,6 +227,10 @@ class RegionRateLimiter:
                 self.rate, self.burst, clock=self._clock, sleep=self._sleep
             )
         return bucket
+
+    def queued_seconds(self) -> float:
+        """How long the calls already waiting in the busiest region take to go, at the rate."""
+        return max((bucket.queued for bucket in list(self._buckets.values())), default=0) / self.rate
 
     @asynccontextmanager
     async def slot(self, region: str, priority: int = CallPriority.POLL) -> AsyncIterator[float]:
