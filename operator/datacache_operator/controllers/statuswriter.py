@@ -53,6 +53,7 @@ class PendingWrite:
     name: str
     status: dict[str, Any]
     then: list[Callable[[], None]] = field(default_factory=list)  # once it has landed
+    failures: int = 0  # attempts that failed in a row: the backoff of the next
 
 
 class StatusWriter:
@@ -66,13 +67,13 @@ class StatusWriter:
         self._writes_at_once = writes_at_once
         self._retry_delays = retry_delays
         self._pending: dict[str, PendingWrite] = {}  # uid -> what is still to be sent
-        self._queue: asyncio.Queue[str] | None = None  # uids ready to send, each once
+        self._queue: asyncio.Queue[str] = asyncio.Queue()  # uids ready to send, each once
         self._queued: set[str] = set()
         self._sending: set[str] = set()
         self._retrying: dict[str, asyncio.TimerHandle] = {}
-        self._failures: dict[str, int] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._settled: asyncio.Event | None = None  # nothing queued or being sent
+        self._settled = asyncio.Event()  # nothing queued or being sent
+        self._settled.set()
 
     def write(
         self,
@@ -96,7 +97,6 @@ class StatusWriter:
     def forget(self, uid: str) -> None:
         """The object is gone: drop what was still to be written."""
         self._pending.pop(uid, None)
-        self._failures.pop(uid, None)
         retry = self._retrying.pop(uid, None)
         if retry is not None:
             retry.cancel()
@@ -106,8 +106,7 @@ class StatusWriter:
 
     async def drain(self) -> None:
         """Until every write not waiting for a retry has been sent."""
-        if self._settled is not None:
-            await self._settled.wait()
+        await self._settled.wait()
 
     async def close(self, grace: float) -> None:
         """Send what is waiting (for up to `grace` seconds), then stop."""
@@ -126,8 +125,6 @@ class StatusWriter:
     def _enqueue(self, uid: str) -> None:
         if uid in self._queued or uid in self._sending or uid in self._retrying:
             return  # sent after the write under way, or at its retry
-        if self._queue is None or self._settled is None:
-            self._queue, self._settled = asyncio.Queue(), asyncio.Event()
         if not self._workers:  # started with the first write, on the loop that makes it
             self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._writes_at_once)]
         self._queued.add(uid)
@@ -140,7 +137,6 @@ class StatusWriter:
             self._enqueue(uid)
 
     async def _work(self) -> None:
-        assert self._queue is not None and self._settled is not None
         while True:
             uid = await self._queue.get()
             self._queued.discard(uid)
@@ -160,9 +156,8 @@ class StatusWriter:
         try:
             await self._patch(pending.plural, pending.namespace, pending.name, pending.status)
         except Exception as error:  # the apiserver away or refusing: the newest goes later
-            failures = self._failures.get(uid, 0)
-            self._failures[uid] = failures + 1
-            delay = self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+            delay = self._retry_delays[min(pending.failures, len(self._retry_delays) - 1)]
+            pending.failures += 1
             newer = self._pending.get(uid)
             if newer is not None:
                 pending.status = merge_patches(pending.status, newer.status)
@@ -175,7 +170,6 @@ class StatusWriter:
                 f"{type(error).__name__}: {error}; retrying in {delay:g} s"
             )
             return
-        self._failures.pop(uid, None)
         for then in pending.then:
             try:
                 then()
