@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 PROMTOOL := $(VENV)/bin/promtool
 
-.PHONY: test compat controlplane venv lint crds run bench bench-binding bench-failover bench-emulator clean
+.PHONY: test compat controlplane venv lint crds run bench bench-binding bench-failover bench-emulator bench-sdk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ bench-failover: $(STAMP)
 # benchmarks/results/emulator.json.
 bench-emulator: $(STAMP)
 	$(PY) benchmarks/emulator_bench.py
+
+# CPU per ECI call through the SDK, its blocking call against its async one; writes
+# benchmarks/results/sdk_calls.json.
+bench-sdk: $(STAMP)
+	$(PY) benchmarks/sdk_call_bench.py
 
 # The chart ships the same CRDs as deploy/crds (and dashboard and alert rules as deploy/grafana
 # and deploy/prometheus), and deploy/operator.yaml is the chart rendered

@@ -38,7 +38,7 @@ def client_error(status: int, code: str, message: str) -> ClientException:
 
 
 class FakeSdk:
-    """Just enough of alibabacloud_eci20180808.client.Client's async surface."""
+    """Just enough of alibabacloud_eci20180808.client.Client's blocking surface (the one used)."""
 
     def __init__(self, page_size: int = 20, ignore_tag_filter: bool = False) -> None:
         self.caches: dict[str, dict[str, Any]] = {}
@@ -62,7 +62,7 @@ class FakeSdk:
         if action in self.fail_next:
             raise self.fail_next.pop(action)
 
-    async def describe_data_caches_async(self, request: eci.DescribeDataCachesRequest) -> Any:
+    def describe_data_caches(self, request: eci.DescribeDataCachesRequest) -> Any:
         self._maybe_fail("DescribeDataCaches", request)
         matching = [
             c
@@ -82,20 +82,20 @@ class FakeSdk:
         )
         return SimpleNamespace(body=body, status_code=200)
 
-    async def create_data_cache_async(self, request: eci.CreateDataCacheRequest) -> Any:
+    def create_data_cache(self, request: eci.CreateDataCacheRequest) -> Any:
         self._maybe_fail("CreateDataCache", request)
         return SimpleNamespace(body=eci.CreateDataCacheResponseBody(data_cache_id="edc-new", request_id="R"))
 
-    async def update_data_cache_async(self, request: eci.UpdateDataCacheRequest) -> Any:
+    def update_data_cache(self, request: eci.UpdateDataCacheRequest) -> Any:
         self._maybe_fail("UpdateDataCache", request)
         return SimpleNamespace(body=eci.UpdateDataCacheResponseBody(request_id="R"))
 
-    async def delete_data_cache_async(self, request: eci.DeleteDataCacheRequest) -> Any:
+    def delete_data_cache(self, request: eci.DeleteDataCacheRequest) -> Any:
         self._maybe_fail("DeleteDataCache", request)
         self.caches.pop(request.data_cache_id, None)
         return SimpleNamespace(body=eci.DeleteDataCacheResponseBody(request_id="R"))
 
-    async def copy_data_cache_async(self, request: eci.CopyDataCacheRequest) -> Any:
+    def copy_data_cache(self, request: eci.CopyDataCacheRequest) -> Any:
         self._maybe_fail("CopyDataCache", request)
         return SimpleNamespace(body=eci.CopyDataCacheResponseBody(data_cache_id="edc-copy", request_id="R"))
 
@@ -380,23 +380,19 @@ def test_real_sdk_client_configuration() -> None:
 
 
 class SlowSdk(FakeSdk):
-    """A create that waits on I/O like the real SDK does, in whichever loop runs it."""
+    """A create that blocks on I/O like the real SDK's blocking call, until answered."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__()
         self.seconds = seconds
         self.threads: set[int] = set()
-        self.started, self.cancelled = threading.Event(), threading.Event()
+        self.started, self.answer = threading.Event(), threading.Event()
 
-    async def create_data_cache_async(self, request: eci.CreateDataCacheRequest) -> Any:
+    def create_data_cache(self, request: eci.CreateDataCacheRequest) -> Any:
         self.threads.add(threading.get_ident())
         self.started.set()
-        try:
-            await asyncio.sleep(self.seconds)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-        return await super().create_data_cache_async(request)
+        self.answer.wait(self.seconds)
+        return super().create_data_cache(request)
 
 
 async def test_a_call_finishes_and_frees_its_slot_while_the_operators_loop_is_busy() -> None:
@@ -421,16 +417,28 @@ async def test_a_call_finishes_and_frees_its_slot_while_the_operators_loop_is_bu
     await client.aclose()
 
 
-async def test_cancelling_a_caller_cancels_its_call_and_close_stops_the_thread() -> None:
-    fake = SlowSdk(seconds=3600)
-    client, _ = make_client(fake)
+async def test_a_cancelled_caller_returns_at_once_and_its_sent_call_keeps_its_slot_until_answered() -> None:
+    # A call on the wire cannot be recalled: ECI may still receive it, so the rate limiter
+    # must count it until its answer, not until its caller gave up.
+    class AnsweredHooks(Hooks):
+        answered = threading.Event()
+
+        def on_call(self, action: str, region: str, outcome_code: str, seconds: float) -> None:
+            super().on_call(action, region, outcome_code, seconds)
+            self.answered.set()  # inside the slot: it is freed right after this
+
+    fake, hooks = SlowSdk(seconds=3600), AnsweredHooks()
+    client, _ = make_client(fake, hooks=hooks)
     creating = asyncio.ensure_future(client.create("cn-hangzhou", CreateRequest(path="/a"), client_token="t"))
     assert await asyncio.to_thread(fake.started.wait, 10)
     creating.cancel()
     with pytest.raises(asyncio.CancelledError):
         await creating
-    assert await asyncio.to_thread(fake.cancelled.wait, 10)
+    assert not hooks.answered.is_set()
+    fake.answer.set()
+    assert await asyncio.to_thread(hooks.answered.wait, 10)
+    assert hooks.calls == [("CreateDataCache", "cn-hangzhou", "OK")]
 
     threads = [t for t in threading.enumerate() if t.ident in fake.threads]
     await client.aclose()
-    assert threads and not any(t.is_alive() for t in threads)
+    assert threads and all(t.name.startswith("eci-sdk") for t in threads)

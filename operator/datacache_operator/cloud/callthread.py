@@ -1,4 +1,5 @@
-"""A thread with an event loop of its own, where every ECI call and its rate limit run.
+"""A thread with an event loop of its own, where the rate limit runs and every ECI call is
+awaited (the SDK's blocking calls themselves run in the client's pool of threads).
 
 Why not the operator's loop: that loop also takes kopf's watch events, the scheduler and
 the passes. When a burst of objects keeps it busy, each ``await`` inside an SDK call
@@ -10,7 +11,8 @@ Here the calls only share the interpreter's lock, not a queue of other work (6 m
 median, 70 ms at p99).
 
 The loop starts with the first call and stops with :meth:`CallThread.close`. Cancelling
-the awaiting task cancels the call in this thread too.
+the awaiting task cancels its coroutine in this thread too (a call already sent keeps its
+rate-limit slot until answered: see ``EciClient._limited_call``).
 """
 
 from __future__ import annotations
