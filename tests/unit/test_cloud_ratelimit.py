@@ -48,8 +48,8 @@ class VirtualClock:
 
 async def call(bucket: TokenBucket, priority: int = CallPriority.POLL) -> float:
     """One call whose answer comes back at once: the seconds it waited."""
-    async with bucket.slot(priority) as waited:
-        return waited
+    async with bucket.slot(priority) as granted:
+        return granted.waited
 
 
 async def test_full_bucket_serves_the_burst_without_waiting() -> None:
@@ -196,10 +196,12 @@ async def test_arrivals_at_the_cloud_keep_the_bound_whatever_the_network_delays(
     arrivals: list[float] = []
 
     async def caller() -> None:
-        async with bucket.slot():
+        async with bucket.slot() as granted:
             await clock.sleep(rng.uniform(0, 0.4))  # on its way
             arrivals.append(clock.time)
             await clock.sleep(rng.uniform(0, 0.05))  # the answer on its way back
+            granted.answered(clock.now())
+            await clock.sleep(rng.uniform(0, 0.2))  # the caller's loop hands the slot back late
 
     async def all_callers() -> None:
         await asyncio.gather(*(caller() for _ in range(200)))
@@ -265,3 +267,27 @@ async def test_a_dispatcher_woken_late_still_serves_the_configured_rate() -> Non
     # Once the backlog is gone, an idle bucket saves no more than its burst again.
     clock.time += 10
     assert bucket.tokens == pytest.approx(1)
+
+
+async def test_a_slot_frees_a_second_after_the_answer_not_after_its_caller_got_round_to_it() -> None:
+    """The window counts a call from its answer: a caller whose loop hands the slot back
+    late (here 0.5 s) does not hold the next call back by that much."""
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=1, burst=1, clock=clock.now, sleep=clock.sleep)  # window 1
+    starts: list[float] = []
+
+    async def late_caller(answered: bool) -> None:
+        async with bucket.slot() as granted:
+            starts.append(clock.time)
+            if answered:
+                granted.answered(clock.now())
+            await clock.sleep(0.5)  # the answer is back; the slot is given back 0.5 s later
+
+    async def two(answered: bool) -> None:
+        await asyncio.gather(late_caller(answered), late_caller(answered))
+
+    await clock.run(two(answered=True))
+    assert [t - starts[0] for t in starts] == pytest.approx([0, 1.0])
+    starts.clear()
+    await clock.run(two(answered=False))  # unknown answer time: a second after the hand-back
+    assert [t - starts[0] for t in starts] == pytest.approx([0, 1.5])

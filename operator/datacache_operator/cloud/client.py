@@ -475,11 +475,20 @@ class EciClient:
     ) -> R:
         """In the call thread: wait for the region's turn, then send."""
         priority = CallPriority.POLL if action == ACTION_DESCRIBE else CallPriority.CHANGE
-        async with self._limiter.slot(region, priority):
+        async with self._limiter.slot(region, priority) as granted:
             self._guard()  # after the wait: a leadership lost meanwhile must not send
             log.debug(f"ECI call {action} in {region}")
             started = time.monotonic()
-            sending = asyncio.get_running_loop().run_in_executor(self._sdk_threads, invoke, sdk)
+
+            def send() -> R:
+                try:
+                    return invoke(sdk)
+                finally:
+                    # Noted here, not when this loop next runs: the slot's second starts at
+                    # the answer, and every millisecond of hold is throughput lost to a backlog.
+                    granted.answered(self._limiter.now())
+
+            sending = asyncio.get_running_loop().run_in_executor(self._sdk_threads, send)
             try:
                 result = await asyncio.shield(sending)
             except asyncio.CancelledError:

@@ -12,7 +12,9 @@ applied to the calls). Polls still coalesce (the describe batcher), and they are
 arrival order among themselves; while changes keep the bucket busy, polls wait.
 
 The bound holds at the receiving end: a call is counted from the moment it takes its token
-until its answer is back (in flight), then at the time it completed. A call may go only
+until its answer is back (in flight), then at the time it completed: the time its caller
+saw the answer (``CallSlot.answered``, taken in the thread that made the call), or else
+when the slot is given back. A call may go only
 while fewer than ``burst + ceil(rate) - 1`` calls (the most the plan allows in one second)
 are in flight or completed less than a second ago. A request reaches the cloud after it
 was started and before its answer comes back, so no one-second window of arrivals can hold
@@ -39,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from enum import IntEnum
 
 Clock = Callable[[], float]
@@ -52,6 +55,21 @@ class CallPriority(IntEnum):
 
     CHANGE = 0  # create, update, copy, delete: what a user is waiting for
     POLL = 1  # describe: reading what the cloud is doing
+
+
+@dataclass
+class CallSlot:
+    """One granted call: how long it waited for its turn and, once known, when its answer
+    came back. A slot held until the loop gets round to giving it back is a slot the next
+    call cannot use: with calls queued, the limiter serves ``window / (1 + hold)`` a second,
+    where hold is the time from the grant to the recorded answer."""
+
+    waited: float
+    answered_at: float | None = None
+
+    def answered(self, at: float) -> None:
+        """The answer was back at ``at`` (the bucket's clock); the slot's second runs from it."""
+        self.answered_at = at
 
 
 class TokenBucket:
@@ -147,24 +165,28 @@ class TokenBucket:
             raise
         return max(0.0, self._clock() - started)
 
-    def release(self, *, sent: bool = True) -> None:
-        """The call's answer is back; ``sent=False`` when it never went (the token returns)."""
+    def release(self, *, sent: bool = True, answered_at: float | None = None) -> None:
+        """The call's answer is back (at ``answered_at`` if known, else now); ``sent=False``
+        when it never went (the token returns)."""
         self._in_flight -= 1
         if sent:
-            self._completed.append(self._clock())
+            at = self._clock() if answered_at is None else min(self._clock(), answered_at)
+            if self._completed and at < self._completed[-1]:
+                at = self._completed[-1]  # kept in time order: the window frees its oldest first
+            self._completed.append(at)
         else:
             self._refill()
             self._tokens = min(float(self.burst), self._tokens + 1.0)
         self._released.set()
 
     @asynccontextmanager
-    async def slot(self, priority: int = CallPriority.POLL) -> AsyncIterator[float]:
-        """``async with bucket.slot(priority) as waited:`` around one call."""
-        waited = await self.acquire(priority)
+    async def slot(self, priority: int = CallPriority.POLL) -> AsyncIterator[CallSlot]:
+        """``async with bucket.slot(priority) as granted:`` around one call."""
+        granted = CallSlot(await self.acquire(priority))
         try:
-            yield waited
+            yield granted
         finally:
-            self.release()
+            self.release(answered_at=granted.answered_at)
 
     def _start_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():
@@ -232,11 +254,15 @@ class RegionRateLimiter:
         """How long the calls already waiting in the busiest region take to go, at the rate."""
         return max((bucket.queued for bucket in list(self._buckets.values())), default=0) / self.rate
 
+    def now(self) -> float:
+        """The buckets' clock (for :meth:`CallSlot.answered`; safe from any thread)."""
+        return self._clock()
+
     @asynccontextmanager
-    async def slot(self, region: str, priority: int = CallPriority.POLL) -> AsyncIterator[float]:
+    async def slot(self, region: str, priority: int = CallPriority.POLL) -> AsyncIterator[CallSlot]:
         """Around one call to ``region``: waits for its turn (reporting waits longer than zero
         to ``on_wait``) and frees the slot when the call is over."""
-        async with self.bucket(region).slot(priority) as waited:
-            if waited > 0 and self._on_wait is not None:
-                self._on_wait(region, waited)
-            yield waited
+        async with self.bucket(region).slot(priority) as granted:
+            if granted.waited > 0 and self._on_wait is not None:
+                self._on_wait(region, granted.waited)
+            yield granted
