@@ -69,6 +69,10 @@ if TYPE_CHECKING:
     from alibabacloud_credentials.client import Client as CredentialClient
 
 log = logging.getLogger(__name__)
+# The SDK's blocking calls go through urllib3, whose DEBUG line for each request is the full
+# URL: for ECI's RPC style that is every parameter, data source keys and signature included.
+# Nothing below INFO from it, whatever the operator's log level.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 R = TypeVar("R")
 
