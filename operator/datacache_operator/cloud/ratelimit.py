@@ -170,7 +170,8 @@ class TokenBucket:
         when it never went (the token returns)."""
         self._in_flight -= 1
         if sent:
-            at = self._clock() if answered_at is None else min(self._clock(), answered_at)
+            now = self._clock()
+            at = now if answered_at is None else min(now, answered_at)
             if self._completed and at < self._completed[-1]:
                 at = self._completed[-1]  # kept in time order: the window frees its oldest first
             self._completed.append(at)
