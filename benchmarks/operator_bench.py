@@ -14,6 +14,10 @@ DataCache objects from a thread pool as fast as the apiserver takes them and mea
   goes at max(its arrival, the previous one's + 1 / R), so a stall of the apiserver followed
   by a clump of answers is not made up; ``reaction_over_queue_floor_p50_s`` / ``_p99_s``:
   each object's reaction less its queue floor (the operator's own part: watch, pass, patch);
+  ``window_floor_p99_s``: the least behind any limiter that sends in arrival order and keeps
+  every one-second window within R (the issue's receiving-end target): the k-th goes at
+  max(its arrival, the (k - R)-th one's + 1 s), so a clump of more than R answers in one
+  second takes more than a second to send, however it was made up for in ``floor_*``;
 * ``describe_per_cache_per_min_loading`` / ``_steady``: DescribeDataCaches calls / N / minute,
   from the first create to the last Ready, and over a steady window afterwards;
 * ``max_qps``: the most ECI calls (every action) the emulator received in any one-second
@@ -240,6 +244,21 @@ def queue_floors(arrivals: dict[str, float], rate: float) -> dict[str, float]:
     for uid, arrived in sorted(arrivals.items(), key=lambda item: item[1]):
         sent = max(arrived, sent + 1 / rate)
         result[uid] = sent - arrived
+    return result
+
+
+def window_floors(arrivals: dict[str, float], rate: float) -> dict[str, float]:
+    """The least reaction of each object (by uid) behind any limiter that sends in arrival
+    order and never more than ``rate`` calls in one second: the k-th goes at max(its
+    arrival, the (k - rate)-th one's + 1 s). Between ``floors`` (which lets a stall of
+    arrivals be made up by a later clump faster than the limit) and ``queue_floors``."""
+    per_window = max(1, math.ceil(rate))
+    result: dict[str, float] = {}
+    sent: list[float] = []
+    for uid, arrived in sorted(arrivals.items(), key=lambda item: item[1]):
+        at = arrived if len(sent) < per_window else max(arrived, sent[-per_window] + 1.0)
+        sent.append(at)
+        result[uid] = at - arrived
     return result
 
 
@@ -514,6 +533,7 @@ def run_one(
     (run_dir / "calls.json").write_text(json.dumps({"created": by_uid, "calls": calls}))
     floor = floors(list(by_uid.values()), args.rate_limit)
     queue_floor = queue_floors(by_uid, args.rate_limit)
+    window_floor = window_floors(by_uid, args.rate_limit)
     reactions: list[float] = []
     over_queue_floor: list[float] = []
     describes: list[float] = []
@@ -563,6 +583,7 @@ def run_one(
         "floor_p50_s": rnd(percentile(floor, 0.50)),
         "floor_p99_s": rnd(percentile(floor, 0.99)),
         "queue_floor_p99_s": rnd(percentile(list(queue_floor.values()), 0.99)),
+        "window_floor_p99_s": rnd(percentile(list(window_floor.values()), 0.99)),
         "reaction_over_queue_floor_p50_s": rnd(percentile(over_queue_floor, 0.50)),
         "reaction_over_queue_floor_p99_s": rnd(percentile(over_queue_floor, 0.99)),
         "describe_per_cache_per_min_loading": rnd(loading_describes / n / loading_minutes, 4),

@@ -1,0 +1,40 @@
+"""The benchmark's floors: what the rate limit alone allows, given the objects' arrivals."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    saved = dict(os.environ)  # the benchmark sets its processes' proxy and SDK variables
+    try:
+        return importlib.import_module("benchmarks.operator_bench")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_clump_after_a_stall_is_free_by_k_over_r_but_not_within_the_window(bench: ModuleType) -> None:
+    # 100 objects a second for 2 s, nothing for 2 s, then 300 in one instant: at R = 100 the
+    # k / R floor lets the stall be made up, a limiter keeping every second within R cannot.
+    arrivals = {f"a{i}": i / 100 for i in range(200)}
+    arrivals.update({f"b{i}": 4.0 for i in range(300)})
+    k_over_r = bench.floors(list(arrivals.values()), 100)
+    window = bench.window_floors(arrivals, 100)
+    queue = bench.queue_floors(arrivals, 100)
+    assert max(k_over_r) == pytest.approx(0.99)  # the 500th at 4.99 s, arrived at 4 s
+    assert max(window.values()) == pytest.approx(2.0)  # 100 at 4 s, 100 at 5 s, 100 at 6 s
+    assert max(queue.values()) == pytest.approx(2.99)  # one every 10 ms from 4 s
+    assert max(window[uid] for uid in arrivals if uid.startswith("a")) == pytest.approx(0, abs=1e-9)
+
+
+def test_no_floor_when_objects_arrive_slower_than_the_limit(bench: ModuleType) -> None:
+    arrivals = {f"o{i}": i / 50 for i in range(500)}
+    assert max(bench.floors(list(arrivals.values()), 100)) == 0
+    assert max(bench.window_floors(arrivals, 100).values()) == 0
+    assert max(bench.queue_floors(arrivals, 100).values()) == 0
