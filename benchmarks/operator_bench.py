@@ -18,6 +18,10 @@ DataCache objects from a thread pool as fast as the apiserver takes them and mea
   every one-second window within R (the issue's receiving-end target): the k-th goes at
   max(its arrival, the (k - R)-th one's + 1 s), so a clump of more than R answers in one
   second takes more than a second to send, however it was made up for in ``floor_*``;
+* ``first_create_after_s``, ``backlog_seconds``, ``backlog_create_rate``, ``backlog_lost_s``:
+  the parts of the reaction above the k / R floor: the first create's lag behind the first
+  arrival, and the whole seconds that began with at least R objects waiting for their
+  create, the creates sent a second in them and what falling short of R there cost;
 * ``describe_per_cache_per_min_loading`` / ``_steady``: DescribeDataCaches calls / N / minute,
   from the first create to the last Ready, and over a steady window afterwards;
 * ``max_qps``: the most ECI calls (every action) the emulator received in any one-second
@@ -260,6 +264,38 @@ def window_floors(arrivals: dict[str, float], rate: float) -> dict[str, float]:
         sent.append(at)
         result[uid] = at - arrived
     return result
+
+
+def gap_parts(arrivals: list[float], creates: list[float], rate: float) -> dict[str, Any]:
+    """Where reaction goes beyond the k / R floor: the first create's lag behind the first
+    arrival (``first_create_after_s``: watch, finalizer patch, first call), and the seconds
+    that began with at least R objects waiting for their create (``backlog_seconds``, whole
+    seconds from the first create, so the first lag is not counted twice) with the creates
+    sent in them a second (``backlog_create_rate``): a limiter short of R there falls
+    behind the floor by ``backlog_lost_s``."""
+    arrived, sent = sorted(arrivals), sorted(creates)
+    if not arrived or not sent:
+        return {
+            "first_create_after_s": None,
+            "backlog_seconds": 0,
+            "backlog_create_rate": None,
+            "backlog_lost_s": 0.0,
+        }
+    seconds = sent_in_backlog = 0
+    start = sent[0]
+    while start + 1 <= sent[-1]:
+        waiting = bisect.bisect_right(arrived, start) - bisect.bisect_right(sent, start)
+        if waiting >= rate:
+            seconds += 1
+            sent_in_backlog += bisect.bisect_right(sent, start + 1) - bisect.bisect_right(sent, start)
+        start += 1
+    backlog_rate = sent_in_backlog / seconds if seconds else None
+    return {
+        "first_create_after_s": rnd(sent[0] - arrived[0]),
+        "backlog_seconds": seconds,
+        "backlog_create_rate": rnd(backlog_rate, 2),
+        "backlog_lost_s": rnd(seconds - sent_in_backlog / rate, 2),
+    }
 
 
 def per_second(times: list[float], origin: float) -> list[list[float]]:
@@ -529,6 +565,8 @@ def run_one(
         plane.stop()
 
     by_uid = {uid: answered for _, (_, answered, uid) in created.items()}
+    arrivals = list(by_uid.values())
+    first_creates: list[float] = []
     # Raw data beside the logs, for a look at one object's path (kept with --keep).
     (run_dir / "calls.json").write_text(json.dumps({"created": by_uid, "calls": calls}))
     floor = floors(list(by_uid.values()), args.rate_limit)
@@ -561,6 +599,7 @@ def run_one(
             for key in keys:
                 uid = params.get(key.replace(".Key", ".Value"))
                 if uid in by_uid:
+                    first_creates.append(t)
                     reactions.append(t - by_uid.pop(uid))
                     over_queue_floor.append(reactions[-1] - queue_floor[uid])
     loading_minutes = (t_ready - t0) / 60
@@ -586,6 +625,7 @@ def run_one(
         "window_floor_p99_s": rnd(percentile(list(window_floor.values()), 0.99)),
         "reaction_over_queue_floor_p50_s": rnd(percentile(over_queue_floor, 0.50)),
         "reaction_over_queue_floor_p99_s": rnd(percentile(over_queue_floor, 0.99)),
+        **gap_parts(arrivals, first_creates, args.rate_limit),
         "describe_per_cache_per_min_loading": rnd(loading_describes / n / loading_minutes, 4),
         "describe_per_cache_per_min_steady": rnd(steady_describes / n / steady_minutes, 4),
         "describe_per_stable_interval": rnd(
@@ -853,11 +893,12 @@ def wait_healthy(operator: subprocess.Popen[bytes], port: int) -> None:
 def table(runs: list[dict[str, Any]]) -> str:
     header = (
         "| N | batching | overhead s | reaction p50 / p99 s | floor p99 s: k / R, queue "
-        "| reaction over the queue floor p99 s | describe/cache/min loading "
+        "| reaction over the queue floor p99 s | first create after s; backlog s at creates/s "
+        "| describe/cache/min loading "
         "| describes per stable interval (target) | max qps / limit | peak RSS MiB | KiB/object "
         "| cold start: all checked s, changes sent | CPU s | idle CPU % |"
     )
-    lines = [header, "|" + "---|" * 14]
+    lines = [header, "|" + "---|" * 15]
     for run in runs:
         if run.get("skipped"):
             lines.append(f"| {run['n']} | {'on' if run['batching'] else 'off'} | not run: {run['skipped']} |")
@@ -872,7 +913,9 @@ def table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {run['n']} | {'on' if run['batching'] else 'off'} | {cell('overhead_s')} "
             f"| {cell('reaction_p50_s')} / {cell('reaction_p99_s')} | {cell('floor_p99_s')}, {cell('queue_floor_p99_s')} "
-            f"| {cell('reaction_over_queue_floor_p99_s')} | {cell('describe_per_cache_per_min_loading')} "
+            f"| {cell('reaction_over_queue_floor_p99_s')} "
+            f"| {cell('first_create_after_s')}; {run.get('backlog_seconds', '–')} at {cell('backlog_create_rate')} "
+            f"| {cell('describe_per_cache_per_min_loading')} "
             f"| {cell('describe_per_stable_interval')} ({cell('describe_per_stable_interval_target')}) "
             f"| {run['max_qps']} / {run['qps_limit']:g} | {cell('peak_rss_mib')} | {cell('kib_per_object')} "
             f"| {checked}, {cold.get('changes_sent', '–')} | {cell('cpu_s')} | {cell('idle_cpu_pct')} |"

@@ -38,3 +38,25 @@ def test_no_floor_when_objects_arrive_slower_than_the_limit(bench: ModuleType) -
     assert max(bench.floors(list(arrivals.values()), 100)) == 0
     assert max(bench.window_floors(arrivals, 100).values()) == 0
     assert max(bench.queue_floors(arrivals, 100).values()) == 0
+
+
+def test_the_gap_above_the_floor_splits_into_the_first_lag_and_a_short_backlog_rate(
+    bench: ModuleType,
+) -> None:
+    # 300 objects at once; creates from 0.5 s at 90 a second: three seconds begin with 100 or
+    # more waiting (the fourth with 30), each sends 90, so the limiter falls 0.3 s behind R.
+    arrivals = [0.0] * 300
+    creates = [0.5 + k / 90 for k in range(300)]
+    parts = bench.gap_parts(arrivals, creates, 100)
+    assert parts["first_create_after_s"] == pytest.approx(0.5)
+    assert parts["backlog_seconds"] == 3
+    assert parts["backlog_create_rate"] == pytest.approx(90)
+    assert parts["backlog_lost_s"] == pytest.approx(0.3)
+
+
+def test_no_backlog_when_every_object_is_created_as_it_comes(bench: ModuleType) -> None:
+    arrivals = [i / 50 for i in range(500)]
+    parts = bench.gap_parts(arrivals, [t + 0.01 for t in arrivals], 100)
+    assert parts["backlog_seconds"] == 0
+    assert parts["backlog_lost_s"] == 0
+    assert parts["backlog_create_rate"] is None
