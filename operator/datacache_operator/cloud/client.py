@@ -38,7 +38,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -466,18 +466,12 @@ class EciClient:
         secrets: Iterable[str] = (),
     ) -> R:
         sdk = self.sdk_client(region)
-        result = await self._calls.run(self._limited_call(action, region, sdk, invoke, secrets))
+        call = self._limited_call(action, region, sdk, invoke, secrets)
+        result = await self._calls.run(self._first_call_alone(region, call))
         self._note_server_time(region, result)
         return result
 
-    async def _limited_call(
-        self,
-        action: str,
-        region: str,
-        sdk: Any,
-        invoke: Callable[[Any], R],
-        secrets: Iterable[str],
-    ) -> R:
+    async def _first_call_alone(self, region: str, call: Coroutine[Any, Any, R]) -> R:
         """In the call thread: the region's first call alone, then any number at once.
 
         The SDK opens an endpoint's HTTP session on its first call, unlocked: the first calls
@@ -489,13 +483,17 @@ class EciClient:
         if opened is None:
             opened = self._sessions_opened[region] = asyncio.Event()
             try:
-                return await self._send_when_allowed(action, region, sdk, invoke, secrets)
+                return await call
             finally:
                 opened.set()  # failed or not, the session exists once the SDK has tried
-        await opened.wait()
-        return await self._send_when_allowed(action, region, sdk, invoke, secrets)
+        try:
+            await opened.wait()
+        except BaseException:
+            call.close()  # cancelled before it started: nothing was sent
+            raise
+        return await call
 
-    async def _send_when_allowed(
+    async def _limited_call(
         self,
         action: str,
         region: str,
