@@ -284,10 +284,10 @@ def gap_parts(arrivals: list[float], creates: list[float], rate: float) -> dict[
     seconds = sent_in_backlog = 0
     start = sent[0]
     while start + 1 <= sent[-1]:
-        waiting = bisect.bisect_right(arrived, start) - bisect.bisect_right(sent, start)
-        if waiting >= rate:
+        sent_before = bisect.bisect_right(sent, start)
+        if bisect.bisect_right(arrived, start) - sent_before >= rate:  # objects waiting
             seconds += 1
-            sent_in_backlog += bisect.bisect_right(sent, start + 1) - bisect.bisect_right(sent, start)
+            sent_in_backlog += bisect.bisect_right(sent, start + 1) - sent_before
         start += 1
     backlog_rate = sent_in_backlog / seconds if seconds else None
     return {
@@ -569,7 +569,7 @@ def run_one(
     first_creates: list[float] = []
     # Raw data beside the logs, for a look at one object's path (kept with --keep).
     (run_dir / "calls.json").write_text(json.dumps({"created": by_uid, "calls": calls}))
-    floor = floors(list(by_uid.values()), args.rate_limit)
+    floor = floors(arrivals, args.rate_limit)
     queue_floor = queue_floors(by_uid, args.rate_limit)
     window_floor = window_floors(by_uid, args.rate_limit)
     reactions: list[float] = []
