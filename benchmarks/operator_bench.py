@@ -33,7 +33,14 @@ DataCache objects from a thread pool as fast as the apiserver takes them and mea
   ``kib_per_object``: (peak RSS - RSS at start) / N;
 * ``cold_start``: the operator restarted over the N Ready objects: seconds from the new
   process's start until every cache was described, and the creates and updates it sent
-  meanwhile (none expected).
+  meanwhile (none expected);
+* ``create_rate`` (objects the apiserver took a second), ``create_phase_cpu_s`` (CPU seconds
+  of the apiserver, etcd, the controller manager, the operator, the emulator and this
+  benchmark while the objects were created), ``create_phase_machine_busy_pct`` and
+  ``machine_busy_before_pct`` (over 3 s before the run starts anything): how fast the
+  objects came depends on the apiserver's share of the CPUs, and that decides which floor
+  binds (objects faster than R: the k / R floor, the rate limit's backlog; about as fast as
+  R, in clumps: the window floor).
 
 Each run also draws ``results/operator-n<N>-<batched|single>.png``: objects Ready, ECI calls
 per second against the limit and RSS over time (``plots.py``). ``--memory-profile`` measures,
@@ -87,6 +94,7 @@ GROUP, VERSION, PLURAL = "eci.datacache.dev", "v1alpha1", "datacaches"
 OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
 CLOUD_SECONDS = 30.0 + 90.0  # the emulator's Creating + Loading durations before scaling
 CREATE_THREADS = 16
+BUSY_BEFORE_WARNING_PCT = 10.0
 FIGURES = (
     "overhead_s",
     "reaction_p50_s",
@@ -175,11 +183,34 @@ def memory_kib(pid: int, field: str) -> int:
     return 0
 
 
+def processes_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """name -> CPU seconds so far, of the processes still running."""
+    result: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            result[name] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return result
+
+
 def machine_cpu_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     return float(sum(values) - idle), float(sum(values))
+
+
+def idle_machine_check(label: str, seconds: float = 3.0) -> float:
+    """The machine's CPU use (%) over a few seconds before a run starts anything: anything
+    else running then takes CPU from the apiserver and the operator, and the figures with it."""
+    before = machine_cpu_busy()
+    time.sleep(seconds)
+    after = machine_cpu_busy()
+    busy = round((after[0] - before[0]) / max(1.0, after[1] - before[1]) * 100, 1)
+    if busy > BUSY_BEFORE_WARNING_PCT:
+        print(f"[{label}] warning: the machine was {busy} % busy before this run started", flush=True)
+    return busy
 
 
 def machine() -> dict[str, Any]:
@@ -448,6 +479,7 @@ def run_one(
     from datacache_operator.testing.controlplane import ControlPlane, free_port
 
     label = f"n={n} batching={'on' if batching else 'off'}"
+    busy_before = idle_machine_check(label)
     print(f"[{label}] starting control plane, emulator and operator", flush=True)
     run_dir = work / f"n{n}-{'batched' if batching else 'single'}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -501,12 +533,20 @@ def run_one(
         watcher.start()
         time.sleep(1)
         print(f"[{label}] creating {n} DataCaches", flush=True)
+        # Who had the CPUs while the apiserver took the objects: how fast they arrive (and so
+        # which floor binds) depends on the share the apiserver gets of this machine.
+        stack = {"operator": operator.pid, "emulator": emulator.pid, "benchmark": os.getpid()}
+        for part in (plane.apiserver, plane.etcd, plane.controller_manager):
+            if part is not None and part.popen is not None:
+                stack[part.name] = part.popen.pid
+        stack_cpu_before, machine_before = processes_cpu(stack), machine_cpu_busy()
         t0 = time.time()
         sampler = Sampler(watcher, t0)
         sampler.pid = operator.pid
         sampler.start()
         created = create_all(api, n)
         t_created = time.time()
+        stack_cpu_after, machine_after = processes_cpu(stack), machine_cpu_busy()
         print(f"[{label}] created in {t_created - t0:.1f}s; waiting for Ready", flush=True)
         deadline = t0 + args.converge_timeout
         last_report = 0.0
@@ -641,6 +681,16 @@ def run_one(
         "steady_cpu_pct": rnd(steady_cpu / (steady_end - steady_start) * 100, 2),
         # Context for the figures above.
         "create_seconds": rnd(t_created - t0, 2),
+        "create_rate": rnd(n / max(t_created - t0, 1e-9), 1),
+        "create_phase_cpu_s": {
+            name: rnd(stack_cpu_after[name] - stack_cpu_before[name], 2)
+            for name in stack_cpu_after
+            if name in stack_cpu_before
+        },
+        "create_phase_machine_busy_pct": rnd(
+            (machine_after[0] - machine_before[0]) / max(1.0, machine_after[1] - machine_before[1]) * 100, 1
+        ),
+        "machine_busy_before_pct": busy_before,
         "converge_seconds": rnd(t_ready - t0, 2),
         "load_seconds": load_seconds,
         "cpu_converge_s": rnd(cpu_converged - cpu_start, 2),
