@@ -201,13 +201,18 @@ def machine_cpu_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The machine's CPU use (%) between two ``machine_cpu_busy`` readings."""
+    return (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 100
+
+
 def idle_machine_check(label: str, seconds: float = 3.0) -> float:
     """The machine's CPU use (%) over a few seconds before a run starts anything: anything
     else running then takes CPU from the apiserver and the operator, and the figures with it."""
     before = machine_cpu_busy()
     time.sleep(seconds)
     after = machine_cpu_busy()
-    busy = round((after[0] - before[0]) / max(1.0, after[1] - before[1]) * 100, 1)
+    busy = round(busy_pct(before, after), 1)
     if busy > BUSY_BEFORE_WARNING_PCT:
         print(f"[{label}] warning: the machine was {busy} % busy before this run started", flush=True)
     return busy
@@ -647,7 +652,7 @@ def run_one(
     loading_describes = sum(1 for t in describes if t0 <= t <= t_ready)
     steady_describes = sum(1 for t in describes if steady_start <= t <= steady_end)
     ready_times = sorted(watcher.ready_at.values()) if watcher else []
-    busy = (busy_end[0] - busy_start[0]) / max(1.0, busy_end[1] - busy_start[1]) * 100
+    busy = busy_pct(busy_start, busy_end)
     result = {
         "n": n,
         "batching": batching,
@@ -687,9 +692,7 @@ def run_one(
             for name in stack_cpu_after
             if name in stack_cpu_before
         },
-        "create_phase_machine_busy_pct": rnd(
-            (machine_after[0] - machine_before[0]) / max(1.0, machine_after[1] - machine_before[1]) * 100, 1
-        ),
+        "create_phase_machine_busy_pct": rnd(busy_pct(machine_before, machine_after), 1),
         "machine_busy_before_pct": busy_before,
         "converge_seconds": rnd(t_ready - t0, 2),
         "load_seconds": load_seconds,
