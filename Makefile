@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 PROMTOOL := $(VENV)/bin/promtool
 
-.PHONY: test compat controlplane venv lint crds run bench bench-binding bench-failover bench-emulator bench-sdk clean
+.PHONY: test compat controlplane venv lint crds run cluster image bench bench-binding bench-failover bench-emulator bench-sdk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests benchmarks
 	$(VENV)/bin/ruff format --check operator tests benchmarks
 
-# The whole suite on the newest pinned Kubernetes release, then the CRD, CEL and lifecycle tests
-# on the oldest (tests/controlplane/compat.sh --ci); both control planes are built first.
+# The whole suite on the newest pinned Kubernetes release, the end-to-end tests included (a local
+# cluster with a node, the image, the chart: tests/e2e/prepare.sh builds what they need), then the
+# CRD, CEL and lifecycle tests on the oldest (tests/controlplane/compat.sh --ci).
 test: $(STAMP) $(PROMTOOL)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	e2e="$$(bash tests/e2e/prepare.sh)" && \
 	bash tests/controlplane/compat.sh --build --ci && \
 	$(MAKE) --no-print-directory lint && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(VENV)/bin/pytest -ra $(PYTEST_ARGS) && \
+	env DATACACHE_CONTROLPLANE_ASSETS="$$assets" $$e2e $(VENV)/bin/pytest -ra $(PYTEST_ARGS) && \
 	bash tests/controlplane/compat.sh --ci
 
 # The tests that depend on the apiserver on every pinned Kubernetes release, oldest first, or on
@@ -55,6 +57,24 @@ clean:
 run: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack
+
+# The operator image from the Dockerfile, built with buildah (no Docker engine): on a Debian base
+# made here, or on BASE_IMAGE=python:3.12-slim where a registry is reachable. Saved as a docker
+# archive in the cache folder and loaded into the local cluster of `make cluster` if it runs.
+image: $(STAMP)
+	@archive="$$(bash tests/e2e/images/operator.sh | tail -n 1)" && \
+	if [ -S .local/cluster/node/containerd.sock ]; then \
+		ctr -a .local/cluster/node/containerd.sock -n k8s.io images import "$$archive" >/dev/null && \
+		echo "loaded into the local cluster: $$archive"; \
+	else echo "built: $$archive (no local cluster running to load it into)"; fi
+
+# A local cluster with a real node, in the foreground until Ctrl-C, without the operator: the
+# control plane, kube-scheduler, a node (containerd, kubelet, kube-proxy), the ECI emulator and
+# the image loaded. Writes .local/kubeconfig, .local/emulator.env and .local/values.yaml for
+# `helm install ... -f .local/values.yaml` (README: "Try the chart on a local cluster"). As root.
+cluster: $(STAMP)
+	@eval "$$(bash tests/e2e/prepare.sh | sed 's/^/export /')" && \
+	$(PY) -m tests.e2e.stack --local-dir .local
 
 # The operator at scale: N = 100, 1,000 and 10,000 DataCaches, batching on and off, against
 # the real control plane and the emulator, each followed by a cold start; about 90 minutes.

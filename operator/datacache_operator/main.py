@@ -33,7 +33,7 @@ from datacache_operator.controllers.base import PollingController, UsersLister
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
-from datacache_operator.leader import LeaderElection
+from datacache_operator.leader import LeaderElection, default_identity
 from datacache_operator.metrics import HealthServer, Metrics
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
@@ -224,6 +224,9 @@ async def _operate(settings: OperatorSettings, metrics: Metrics) -> None:
     register(registry, settings, metrics)
     await kopf.operator(
         registry=registry,
+        # kopf's own default asks the passwd database, which has no entry for the image's
+        # numeric user: the process would exit before it started.
+        identity=settings.leader_election_identity or default_identity(),  # type: ignore[arg-type]
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

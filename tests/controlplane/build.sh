@@ -15,10 +15,13 @@
 #   here later is built into it).
 # - CONTROLPLANE_BINARIES="etcd kubectl kube-apiserver" builds only those (CI's run on the oldest
 #   release needs no controller-manager); the folder is stamped complete once all are there.
+#   kube-scheduler, kubelet and kube-proxy (a cluster with a node) are built only when named there.
 set -euo pipefail
 
 HELM_VERSION=v3.20.2
 BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
+# A cluster with a node (tests/e2e/cluster) also needs these; built only when asked for.
+NODE_BINARIES=(kube-scheduler kubelet kube-proxy)
 read -r -a wanted <<<"${CONTROLPLANE_BINARIES:-${BINARIES[*]}}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +29,8 @@ cache_root="${DATACACHE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eci-
 
 log() { echo "controlplane: $*" >&2; }
 for b in "${wanted[@]}"; do
-  [[ " ${BINARIES[*]} " == *" $b "* ]] || { log "CONTROLPLANE_BINARIES: no binary $b (${BINARIES[*]})"; exit 2; }
+  [[ " ${BINARIES[*]} ${NODE_BINARIES[*]} " == *" $b "* ]] ||
+    { log "CONTROLPLANE_BINARIES: no binary $b (${BINARIES[*]} ${NODE_BINARIES[*]})"; exit 2; }
 done
 # The version a module's go.mod requires of one module path.
 required() { awk -v path="$2" '$1 == path && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"; }
@@ -87,7 +91,7 @@ fi
 
 built() { for b in "$@"; do [[ -x "$out/$b" ]] || return 1; done; }
 reuse() {
-  if { [[ -f "$out/.complete" ]] && built "${BINARIES[@]}"; } || { [[ -n "${CONTROLPLANE_BINARIES:-}" ]] && built "${wanted[@]}"; }; then
+  if built "${wanted[@]}" && { [[ -f "$out/.complete" ]] || [[ -n "${CONTROLPLANE_BINARIES:-}" ]]; }; then
     log "reusing $out"
     echo "$out"
     exit 0
@@ -132,6 +136,9 @@ build kubectl "$module" k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 build kube-apiserver "$module" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 build kube-controller-manager "$module" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build helm "$here/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
+build kube-scheduler "$module" k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
+build kube-proxy "$module" k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
+build kubelet "$module" k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
 
 for b in "${wanted[@]}"; do [[ -x "$out/$b" ]] || { log "missing $b"; exit 1; }; done
 if built "${BINARIES[@]}"; then touch "$out/.complete"; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes the Go module that builds one Kubernetes release: go.mod and go.sum for
-# kube-apiserver, kube-controller-manager and kubectl at KUBE_VERSION, and etcd at the version
+# kube-apiserver, kube-controller-manager, kubectl and the node's kube-scheduler, kubelet and
+# kube-proxy at KUBE_VERSION, and etcd at the version
 # that release itself pins.
 #
 #   tests/controlplane/pin.sh v1.36.3            # writes tests/controlplane/k8s-1.36/
@@ -40,7 +41,9 @@ go mod init "$module" 2>/dev/null
 go mod edit -go="$go_directive"
 for name in "${staging[@]}"; do go mod edit -replace="$name=$name@v0.$minor.$patch"; done
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$version" "k8s.io/kubernetes/cmd/kube-controller-manager@$version" \
-  "k8s.io/kubernetes/cmd/kubectl@$version" "go.etcd.io/etcd/server/v3@$etcd_version" 2>"$pin_log" ||
+  "k8s.io/kubernetes/cmd/kubectl@$version" "go.etcd.io/etcd/server/v3@$etcd_version" \
+  "k8s.io/kubernetes/cmd/kube-scheduler@$version" "k8s.io/kubernetes/cmd/kubelet@$version" \
+  "k8s.io/kubernetes/cmd/kube-proxy@$version" 2>"$pin_log" ||
   { cat "$pin_log" >&2; exit 1; }
 go mod tidy 2>"$pin_log" || { cat "$pin_log" >&2; exit 1; }
 

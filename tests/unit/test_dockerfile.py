@@ -30,12 +30,25 @@ def instructions() -> list[tuple[str, str]]:
 
 
 def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each stage (the global ARGs before the first FROM are left out)."""
     result: list[list[tuple[str, str]]] = []
     for keyword, rest in instructions():
         if keyword == "FROM":
             result.append([])
-        result[-1].append((keyword, rest))
+        if result:
+            result[-1].append((keyword, rest))
     return result
+
+
+def global_args() -> dict[str, str]:
+    found = {}
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            found[name] = default
+    return found
 
 
 def test_hadolint_passes():
@@ -48,7 +61,9 @@ def test_hadolint_passes():
 
 def test_shape_multi_stage_slim_non_root_entrypoint():
     build, final = stages()
-    assert build[0][1].endswith("-slim AS build") and "slim" in final[0][1]
+    # One Dockerfile for both worlds: python:3.12-slim by default, another base by build argument.
+    assert global_args() == {"BASE_IMAGE": "python:3.12-slim"}
+    assert build[0][1] == "${BASE_IMAGE} AS build" and final[0][1] == "${BASE_IMAGE}"
     final_keywords = dict(final)
     user = final_keywords["USER"]
     assert re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", user), f"USER must be numeric and non-root: {user}"

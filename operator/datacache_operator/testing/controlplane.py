@@ -168,6 +168,13 @@ class ControlPlane:
     apiserver: _Process | None = None
     controller_manager: _Process | None = None
     startup_seconds: float = 0.0
+    # Where kube-apiserver listens and what it advertises; a cluster with nodes
+    # (tests/e2e/localcluster.py) gives the host's end of the link to its node.
+    address: str = "127.0.0.1"
+    service_cidr: str = "10.0.0.0/24"
+    # A cluster with nodes: endpoints for the `kubernetes` Service, ServiceAccount tokens in
+    # pods, webhooks reached at their Service's endpoints, and every default controller.
+    with_nodes: bool = False
 
     # --- paths -------------------------------------------------------------------------
     @property
@@ -273,7 +280,7 @@ class ControlPlane:
     def _start_apiserver(self, deadline: float) -> None:
         assert self.root is not None
         port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        self.server = f"https://{self.address}:{port}"
         sa_key = self.root / "pki" / "sa.key"
         sa_key.write_bytes(_rsa_private_key_pem())
         tokens = self.root / "tokens.csv"
@@ -283,17 +290,13 @@ class ControlPlane:
             [
                 str(self.assets / "kube-apiserver"),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.address}",
                 f"--secure-port={port}",
                 f"--cert-dir={self.root / 'pki'}",
-                # No default route offline: advertise loopback and skip the endpoint reconciler.
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--advertise-address={self.address}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
-                # Pods need no service account token (and envtest's assets have no controller-manager
-                # to make the `default` accounts).
-                "--disable-admission-plugins=ServiceAccount",
+                *(self._node_flags() if self.with_nodes else self._nodeless_flags()),
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={tokens}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -307,6 +310,26 @@ class ControlPlane:
         self.apiserver.start(env=_child_env())
         self._wait_ready(deadline)
         self._write_kubeconfig(self.kubeconfig, self.admin_token, user="admin")
+
+    @staticmethod
+    def _nodeless_flags() -> list[str]:
+        return [
+            # No default route offline: skip the endpoint reconciler (nothing in a pod needs it).
+            "--endpoint-reconciler-type=none",
+            # Pods need no service account token (and envtest's assets have no controller-manager
+            # to make the `default` accounts).
+            "--disable-admission-plugins=ServiceAccount",
+        ]
+
+    @staticmethod
+    def _node_flags() -> list[str]:
+        return [
+            # Webhooks at their Service's endpoints: the apiserver runs outside the node's
+            # network, where no kube-proxy translates Service addresses.
+            "--enable-aggregator-routing=true",
+            # Never the node's name, which would be looked up through the machine's resolver.
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _wait_ready(self, deadline: float) -> None:
         assert self.apiserver is not None
@@ -330,7 +353,13 @@ class ControlPlane:
                 str(self.assets / CONTROLLER_MANAGER),
                 f"--kubeconfig={self.kubeconfig}",
                 "--leader-elect=false",
-                f"--controllers={','.join(CONTROLLERS)}",
+                *(
+                    # Every default controller (node lifecycle, endpoint slices, the root CA
+                    # ConfigMap that ServiceAccount token volumes carry, ...).
+                    ["--controllers=*", f"--root-ca-file={self.ca_file}"]
+                    if self.with_nodes
+                    else [f"--controllers={','.join(CONTROLLERS)}"]
+                ),
                 "--secure-port=0",  # nothing scrapes it
                 "--v=0",
             ],
@@ -422,7 +451,8 @@ class ControlPlane:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    # 198.18.0.0/15: a cluster with nodes (tests/e2e) lives there, never behind a proxy.
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,198.18.0.0/15"
     return env
 
 
