@@ -39,9 +39,10 @@ def wait_for(
 class OperatorProcess:
     """`datacache-operator run` in a child process, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, user: int | None = None) -> None:
         self.env = env
         self.log_path = log_path
+        self.user = user  # a numeric user (and group) to run as, as a container image would
         self.process: subprocess.Popen[bytes] | None = None
         self.health_port = int(env["DATACACHE_HEALTH_PORT"])
 
@@ -53,6 +54,9 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user is not None else None,
         )
         log.close()
         try:

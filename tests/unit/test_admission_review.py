@@ -93,3 +93,12 @@ def test_the_serving_certificate_names_its_hosts_and_is_signed_by_its_ca():
     cert = x509.load_pem_x509_certificate(made.cert)
     cert.verify_directly_issued_by(ca)
     assert b"PRIVATE KEY" in made.key and b"PRIVATE KEY" not in made.cert
+
+
+def test_the_serving_certificate_covers_service_names_longer_than_a_common_name_may_be():
+    # `helm install eci-datacache ... -n datacache-system`: the webhook Service's name is 65
+    # characters, past RFC 5280's 64 for a common name; the operator exited at start-up.
+    host = "eci-datacache-eci-datacache-operator-webhook.datacache-system.svc"
+    assert len(host) > 64
+    made = certs.generate([host, f"{host}.cluster.local"])
+    assert made.covers([host, f"{host}.cluster.local"])

@@ -101,7 +101,9 @@ def generate(hosts: list[str], now: datetime | None = None) -> ServingCertificat
     ]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        # Clients match the alternative names; a common name is at most 64 characters (RFC 5280),
+        # fewer than a Service's DNS name can have.
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eci-datacache-operator webhook")]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
