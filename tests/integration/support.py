@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,24 +39,21 @@ def wait_for(
 class OperatorProcess:
     """`datacache-operator run` in a child process, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, user: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, wrapper: Sequence[str] = ()) -> None:
         self.env = env
         self.log_path = log_path
-        self.user = user  # a numeric user (and group) to run as, as a container image would
+        self.wrapper = list(wrapper)  # a command the operator's is appended to (e.g. unshare)
         self.process: subprocess.Popen[bytes] | None = None
         self.health_port = int(env["DATACACHE_HEALTH_PORT"])
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "datacache_operator", "run"],
+            [*self.wrapper, sys.executable, "-m", "datacache_operator", "run"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            user=self.user,
-            group=self.user,
-            extra_groups=[] if self.user is not None else None,
         )
         log.close()
         try:
