@@ -4,6 +4,7 @@ points them at the image, the ECI endpoint and a credentials Secret (the README'
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -64,7 +65,8 @@ def overlay(cluster: Cluster) -> str:
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [str(REPO / "deploy")],
+                # kustomize takes a base by a relative path only.
+                "resources": [os.path.relpath(REPO / "deploy", folder)],
                 "images": [{"name": DEFAULT_IMAGE, "newName": image["repository"], "newTag": image["tag"]}],
                 "patches": [
                     {
