@@ -1,4 +1,4 @@
-"""Error answers in the real service's words (eci-wire-protocol.md §3-§4, eci-api.md §4), as
+"""Error answers in the real service's words (docs/architecture.md, ECI facts), as
 the unmodified SDK reads them: status, code, message, RequestId, HostId and Recommend.
 
 Where the SDK cannot send the request (no signature, a stale timestamp, a reused nonce, no

@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, held by a test: data flows one way, and no kind reaches into
+"""The layering of docs/architecture.md, held by a test: data flows one way, and no kind reaches into
 another kind's modules (shared code lives in `common`, `base` or `binding` modules).
 
 A module may import from its own layer or from layers below it; peers of one rank (the

@@ -96,7 +96,8 @@ class MissingSecretKeyError(KeyError):
 
 
 REPO_SOURCES = ("HuggingFace/Model", "HuggingFace/DataSet", "ModelScope/Model", "ModelScope/DataSet")
-# The options each type needs (eci-api.md §3): any one of the alternatives, each a set of keys.
+# The options each type needs (docs/architecture.md, ECI facts): any one of the alternatives,
+# each a set of keys.
 REQUIRED_OPTIONS: dict[DataSourceType, tuple[tuple[str, ...], ...]] = {
     DataSourceType.URL: (("url",), ("repoSource", "repoId")),
     DataSourceType.OSS: (("bucket",),),

@@ -53,7 +53,7 @@ CODE_CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 CODE_UNEXPECTED = "UnexpectedError"
 CODE_CONFIGURATION = "InvalidConfiguration"
 
-# ECI documents no not-found code for DataCache operations (eci-api.md §8 item 10). These
+# ECI documents no not-found code for DataCache operations (docs/architecture.md). These
 # are the plausible spellings, our emulator's among them; any ``*.NotFound`` naming a
 # data cache counts too. Never ``InvalidAccessKeyId.NotFound`` or ``InvalidAction.NotFound``.
 DATA_CACHE_NOT_FOUND_CODES = frozenset(

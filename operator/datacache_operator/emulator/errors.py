@@ -2,7 +2,7 @@
 
 Every failure is an `ApiError`: an HTTP status, a POP error code and a message. The server
 turns it into the JSON body ``{"RequestId", "HostId", "Code", "Message", "Recommend"}``.
-Codes and statuses follow the reference (``eci-api.md`` §4, ``eci-wire-protocol.md`` §3).
+Codes and statuses are the real service's (docs/architecture.md, ECI facts).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def incorrect_status(data_cache_id: str, status: str, action: str) -> ApiError:
 
 
 def data_cache_not_found(data_cache_id: str, region_id: str) -> ApiError:
-    # The reference found no documented code for an unknown id (eci-api.md §8 item 10);
+    # ECI documents no code for an unknown id (docs/architecture.md, ECI facts);
     # 404 with a `.NotFound` suffix is how POP APIs name a missing resource.
     return ApiError(
         404,

@@ -1,6 +1,6 @@
 """The five DataCache operations: validation, idempotency, quota and the state changes.
 
-Choices where the reference is silent (``eci-api.md`` §8), so that clients can rely on them:
+Choices where ECI documents nothing, so that clients can rely on them:
 
 * Unknown ``DataCacheId`` on Update, Delete and Copy: 404 ``DataCache.NotFound``.
   DescribeDataCaches simply leaves unknown ids out, as public client code expects.

@@ -1,6 +1,6 @@
 """Reading the flattened RPC parameters the SDK sends, and keeping secrets out of echoes.
 
-The SDK flattens nested request fields into dotted query keys (``eci-wire-protocol.md`` §2):
+The SDK flattens nested request fields into dotted query keys:
 objects become ``Parent.Key`` (``DataSource.Options.url``, ``EipCreateParam.ISP``), lists
 become 1-based ``Parent.N`` (``DataCacheId.1``, ``Tag.1.Key``), and integers travel as text.
 Option keys may also carry the OpenAPI-portal length prefix ``#N#key``, which is stripped.
