@@ -5,13 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONTROLPLANE_BUILD := tests/controlplane/build.sh
 PROMTOOL := $(VENV)/bin/promtool
+# The benchmarks and the local stacks import tests/support (the control plane) from the checkout.
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: test compat controlplane venv lint crds run cluster image bench bench-binding bench-failover bench-emulator bench-sdk clean
 
-$(STAMP): pyproject.toml
+# The operator with its test extras, and the ECI emulator (a distribution of its own, emulator/)
+# that the tests, the benchmarks and the local stacks run against.
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e ./emulator -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,8 +32,8 @@ controlplane:
 	@bash $(CONTROLPLANE_BUILD)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests benchmarks
-	$(VENV)/bin/ruff format --check operator tests benchmarks
+	$(VENV)/bin/ruff check operator emulator tests benchmarks
+	$(VENV)/bin/ruff format --check operator emulator tests benchmarks
 
 # The whole suite on the newest pinned Kubernetes release, the end-to-end tests included (a local
 # cluster with a node, the image, the chart: tests/e2e/prepare.sh builds what they need), then the
@@ -56,7 +60,7 @@ clean:
 # The whole local stack in the foreground: control plane, ECI emulator, operator.
 run: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m datacache_operator.testing.stack
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m tests.support.localstack
 
 # The operator image from the Dockerfile, built with buildah (no Docker engine): on a Debian base
 # made here, or on BASE_IMAGE=python:3.12-slim where a registry is reachable. Saved as a docker

@@ -160,11 +160,10 @@ def ready(obj: dict[str, Any]) -> bool:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from eci_datacache_emulator import Emulator, EmulatorConfig
     from kubernetes import client, watch
-
-    from datacache_operator.emulator import Emulator, EmulatorConfig
-    from datacache_operator.testing.controlplane import ControlPlane, free_port
-    from datacache_operator.testing.webhook import webhook_configuration
+    from tests.support.controlplane import ControlPlane, free_port
+    from tests.support.webhook import webhook_configuration
 
     work = Path(tempfile.mkdtemp(prefix="binding-bench-"))
     with ControlPlane() as plane:

@@ -1,6 +1,6 @@
 """How many DescribeDataCaches calls per second the emulator sustains, signatures checked.
 
-The emulator runs as its own process (``datacache-operator emulator``), as it does for the
+The emulator runs as its own process (``eci-datacache-emulator``), as it does for the
 operator's tests; a few client processes each drive the official SDK (sync client, V3
 signatures, one keep-alive connection each) in a loop of DescribeDataCaches with 20 ids
 until the time is up. Clients and server share this machine's CPUs, so the calls/s figure
@@ -100,8 +100,7 @@ def start_emulator() -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
-        "datacache_operator",
-        "emulator",
+        "eci_datacache_emulator",
         "--port",
         "0",
         "--access-key-id",

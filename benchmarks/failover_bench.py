@@ -61,7 +61,7 @@ OBJECTS = 5
 
 class Replica:
     def __init__(self, base_env: dict[str, str], work: Path, identity: str) -> None:
-        from datacache_operator.testing.controlplane import free_port
+        from tests.support.controlplane import free_port
 
         self.identity = identity
         self.health = free_port()
@@ -102,10 +102,9 @@ def lease_holder(plane: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from eci_datacache_emulator import Emulator, EmulatorConfig
     from kubernetes import client
-
-    from datacache_operator.emulator import Emulator, EmulatorConfig
-    from datacache_operator.testing.controlplane import ControlPlane
+    from tests.support.controlplane import ControlPlane
 
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     figures: dict[str, list[float]] = {"sigkill": [], "sigterm": []}

@@ -124,9 +124,9 @@ def serve_emulator(time_scale: float) -> int:
     carry ``t``, the arrival time as a float (the stock log has whole seconds)."""
     import asyncio
 
-    from datacache_operator.emulator import server as emulator_server
-    from datacache_operator.emulator.cli import serve
-    from datacache_operator.emulator.config import EmulatorConfig
+    from eci_datacache_emulator import server as emulator_server
+    from eci_datacache_emulator.cli import serve
+    from eci_datacache_emulator.config import EmulatorConfig
 
     original = emulator_server.CallLog.record
 
@@ -479,9 +479,10 @@ def kube_api(kubeconfig: Path) -> Any:
 def run_one(
     args: argparse.Namespace, n: int, batching: bool, assets: Path | None, work: Path
 ) -> dict[str, Any]:
+    from eci_datacache_emulator.admin_client import EmulatorAdmin
+    from tests.support.controlplane import ControlPlane, free_port
+
     from datacache_operator.controllers.base import CLOCK_SKEW
-    from datacache_operator.emulator.admin_client import EmulatorAdmin
-    from datacache_operator.testing.controlplane import ControlPlane, free_port
 
     label = f"n={n} batching={'on' if batching else 'off'}"
     busy_before = idle_machine_check(label)

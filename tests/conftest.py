@@ -23,7 +23,7 @@ os.environ.setdefault("ALIBABA_CLOUD_CLI_PROFILE_DISABLED", "true")
 for _proxy_variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
     os.environ.pop(_proxy_variable, None)
 
-from datacache_operator.testing.controlplane import ControlPlane, ControlPlaneUnavailable  # noqa: E402
+from tests.support.controlplane import ControlPlane, ControlPlaneUnavailable  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,8 +1,8 @@
 """`datacache-operator` command line: one subcommand per entry point.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``main(args) -> int``; only the chosen one is imported, so `--help` stays fast and
-the emulator does not import kopf (nor the operator the emulator).
+``main(args) -> int``; only the chosen one is imported, so `--help` stays fast. The ECI emulator
+is a distribution of its own (`eci-datacache-emulator`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from datacache_operator import __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("datacache_operator.main", "run the operator (kopf underneath)"),
-    "emulator": ("datacache_operator.emulator.cli", "serve a local ECI DataCache emulator"),
     "crds": ("datacache_operator.api.crds", "print or write the generated CustomResourceDefinitions"),
 }
 

@@ -22,10 +22,10 @@ for _proxy_variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"
     os.environ.pop(_proxy_variable, None)
 
 import pytest  # noqa: E402
+from eci_datacache_emulator import Emulator, EmulatorConfig  # noqa: E402
+from eci_datacache_emulator.admin_client import EmulatorAdmin  # noqa: E402
 
 from datacache_operator.cloud import EciClient  # noqa: E402
-from datacache_operator.emulator import Emulator, EmulatorConfig  # noqa: E402
-from datacache_operator.emulator.admin_client import EmulatorAdmin  # noqa: E402
 from datacache_operator.settings import OperatorSettings  # noqa: E402
 
 ACCESS_KEY_ID = "cloud-test-access-key-id"

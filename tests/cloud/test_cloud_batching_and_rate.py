@@ -9,8 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from eci_datacache_emulator.admin_client import EmulatorAdmin
+
 from datacache_operator.cloud import CreateRequest, EciClient
-from datacache_operator.emulator.admin_client import EmulatorAdmin
 
 REGION = "cn-hangzhou"
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from eci_datacache_emulator import Emulator
+from eci_datacache_emulator.admin_client import EmulatorAdmin
 
 from datacache_operator.cloud import CreateRequest, DataSource, EciClient, EciError, ErrorCategory
-from datacache_operator.emulator import Emulator
-from datacache_operator.emulator.admin_client import EmulatorAdmin
 
 REGION = "cn-hangzhou"
 TOKEN = "hf_failureTestSecretToken77"

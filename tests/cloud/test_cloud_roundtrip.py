@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eci_datacache_emulator.admin_client import EmulatorAdmin
+
 from datacache_operator.cloud import (
     CopyRequest,
     CreateRequest,
@@ -15,7 +17,6 @@ from datacache_operator.cloud import (
     ObservedCache,
     UpdateRequest,
 )
-from datacache_operator.emulator.admin_client import EmulatorAdmin
 
 REGION = "cn-hangzhou"
 COPY_REGION = "cn-beijing"

@@ -32,8 +32,7 @@ from tests.e2e.stack import (
     emulator_for_pods,
 )
 from tests.e2e.support import Cluster
-
-from datacache_operator.testing.controlplane import ControlPlaneUnavailable, find_assets
+from tests.support.controlplane import ControlPlaneUnavailable, find_assets
 
 
 def _unavailable(message: str) -> None:

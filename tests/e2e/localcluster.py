@@ -1,5 +1,5 @@
 """A local Kubernetes cluster with one real node, without Docker: the control plane of
-`datacache_operator.testing.controlplane` plus kube-scheduler on the host, and a node (containerd,
+`tests.support.controlplane` plus kube-scheduler on the host, and a node (containerd,
 runc, the CNI plugins, kubelet, kube-proxy) in a network and mount namespace of its own.
 
     python -m tests.e2e.localcluster        # `make cluster`: in the foreground until Ctrl-C
@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from datacache_operator.testing.controlplane import ControlPlane, ControlPlaneUnavailable, _Process
+from tests.support.controlplane import ControlPlane, ControlPlaneUnavailable, _Process
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_SCRIPT = Path(__file__).resolve().parent / "node.sh"

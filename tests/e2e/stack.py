@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from eci_datacache_emulator import Emulator, EmulatorConfig
 from tests.e2e.localcluster import ClusterUnavailable, LocalCluster
-
-from datacache_operator.emulator import Emulator, EmulatorConfig
-from datacache_operator.testing.controlplane import ControlPlaneUnavailable
+from tests.support.controlplane import ControlPlaneUnavailable
 
 RELEASE = "eci-datacache"
 RELEASE_NAMESPACE = "datacache-system"

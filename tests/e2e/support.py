@@ -11,8 +11,7 @@ from typing import Any
 
 import yaml
 from tests.integration.support import wait_for
-
-from datacache_operator.testing.controlplane import KubectlError
+from tests.support.controlplane import KubectlError
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "eci-datacache-operator"

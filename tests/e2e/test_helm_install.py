@@ -27,8 +27,7 @@ from tests.e2e.support import (
     wait_replicas_ready,
 )
 from tests.integration.support import wait_for
-
-from datacache_operator.testing.controlplane import KubectlError
+from tests.support.controlplane import KubectlError
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 from alibabacloud_eci20180808.client import Client  # noqa: E402
+from eci_datacache_emulator import Emulator, EmulatorConfig  # noqa: E402
+from eci_datacache_emulator.admin_client import EmulatorAdmin  # noqa: E402
 from emulator_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, make_client  # noqa: E402
-
-from datacache_operator.emulator import Emulator, EmulatorConfig  # noqa: E402
-from datacache_operator.emulator.admin_client import EmulatorAdmin  # noqa: E402
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import requests
 from alibabacloud_eci20180808 import models
 from alibabacloud_eci20180808.client import Client
 from alibabacloud_tea_openapi import models as openapi_models
-
-from datacache_operator.emulator.signature import (
+from eci_datacache_emulator.signature import (
     format_timestamp,
     sha256_hex,
     v3_signature,

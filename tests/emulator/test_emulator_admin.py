@@ -7,9 +7,8 @@ import json
 import pytest
 import requests
 from alibabacloud_eci20180808 import models
+from eci_datacache_emulator.admin_client import EmulatorAdminError
 from emulator_support import ONE_HOUR, OTHER_REGION, REGION, create_request, describe, describe_one
-
-from datacache_operator.emulator.admin_client import EmulatorAdminError
 
 SECRETS = {
     "accessToken": "hf_TOPSECRET1",

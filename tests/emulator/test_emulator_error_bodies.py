@@ -24,11 +24,10 @@ from alibabacloud_eci20180808.client import Client
 from alibabacloud_tea_openapi import models as openapi_models
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException, ThrottlingException
 from alibabacloud_tea_util.models import RuntimeOptions
+from eci_datacache_emulator.admin_client import EmulatorAdmin
+from eci_datacache_emulator.operations import Limits
+from eci_datacache_emulator.signature import format_timestamp
 from emulator_support import ACCESS_KEY_ID, REGION, create_request, describe, make_client, send_raw
-
-from datacache_operator.emulator.admin_client import EmulatorAdmin
-from datacache_operator.emulator.operations import Limits
-from datacache_operator.emulator.signature import format_timestamp
 
 BODY_KEYS = {"RequestId", "HostId", "Code", "Message", "Recommend"}
 STRING_TO_SIGN = "server string to sign is:"

@@ -9,10 +9,9 @@ import pytest
 from alibabacloud_eci20180808 import models
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException, ThrottlingException
 from darabonba.exceptions import UnretryableException
+from eci_datacache_emulator import Emulator, EmulatorConfig
+from eci_datacache_emulator.admin_client import EmulatorAdmin, EmulatorAdminError
 from emulator_support import ONE_HOUR, OTHER_REGION, REGION, create_request, describe, make_client
-
-from datacache_operator.emulator import Emulator, EmulatorConfig
-from datacache_operator.emulator.admin_client import EmulatorAdmin, EmulatorAdminError
 
 
 async def set_faults_async(emulator: Emulator, **settings) -> None:

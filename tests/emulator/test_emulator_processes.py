@@ -13,10 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from alibabacloud_eci20180808 import models
+from eci_datacache_emulator import Emulator, EmulatorConfig
+from eci_datacache_emulator.admin_client import EmulatorAdmin
 from emulator_support import ONE_HOUR, REGION, create_request, describe, describe_one, make_client
-
-from datacache_operator.emulator import Emulator, EmulatorConfig
-from datacache_operator.emulator.admin_client import EmulatorAdmin
 
 START_TIMEOUT = 20.0
 
@@ -61,8 +60,7 @@ def test_cli_prints_its_endpoint_first_serves_and_exits_on_sigterm(tmp_path):
         [
             sys.executable,
             "-m",
-            "datacache_operator",
-            "emulator",
+            "eci_datacache_emulator",
             "--port",
             "0",
             "--seed",
@@ -96,7 +94,7 @@ def test_cli_prints_its_endpoint_first_serves_and_exits_on_sigterm(tmp_path):
 
 def test_cli_rejects_bad_settings():
     result = subprocess.run(
-        [sys.executable, "-m", "datacache_operator", "emulator", "--fault-500-rate", "3"],
+        [sys.executable, "-m", "eci_datacache_emulator", "--fault-500-rate", "3"],
         capture_output=True,
         text=True,
         timeout=START_TIMEOUT,

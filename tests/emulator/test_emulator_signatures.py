@@ -7,6 +7,8 @@ import time
 import pytest
 from alibabacloud_eci20180808 import models
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
+from eci_datacache_emulator import Emulator, EmulatorConfig
+from eci_datacache_emulator.signature import format_timestamp
 from emulator_support import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -18,9 +20,6 @@ from emulator_support import (
     make_client,
     send_raw,
 )
-
-from datacache_operator.emulator import Emulator, EmulatorConfig
-from datacache_operator.emulator.signature import format_timestamp
 
 AWKWARD_TEXT = "space + ~ * ' ( ) ! / ? & = % # 中文 😀"
 

@@ -6,18 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 from alibabacloud_tea_openapi.utils import Utils
-
-from datacache_operator.emulator.errors import ApiError
-from datacache_operator.emulator.faults import RateLimiter
-from datacache_operator.emulator.outcomes import assess_source, size_failure
-from datacache_operator.emulator.signature import (
+from eci_datacache_emulator.errors import ApiError
+from eci_datacache_emulator.faults import RateLimiter
+from eci_datacache_emulator.outcomes import assess_source, size_failure
+from eci_datacache_emulator.signature import (
     sha256_hex,
     v1_signature,
     v1_string_to_sign,
     v3_signature,
     v3_string_to_sign,
 )
-from datacache_operator.emulator.wire import (
+from eci_datacache_emulator.wire import (
     Parameters,
     is_secret_option,
     redact_parameters,

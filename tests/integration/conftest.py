@@ -17,13 +17,12 @@ from tests.integration.support import (
     wait_until_the_webhook_answers,
     webhook_configuration_manifest,
 )
-
-from datacache_operator.testing.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, free_port
 
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Any]:
-    from datacache_operator.emulator import Emulator, EmulatorConfig
+    from eci_datacache_emulator import Emulator, EmulatorConfig
 
     config = EmulatorConfig(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, seed=7)
     with Emulator(config).in_thread() as running:
@@ -33,7 +32,7 @@ def emulator() -> Iterator[Any]:
 @pytest.fixture
 def eci(emulator: Any) -> Any:
     """The emulator's admin client, with faults and rules cleared after each test."""
-    from datacache_operator.emulator.admin_client import EmulatorAdmin
+    from eci_datacache_emulator.admin_client import EmulatorAdmin
 
     admin = EmulatorAdmin(emulator.admin_url)
     yield admin

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from datacache_operator.testing.controlplane import ControlPlane
-from datacache_operator.testing.webhook import webhook_configuration
+from tests.support.controlplane import ControlPlane
+from tests.support.webhook import webhook_configuration
 
 REPO = Path(__file__).resolve().parents[2]
 ACCESS_KEY_ID = "LTAI-integration-test"

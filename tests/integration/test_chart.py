@@ -12,8 +12,7 @@ import pytest
 import yaml
 from tests.integration.support import REPO
 from tests.monitoring.queries import DASHBOARD, RULES
-
-from datacache_operator.testing.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 
 CHART = REPO / "charts" / "eci-datacache-operator"
 

@@ -15,8 +15,7 @@ import kopf
 import pytest
 import yaml
 from kopf.testing import KopfRunner
-
-from datacache_operator.testing.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 
 GROUP = "test.datacache.dev"
 
@@ -162,7 +161,7 @@ def test_kopf_operator_reacts_and_patches_status(controlplane: ControlPlane, wid
 
 def _start_in_child() -> tuple[subprocess.Popen[str], list[int]]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "datacache_operator.testing.controlplane"],
+        [sys.executable, "-m", "tests.support.controlplane"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.controlplane import ControlPlane
 
 from datacache_operator.api.datacache import DATACACHE
-from datacache_operator.testing.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
 

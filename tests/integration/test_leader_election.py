@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from tests.integration.support import Kube, OperatorProcess, wait_for
 from tests.integration.test_datacache_lifecycle import caches_owned_by, datacache, unique
-
-from datacache_operator.testing.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, free_port
 
 LEASE = "eci-datacache-operator"
 FAST = {

@@ -22,9 +22,9 @@ from tests.integration.support import (
 )
 from tests.integration.test_chart import render
 from tests.integration.test_replication import destinations, ref, replication
+from tests.support.controlplane import ControlPlane, free_port
 
 from datacache_operator import API_VERSION
-from datacache_operator.testing.controlplane import ControlPlane, free_port
 
 # Not after a comma: log lines carry milliseconds (`11:14:19,403`), which are no HTTP status.
 FORBIDDEN = re.compile(r"(?<!,)\b403\b|forbidden|not enough permissions", re.IGNORECASE)

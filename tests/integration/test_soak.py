@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 from tests.integration.support import ACCESS_KEY_SECRET, Kube, OperatorProcess, wait_for
+from tests.support.controlplane import ControlPlane, free_port
 
 from datacache_operator import API_VERSION
-from datacache_operator.testing.controlplane import ControlPlane, free_port
 
 SEED_VARIABLE = "DATACACHE_SOAK_SEED"
 REGION = "cn-hangzhou"

@@ -12,15 +12,14 @@ import threading
 from pathlib import Path
 
 from tests.integration.support import REPO, wait_for
-
-from datacache_operator.testing.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 
 
 def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPlane, tmp_path: Path):
     # `controlplane` only for its CI rule (fail, never skip, without binaries): the stack starts its own.
     local = tmp_path / "local"
     stack = subprocess.Popen(
-        [sys.executable, "-m", "datacache_operator.testing.stack", "--local-dir", str(local)],
+        [sys.executable, "-m", "tests.support.localstack", "--local-dir", str(local)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from eci_datacache_emulator.outcomes import REPO_SOURCES as EMULATOR_REPO_SOURCES
+from eci_datacache_emulator.outcomes import assess_source
 
 from datacache_operator.api.common import (
     MAX_CLOUD_NAME_LENGTH,
@@ -22,8 +24,6 @@ from datacache_operator.api.crds import all_crds
 from datacache_operator.api.datacache import REPO_SOURCES, REQUIRED_OPTIONS, DataCacheSpec, DataSourceType
 from datacache_operator.api.replication import COPY_TAG_KEYS
 from datacache_operator.controllers.datacache import desired_cache
-from datacache_operator.emulator.outcomes import REPO_SOURCES as EMULATOR_REPO_SOURCES
-from datacache_operator.emulator.outcomes import assess_source
 from datacache_operator.reconcile.common import cloud_name, owner_tags
 from datacache_operator.reconcile.replication import copy_tags
 

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,12 @@ def test_the_dockerfile_install_steps_work_in_a_clean_venv(tmp_path: Path):
         {k: v for k, v in os.environ.items() if k.startswith(("PIP_INDEX", "PIP_EXTRA", "PIP_TRUSTED"))}
     )
     _run_steps(build, REPO, source, env)
-    assert list((tmp_path / "wheels").glob("eci_datacache_operator-*.whl"))
+    (wheel,) = (tmp_path / "wheels").glob("eci_datacache_operator-*.whl")
+    # The image carries the operator only: the emulator is its own distribution, and the test
+    # helpers (a local control plane) stay in the checkout's tests/.
+    with zipfile.ZipFile(wheel) as contents:
+        packages = {name.split("/")[1] for name in contents.namelist() if name.startswith("datacache_operator/")}
+    assert packages and not packages & {"emulator", "testing"}, sorted(packages)
     _run_steps(final, REPO, tmp_path, env)
     assert not (tmp_path / "wheels").exists(), "the final stage removes the wheels"
 

@@ -1,4 +1,4 @@
-"""``datacache-operator emulator``: serve the ECI DataCache emulator until interrupted.
+"""``eci-datacache-emulator``: serve the ECI DataCache emulator until interrupted.
 
 The first line on stdout is ``ECI_ENDPOINT=<host>:<port>`` (flushed at once), so a parent
 process can start it with ``--port 0`` and read where it listens.
@@ -121,6 +121,19 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
-        print(f"datacache-operator emulator: {error}", file=sys.stderr)
+        print(f"eci-datacache-emulator: {error}", file=sys.stderr)
         return 2
     return asyncio.run(serve(config))
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``eci-datacache-emulator`` command."""
+    parser = argparse.ArgumentParser(
+        prog="eci-datacache-emulator", description="Serve a local ECI DataCache emulator until interrupted."
+    )
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(console())

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from datacache_operator.emulator import Emulator, EmulatorConfig
-from datacache_operator.testing.controlplane import ControlPlane, free_port
-from datacache_operator.testing.webhook import webhook_configuration
+from eci_datacache_emulator import Emulator, EmulatorConfig
+from tests.support.controlplane import ControlPlane, free_port
+from tests.support.webhook import webhook_configuration
 
 ACCESS_KEY_ID = "LTAI-local-emulator"
 ACCESS_KEY_SECRET = "local-emulator-secret"  # noqa: S105 - the emulator's own dev key pair
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     root = local / "controlplane"
     shutil.rmtree(root, ignore_errors=True)
     local.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[2]
 
     print("starting etcd and kube-apiserver...", flush=True)
     with ControlPlane(root=root) as plane:

@@ -493,7 +493,7 @@ def _rsa_private_key_pem() -> bytes:
 
 
 def main() -> int:
-    """`python -m datacache_operator.testing.controlplane`: start, print, wait for Ctrl-C."""
+    """`python -m tests.support.controlplane`: start, print, wait for Ctrl-C."""
     # Python leaves SIGINT ignored when it starts ignored (a shell's background job): Ctrl-C,
     # or kill -INT, must stop it all the same.
     signal.signal(signal.SIGINT, signal.default_int_handler)

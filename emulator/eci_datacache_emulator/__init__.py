@@ -4,7 +4,7 @@ Like LocalStack for AWS: the operator, its tests and users' CI run against it wi
 Alibaba Cloud account. Point the SDK at it with
 ``Config(access_key_id=..., access_key_secret=..., endpoint=emu.endpoint, protocol="http")``.
 
-Start it with ``datacache-operator emulator --port 0`` (prints ``ECI_ENDPOINT=host:port``
+Start it with ``eci-datacache-emulator --port 0`` (prints ``ECI_ENDPOINT=host:port``
 first), ``async with Emulator(EmulatorConfig()) as emu:``, or ``with
 Emulator(config).in_thread() as emu:`` for synchronous code.
 
