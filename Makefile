@@ -34,6 +34,7 @@ controlplane:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator emulator tests benchmarks
 	$(VENV)/bin/ruff format --check operator emulator tests benchmarks
+	$(VENV)/bin/mypy --strict operator/datacache_operator
 
 # The whole suite on the newest pinned Kubernetes release, the end-to-end tests included (a local
 # cluster with a node, the image, the chart: tests/e2e/prepare.sh builds what they need), then the

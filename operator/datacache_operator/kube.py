@@ -22,7 +22,7 @@ import kubernetes
 # The client imports each API module on first use (0.6 s of CPU for these four): here, at
 # import, not in 32 threads at once on the first objects of a burst.
 from kubernetes.client import AdmissionregistrationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from datacache_operator import GROUP, VERSION
 
@@ -74,9 +74,9 @@ def _shared_configuration() -> kubernetes.client.Configuration:
         if not _configuration:
             configuration = kubernetes.client.Configuration()
             try:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
+                kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=configuration)
+                kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             _configuration.append(configuration)
         return _configuration[0]
 
@@ -130,12 +130,12 @@ async def read_secret(namespace: str, name: str) -> dict[str, str]:
 def _get_object_sync(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     api = CustomObjectsApi(_api_client())
     try:
-        found = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        found: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)  # type: ignore[assignment]
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    return dict(found)  # type: ignore[call-overload]
+    return dict(found)
 
 
 async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -158,6 +158,7 @@ def _list_pods_sync(
             kwargs["field_selector"] = field_selector
         if token:
             kwargs["_continue"] = token
+        response: Any  # an HTTP response (_preload_content=False), not the client's model
         if namespace:
             response = api.list_namespaced_pod(namespace, **kwargs)
         else:
@@ -219,7 +220,7 @@ async def patch_object(plural: str, namespace: str, name: str, operations: list[
 
 def _list_objects_sync(plural: str, namespace: str) -> list[dict[str, Any]]:
     api = CustomObjectsApi(_api_client())
-    found = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    found: dict[str, Any] = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)  # type: ignore[assignment]
     return list(found.get("items") or [])
 
 
@@ -288,7 +289,8 @@ def _inject_ca_sync(configuration: str, ca_bundle: bytes) -> int:
     ]
     if operations:
         # The test guards against a concurrent change of the list (another writer, a re-apply).
-        test = {"op": "test", "path": "/metadata/resourceVersion", "value": found.metadata.resource_version}
+        version = found.metadata.resource_version if found.metadata else None
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": version}
         api.patch_mutating_webhook_configuration(
             configuration, [test, *operations], _content_type="application/json-patch+json"
         )

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from datacache_operator import kube
 from datacache_operator.settings import OperatorSettings
@@ -76,6 +76,8 @@ class LeaderElection:
     def _try_acquire_or_renew(self) -> bool:
         api = kube.coordination_api()
         duration = math.ceil(self.duration)
+        response: Any  # an HTTP response (_preload_content=False), not the client's model
+        spec: dict[str, Any]
         try:
             response = api.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
         except ApiException as error:
@@ -88,7 +90,7 @@ class LeaderElection:
                 "renewTime": _now(),
                 "leaseTransitions": 0,
             }
-            body = {
+            body: Any = {
                 "apiVersion": LEASE_API,
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
@@ -208,7 +210,8 @@ class LeaderElection:
 
     def _release(self) -> None:
         api = kube.coordination_api()
-        lease = json.loads(api.read_namespaced_lease(self.name, self.namespace, _preload_content=False).data)
+        response: Any = api.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+        lease = json.loads(response.data)
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return

@@ -242,8 +242,13 @@ async def _lead_then_operate(settings: OperatorSettings, metrics: Metrics) -> No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):  # kopf puts its own handlers in once it runs
         loop.add_signal_handler(signum, stop.set)
+
     # Resumed after a SIGSTOP: check the Lease's age before anything else gets to act.
-    loop.add_signal_handler(signal.SIGCONT, lambda: election.leading and election.check_may_act())
+    def check_after_resume() -> None:
+        if election.leading:
+            election.check_may_act()
+
+    loop.add_signal_handler(signal.SIGCONT, check_after_resume)
     if not await election.acquire(stop) or stop.is_set():
         await election.release()
         return

@@ -130,7 +130,7 @@ class OperatorSettings(BaseSettings):
         description="Comma-separated namespaces to watch; empty: all namespaces.",
     )
     default_deletion_policy: DeletionPolicy = Field(
-        default="Delete",
+        default=DeletionPolicy.DELETE,
         validation_alias=_env("DATACACHE_DEFAULT_DELETION_POLICY"),
         description="Deletion policy of objects that do not set spec.deletionPolicy.",
     )

@@ -126,7 +126,9 @@ def test_the_dockerfile_install_steps_work_in_a_clean_venv(tmp_path: Path):
     # The image carries the operator only: the emulator is its own distribution, and the test
     # helpers (a local control plane) stay in the checkout's tests/.
     with zipfile.ZipFile(wheel) as contents:
-        packages = {name.split("/")[1] for name in contents.namelist() if name.startswith("datacache_operator/")}
+        packages = {
+            name.split("/")[1] for name in contents.namelist() if name.startswith("datacache_operator/")
+        }
     assert packages and not packages & {"emulator", "testing"}, sorted(packages)
     _run_steps(final, REPO, tmp_path, env)
     assert not (tmp_path / "wheels").exists(), "the final stage removes the wheels"

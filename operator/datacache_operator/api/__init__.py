@@ -1,6 +1,6 @@
 """API layer: pydantic models of each kind; the CRDs in deploy/crds/ are generated from them."""
 
-from datacache_operator.api.common import ApiModel, Condition, ConditionStatus, ConditionType
+from datacache_operator.api.common import ApiModel, Condition, ConditionStatus, ConditionType, DeletionPolicy
 from datacache_operator.api.conditions import (
     condition_status,
     format_time,
@@ -16,7 +16,6 @@ from datacache_operator.api.datacache import (
     DataCacheStatus,
     DataSource,
     DataSourceType,
-    DeletionPolicy,
     EipCreateParam,
     InternetChargeType,
     Isp,

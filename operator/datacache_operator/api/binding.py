@@ -119,12 +119,15 @@ def parse_caches(text: str | None) -> list[CacheRequest]:
         if len(parts) == 3 and parts[2].strip() != "ro":
             raise BindingError(f"{where}: the third part of {entry!r} must be 'ro' (read-only) or left out")
         requests.append(CacheRequest(name, mount_path.rstrip("/") or "/", len(parts) == 3))
-    for key, what in ((lambda r: r.name, "cache"), (lambda r: r.mount_path, "mount path")):
+    for what, values in (
+        ("cache", [r.name for r in requests]),
+        ("mount path", [r.mount_path for r in requests]),
+    ):
         seen: set[str] = set()
-        for request in requests:
-            if key(request) in seen:
-                raise BindingError(f"{where}: {what} {key(request)} is listed twice")
-            seen.add(key(request))
+        for value in values:
+            if value in seen:
+                raise BindingError(f"{where}: {what} {value} is listed twice")
+            seen.add(value)
     return requests
 
 

@@ -263,7 +263,7 @@ class EciError(Exception):
         draw = (rng or random).random()
         backoff = min(cap, base * (2 ** max(0, attempt)))
         delay = backoff / 2 + draw * backoff / 2
-        return max(delay, self.retry_after or 0.0)
+        return float(max(delay, self.retry_after or 0.0))
 
 
 def _rebuild(state: dict[str, Any]) -> EciError:

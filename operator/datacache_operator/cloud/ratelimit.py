@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -213,7 +214,7 @@ class TokenBucket:
     async def _wait(self, delay: float | None) -> None:
         """Sleep `delay` (forever if None), or less when a call completes."""
         released = asyncio.ensure_future(self._released.wait())
-        pending = {released}
+        pending: set[asyncio.Future[Any]] = {released}
         if delay is not None:
             pending.add(asyncio.ensure_future(self._sleep(delay)))
         try:

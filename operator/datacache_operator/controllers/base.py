@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
-from datacache_operator.api.common import reconcile_request
+from datacache_operator.api.common import OWNER_UID_TAG, reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
 from datacache_operator.reconcile.binding import in_use_message
-from datacache_operator.reconcile.common import OWNER_UID_TAG, ConditionValue, reason_from_code
+from datacache_operator.reconcile.common import ConditionValue, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)

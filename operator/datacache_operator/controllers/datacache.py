@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.common import is_paused
+from datacache_operator.api.common import OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
@@ -20,6 +20,7 @@ from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
 from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister
 from datacache_operator.kube import SecretNotFound
+from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
 from datacache_operator.settings import OperatorSettings
@@ -52,12 +53,12 @@ def desired_cache(
         region=spec.region or default_region,
         bucket=spec.bucket,
         path=spec.path,
-        name=spec.name or decide.cloud_name(meta["name"]),
+        name=spec.name or decide_common.cloud_name(meta["name"]),
         size=spec.size,
         retention_days=spec.retention_days,
         data_source_type=str(source.type) if source else None,
         options=source.resolved_options(secret_data) if source else {},
-        tags={**spec.tags, **decide.owner_tags(meta["uid"], meta["namespace"], meta["name"])},
+        tags={**spec.tags, **decide_common.owner_tags(meta["uid"], meta["namespace"], meta["name"])},
         resource_group_id=spec.resource_group_id,
         net_config=net.model_dump(exclude_none=True) if net else {},
     )
@@ -146,7 +147,7 @@ class DataCacheController(PollingController):
         events: list[Event] = []
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
 
-        def finish(values: list[decide.ConditionValue], delay: float) -> PassResult:
+        def finish(values: list[decide_common.ConditionValue], delay: float) -> PassResult:
             return self._conclude(uid, status, values, generation, now, delay, events)
 
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
@@ -171,8 +172,8 @@ class DataCacheController(PollingController):
             message = str(error).strip("'\"")
             return finish(
                 [
-                    decide.ConditionValue("Ready", "False", "SecretNotFound", message),
-                    decide.ConditionValue("Synced", "False", "SecretNotFound", f"{message} Retrying."),
+                    decide_common.ConditionValue("Ready", "False", "SecretNotFound", message),
+                    decide_common.ConditionValue("Synced", "False", "SecretNotFound", f"{message} Retrying."),
                 ],
                 max(loading, 30.0),
             )
@@ -182,7 +183,9 @@ class DataCacheController(PollingController):
             step, observed = await self._act(spec, desired, meta, status, conditions, now, events, retry)
         except EciError as error:
             reason, message, delay = self._failed_call(uid, error, events)
-            return finish(decide.error_conditions(reason, message, terminal=not error.retryable), delay)
+            return finish(
+                decide_common.error_conditions(reason, message, terminal=not error.retryable), delay
+            )
         self._failures.pop(uid, None)
         status["lastSyncTime"] = format_time(now)
         if observed is not None:
@@ -241,7 +244,7 @@ class DataCacheController(PollingController):
                 continue
             if step == Step.CREATE:
                 count = int(status.get("cacheGeneration") or 0)
-                token = decide.client_token(meta["uid"], count)
+                token = decide_common.client_token(meta["uid"], count)
                 self.sending(meta["uid"])
                 new_id = await self.cloud.create(region, create_request(desired), token)
                 status.update(
@@ -319,7 +322,7 @@ class DataCacheController(PollingController):
             what = f"data cache {known_id}" if known_id else "no data cache"
             return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")]
         if known_id is None:
-            found = await self.cloud.find_by_tags(region, {decide.OWNER_UID_TAG: meta["uid"]})
+            found = await self.cloud.find_by_tags(region, {OWNER_UID_TAG: meta["uid"]})
             if not found:
                 return True, []
             known_id = found[0].data_cache_id

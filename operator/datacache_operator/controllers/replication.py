@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.common import is_paused
+from datacache_operator.api.common import OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
@@ -439,8 +439,7 @@ class ReplicationController(PollingController):
         """Delete the copies in one region; True while one still exists."""
         # Also a copy whose id was lost (a crash right after the call): found by its tags.
         found = {
-            c.data_cache_id: c
-            for c in await self.cloud.find_by_tags(region, {decide_common.OWNER_UID_TAG: meta["uid"]})
+            c.data_cache_id: c for c in await self.cloud.find_by_tags(region, {OWNER_UID_TAG: meta["uid"]})
         }
         if known_id and known_id not in found:
             observed = await self.cloud.describe(region, known_id)

@@ -94,7 +94,7 @@ def binding_of(
             f"and no DataCacheReplication in {namespace} copies it to {cluster_region}"
         )
     replication, destination = found
-    entry = next(
+    entry: dict[str, Any] = next(
         (
             e
             for e in (replication.get("status") or {}).get("destinations") or []

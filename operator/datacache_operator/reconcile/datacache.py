@@ -21,16 +21,10 @@ from datacache_operator.cloud.models import (
     ObservedCache,
     is_sensitive_option,
 )
-from datacache_operator.reconcile.common import (  # noqa: F401 - also this module's vocabulary
-    OWNER_UID_TAG,
+from datacache_operator.reconcile.common import (
     PAUSED_CONDITIONS,
     TRY_AGAIN,
     ConditionValue,
-    client_token,
-    cloud_name,
-    error_conditions,
-    owner_tags,
-    reason_from_code,
 )
 
 
