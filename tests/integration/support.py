@@ -153,7 +153,7 @@ def create_cache_as_lost_reply(env: dict[str, str], uid: str, namespace: str, na
     from alibabacloud_eci20180808.client import Client
     from alibabacloud_tea_openapi.models import Config
 
-    from datacache_operator.reconcile.datacache import client_token, owner_tags
+    from datacache_operator.reconcile.common import client_token, owner_tags
 
     client = Client(
         Config(

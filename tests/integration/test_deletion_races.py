@@ -10,7 +10,7 @@ from tests.integration.support import Kube, OperatorProcess, wait_for
 from tests.integration.test_datacache_lifecycle import caches_owned_by, datacache, unique
 from tests.integration.test_replication import copies_owned_by, ready_source, ref, replication
 
-from datacache_operator.reconcile.datacache import OWNER_UID_TAG
+from datacache_operator.api.common import OWNER_UID_TAG
 
 
 def _looked_up_by_owner_tag(eci: Any, uid: str) -> bool:

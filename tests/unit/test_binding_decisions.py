@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from datacache_operator.admission.mutate import apply_patch, mutation, requested_caches
+from datacache_operator.admission.mutate import mutation, requested_caches
 from datacache_operator.api.binding import (
     BOUND_ANNOTATION,
     CACHES_ANNOTATION,
@@ -36,6 +37,23 @@ from datacache_operator.reconcile.binding import (
 )
 
 HERE = "cn-hangzhou"
+
+
+def apply_patch(pod: Mapping[str, Any], patch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The pod after `patch` (only the `add` operations `mutation` emits), as the apiserver
+    would apply it."""
+    result = copy.deepcopy(dict(pod))
+    for op in patch:
+        assert op["op"] == "add"
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = result
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node.append(copy.deepcopy(op["value"]))
+        else:
+            node[last] = copy.deepcopy(op["value"])
+    return result
 
 
 def condition(type_: str, status: str, reason: str = "R", message: str = "") -> dict[str, Any]:

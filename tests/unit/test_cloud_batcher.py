@@ -102,10 +102,11 @@ async def test_reads_after_a_sent_batch_start_a_new_one() -> None:
     assert fetch.calls == [("r", ["edc-1"]), ("r", ["edc-2"])]
 
 
-async def test_get_many() -> None:
+async def test_concurrent_gets_share_one_call_per_distinct_id() -> None:
     fetch = RecordingFetch(missing=frozenset({"b"}))
     batcher = DescribeBatcher(fetch, window=0.01)
-    assert await batcher.get_many("r", ["a", "b", "a"]) == {"a": "r/a", "b": None}
+    found = await asyncio.gather(*(batcher.get("r", i) for i in ("a", "b", "a")))
+    assert found == ["r/a", None, "r/a"]
     assert fetch.calls == [("r", ["a", "b"])]
 
 

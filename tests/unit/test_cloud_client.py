@@ -150,18 +150,17 @@ async def test_batching_off_means_one_call_per_id() -> None:
     for n in range(5):
         fake.add(f"edc-{n}")
     client, _ = make_client(fake, batching=False)
-    found = await client.describe_many("cn-hangzhou", [f"edc-{n}" for n in range(5)])
+    found = await asyncio.gather(*(client.describe("cn-hangzhou", f"edc-{n}") for n in range(5)))
     assert len(fake.actions("DescribeDataCaches")) == 5
-    assert all(cache is not None for cache in found.values())
+    assert all(cache is not None for cache in found)
 
 
-async def test_describe_many_maps_every_id() -> None:
+async def test_concurrent_describes_of_one_id_and_a_gone_one_share_a_call() -> None:
     fake = FakeSdk()
     fake.add("edc-a")
     client, _ = make_client(fake)
-    found = await client.describe_many("r", ["edc-a", "edc-b", "edc-a"])
-    assert list(found) == ["edc-a", "edc-b"]
-    assert found["edc-a"] is not None and found["edc-b"] is None
+    first, gone, again = await asyncio.gather(*(client.describe("r", i) for i in ("edc-a", "edc-b", "edc-a")))
+    assert first is not None and again == first and gone is None
     assert len(fake.actions("DescribeDataCaches")) == 1
 
 
@@ -170,8 +169,8 @@ async def test_describe_follows_next_token() -> None:
     for n in range(20):
         fake.add(f"edc-{n}")
     client, _ = make_client(fake)
-    found = await client.describe_many("r", [f"edc-{n}" for n in range(20)])
-    assert all(found.values())
+    found = await asyncio.gather(*(client.describe("r", f"edc-{n}") for n in range(20)))
+    assert all(found)
     assert [r.next_token for r in fake.actions("DescribeDataCaches")] == [None, "7", "14"]
 
 

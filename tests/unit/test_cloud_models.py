@@ -66,30 +66,12 @@ def test_documented_example() -> None:
     }
     assert cache.tags == {"owner-uid": "1234", "env": "dev"}
     assert cache.last_event_message == "pulled"  # newest by timestamp, not last in the list
-    assert cache.is_available and cache.is_updatable and not cache.is_busy and not cache.is_terminal_failure
 
 
 def test_sdk_model_round_trip() -> None:
     """The client feeds ``to_map()`` of the SDK's response model."""
     item = eci.DescribeDataCachesResponseBodyDataCaches().from_map(DOC_EXAMPLE)
     assert ObservedCache.from_api(item.to_map(), "cn-hangzhou") == ObservedCache.from_api(DOC_EXAMPLE, "x")
-
-
-@pytest.mark.parametrize(
-    ("status", "busy", "failed"),
-    [
-        ("Creating", True, False),
-        ("Loading", True, False),
-        ("Updating", True, False),
-        ("Deleting", True, False),
-        ("Available", False, False),
-        ("Failed", False, True),
-        ("UpdateFailed", False, True),
-    ],
-)
-def test_status_helpers(status: str, busy: bool, failed: bool) -> None:
-    cache = ObservedCache(data_cache_id="edc-1", region="r", status=status)
-    assert (cache.is_busy, cache.is_terminal_failure) == (busy, failed)
 
 
 def test_garbage_fields_become_none_not_errors() -> None:

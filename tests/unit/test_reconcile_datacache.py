@@ -7,15 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from datacache_operator.cloud.models import ObservedCache
+from datacache_operator.reconcile.common import client_token, error_conditions, reason_from_code
 from datacache_operator.reconcile.datacache import (
     DesiredCache,
     Situation,
     Step,
-    client_token,
     conditions_for,
-    error_conditions,
     next_step,
-    reason_from_code,
     update_fields,
 )
 
@@ -59,7 +57,6 @@ def observed(status: str = "Available", **overrides: object) -> ObservedCache:
 def situation(**overrides: object) -> Situation:
     values: dict[str, object] = dict(
         generation=1,
-        paused=False,
         adopt_id=None,
         known_id="edc-1",
         recovered=False,
@@ -123,10 +120,6 @@ def test_a_failed_cache_stalls_until_the_spec_changes():
 def test_update_failed_caches_take_an_update():
     assert next_step(situation(observed=observed("UpdateFailed")), desired(size=40), 7) == Step.UPDATE
     assert next_step(situation(observed=observed("UpdateFailed")), desired(), 7) == Step.FAILED
-
-
-def test_paused_comes_first():
-    assert next_step(situation(paused=True, observed=None, looked_up=False), desired(), 7) == Step.PAUSED
 
 
 def test_conditions_follow_kstatus():

@@ -6,7 +6,6 @@ with `reconcile.binding.binding_of` and hands the result here.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -153,20 +152,3 @@ def _append(
         patch.append({"op": "add", "path": f"{path}/{key}", "value": items})
     else:
         patch.extend({"op": "add", "path": f"{path}/{key}/-", "value": item} for item in items)
-
-
-def apply_patch(pod: Mapping[str, Any], patch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The pod after `patch` (only the `add` operations `mutation` emits): for tests and the
-    idempotency check."""
-    result = copy.deepcopy(dict(pod))
-    for op in patch:
-        assert op["op"] == "add"
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        node: Any = result
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node.append(copy.deepcopy(op["value"]))
-        else:
-            node[last] = copy.deepcopy(op["value"])
-    return result

@@ -72,12 +72,6 @@ class DescribeBatcher(Generic[K, T]):
         """The cache, or None when DescribeDataCaches does not list it (gone)."""
         return await self._submit(key, data_cache_id)
 
-    async def get_many(self, key: K, ids: Iterable[str]) -> dict[str, T | None]:
-        unique = list(dict.fromkeys(ids))
-        futures = [self._submit(key, i) for i in unique]
-        results = await asyncio.gather(*futures)
-        return dict(zip(unique, results, strict=True))
-
     def _submit(self, key: K, data_cache_id: str) -> asyncio.Future[T | None]:
         if self._closed:
             raise RuntimeError("the describe batcher is closed")

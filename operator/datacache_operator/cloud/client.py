@@ -228,16 +228,6 @@ class EciClient:
         found = await self._describe_chunk((region, bucket), [data_cache_id])
         return found.get(data_cache_id)
 
-    async def describe_many(
-        self, region: str, ids: Iterable[str], *, bucket: str | None = None
-    ) -> dict[str, ObservedCache | None]:
-        """Each id (duplicates removed, order kept) -> its cache or None when gone."""
-        unique = [i for i in dict.fromkeys(ids) if i]
-        if self.settings.batching:
-            return await self._batcher.get_many((region, bucket), unique)
-        results = await asyncio.gather(*(self.describe(region, i, bucket=bucket) for i in unique))
-        return dict(zip(unique, results, strict=True))
-
     async def find_by_tags(
         self,
         region: str,

@@ -174,23 +174,6 @@ class ObservedCache(_Frozen):
         yield "data_source_options", redacted_options(self.data_source_options)
 
     @property
-    def is_busy(self) -> bool:
-        """Changing now: updates are refused and the next poll should come soon."""
-        return self.status in BUSY_STATUSES
-
-    @property
-    def is_available(self) -> bool:
-        return self.status == STATUS_AVAILABLE
-
-    @property
-    def is_terminal_failure(self) -> bool:
-        return self.status in TERMINAL_FAILURE_STATUSES
-
-    @property
-    def is_updatable(self) -> bool:
-        return self.status in UPDATABLE_STATUSES
-
-    @property
     def progress_percent(self) -> float | None:
         return _parse_percent(self.progress)
 

@@ -220,7 +220,6 @@ class DataCacheController(PollingController):
             observed = await self.cloud.describe(region, known_id) if known_id else None
             situation = Situation(
                 generation=meta.get("generation") or 0,
-                paused=False,
                 adopt_id=spec.data_cache_id,
                 known_id=known_id,
                 recovered=recovered,

@@ -138,7 +138,6 @@ class Situation:
     """Everything a decision depends on, as plain values."""
 
     generation: int
-    paused: bool
     adopt_id: str | None
     known_id: str | None
     recovered: bool  # the tag lookup already ran in this pass
@@ -151,8 +150,6 @@ class Situation:
 
 def next_step(situation: Situation, desired: DesiredCache, applied_retention: int | None) -> Step:
     s = situation
-    if s.paused:
-        return Step.PAUSED
     cache_id = s.adopt_id or s.known_id
     if cache_id is None:
         return Step.CREATE if s.recovered else Step.RECOVER
