@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
-from tests.unit.test_binding_decisions import HERE, bind, datacache, pod
+from tests.unit.reconcile.test_binding_decisions import HERE, bind, datacache, pod
 
 from datacache_operator.api.binding import GATED_LABEL
 from datacache_operator.controllers.pods import PodBinder

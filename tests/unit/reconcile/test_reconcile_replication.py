@@ -162,7 +162,7 @@ def test_example_parses():
     from datacache_operator.api.datacache import DataCache
     from datacache_operator.api.replication import DataCacheReplication
 
-    path = Path(__file__).resolve().parents[2] / "examples" / "replication-hongkong-to-mainland.yaml"
+    path = Path(__file__).resolve().parents[3] / "examples" / "replication-hongkong-to-mainland.yaml"
     source, replication = yaml.safe_load_all(path.read_text())
     cache = DataCache.from_body(source)
     parsed = DataCacheReplication.from_body(replication)

@@ -21,7 +21,7 @@ from datacache_operator.api import (
     MissingSecretKeyError,
 )
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("datacache-*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("datacache-*.yaml"))
 
 
 def test_minimal_spec_gets_the_schema_defaults():

@@ -16,7 +16,7 @@ from datacache_operator.api.crds import HEADER, all_crds, render, rendered_files
 from datacache_operator.api.datacache import DATACACHE
 from datacache_operator.api.schema import SchemaError, structural_schema
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRD_DIRECTORY = REPO / "deploy" / "crds"
 
 
