@@ -48,7 +48,6 @@ class Kind:
 
     kind: str
     plural: str
-    memo_key: str  # where its controller lives in kopf's memo
     cloud_side: str  # "the data cache is" / "the copies are": for the finalizer's messages
     controller: ControllerFactory
 
@@ -57,14 +56,12 @@ KINDS = (
     Kind(
         "DataCache",
         "datacaches",
-        "datacaches",
         "the data cache is",
         lambda settings, cloud, users: DataCacheController(settings, cloud, kube.read_secret, users=users),
     ),
     Kind(
         "DataCacheReplication",
         "datacachereplications",
-        "replications",
         "the copies are",
         lambda settings, cloud, users: ReplicationController(settings, cloud, kube.get_object, users=users),
     ),
@@ -132,9 +129,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         settings.networking.request_timeout = 60
         settings.posting.level = logging.INFO
         settings.posting.worker_limit = EVENT_POSTERS
-        memo.metrics = metrics
-        memo.cloud = EciClient(operator_settings, hooks=metrics, guard=kube.check_may_act)
-        memo.binder = PodBinder(
+        cloud = EciClient(operator_settings, hooks=metrics, guard=kube.check_may_act)
+        binder = PodBinder(
             operator_settings,
             kube.list_pods,
             kube.patch_pod,
@@ -144,22 +140,21 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
             on_ungated=metrics.on_pod_ungated,
             on_waiting=metrics.on_pods_waiting,
         )
-        for kind in KINDS:
-            setattr(memo, kind.memo_key, kind.controller(operator_settings, memo.cloud, memo.binder.users))
         kinds = {
-            kind.plural: runtime.Registered(kind.kind, getattr(memo, kind.memo_key), kind.cloud_side)
+            kind.plural: runtime.Registered(
+                kind.kind, kind.controller(operator_settings, cloud, binder.users), kind.cloud_side
+            )
             for kind in KINDS
         }
-        runtime.prepare(memo, operator_settings, kinds)
+        memo.shared = runtime.prepare(operator_settings, metrics, kinds, cloud=cloud, binder=binder)
 
     operator_settings = settings
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        await runtime.stop_background(memo)
-        cloud = getattr(memo, "cloud", None)
-        if cloud is not None:
-            await cloud.aclose()
+        shared: runtime.Shared | None = getattr(memo, "shared", None)  # None: start-up failed
+        if shared is not None:
+            await runtime.stop(shared)
 
     for kind in KINDS:
         _register_kind(registry, kind)

@@ -15,6 +15,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -23,6 +24,7 @@ import kopf
 from datacache_operator import GROUP, kube
 from datacache_operator.api.common import is_paused, reconcile_request
 from datacache_operator.api.conditions import get_condition
+from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import (
     Event,
@@ -134,14 +136,14 @@ async def finalize_pass(
     plural: str,
     what: str,
     controller: Finalizer,
-    settings: OperatorSettings,
-    memo: kopf.Memo,
+    shared: Shared,
     entry: Entry,
     body: dict[str, Any],
 ) -> tuple[float, int] | None:
     """The pass of an object being deleted: our finalizer goes once the cloud side is gone
     (or retained); until then another pass follows. `what` names the cloud side in messages.
     A pass that began before the deletion has ended: the scheduler runs one at a time."""
+    settings = shared.settings
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):
         return None  # nothing of ours to wait for
@@ -155,7 +157,7 @@ async def finalize_pass(
     try:
         done, events, status = await controller.finalize(body)
         if status is not None and status != own_status(body.get("status") or {}):
-            memo.status_writer.write(meta["uid"], plural, meta["namespace"], meta["name"], status)
+            shared.status_writer.write(meta["uid"], plural, meta["namespace"], meta["name"], status)
     except Exception as error:
         delay = finalize_retry_delay(error, entry.failures, settings)
         entry.failures += 1
@@ -171,7 +173,7 @@ async def finalize_pass(
         return settings.poll_interval_loading, PassPriority.POLL
     if not await kube.patch_object(plural, meta["namespace"], meta["name"], removing_finalizer(meta)):
         return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # gone, or a newer list
-    memo.metrics.objects.forget(kind, meta["uid"])
+    shared.metrics.objects.forget(kind, meta["uid"])
     return None
 
 
@@ -190,6 +192,21 @@ class Registered(NamedTuple):
     kind: str
     controller: Reconciler
     cloud_side: str  # "the data cache is" / "the copies are": for the deletion's messages
+
+
+@dataclass
+class Shared:
+    """What every pass of every object shares, made once at start-up (`prepare`); kopf's memo
+    carries it as `memo.shared`."""
+
+    settings: OperatorSettings
+    metrics: Metrics
+    kinds: Mapping[str, Registered]  # plural -> kind
+    scheduler: Scheduler
+    status_writer: StatusWriter
+    cloud: EciClient | None = None
+    binder: PodBinder | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 # Annotations that repeat the spec (kubectl's, kopf's): the scheduler keeps bodies without them.
@@ -224,16 +241,17 @@ def trigger(body: Mapping[str, Any]) -> tuple[Any, bool, str | None, bool]:
 def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> bool:
     """The `when` filter of each kind's event handler, called for every watch event: keep the
     object as now seen; True (the handler then makes it due) only on a real change."""
-    scheduler: Scheduler = memo.scheduler
-    start_background(memo)
+    shared: Shared = memo.shared
+    scheduler = shared.scheduler
+    start_background(shared)
     meta = body.metadata
     uid = meta["uid"]
-    registered: Registered = memo.kinds[plural]
+    registered = shared.kinds[plural]
     if type == "DELETED":
         scheduler.forget(uid)
-        memo.status_writer.forget(uid)
+        shared.status_writer.forget(uid)
         registered.controller.forget(uid)
-        memo.metrics.objects.forget(registered.kind, uid)
+        shared.metrics.objects.forget(registered.kind, uid)
         return False
     status = body.get("status") or {}
     entry, new = scheduler.upsert(
@@ -256,49 +274,63 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
 
 def wake(body: kopf.Body, memo: kopf.Memo) -> None:
     """Reconcile now, ahead of polls and resyncs."""
-    memo.scheduler.schedule(body.metadata["uid"], 0.0, PassPriority.CHANGE)
+    shared: Shared = memo.shared
+    shared.scheduler.schedule(body.metadata["uid"], 0.0, PassPriority.CHANGE)
 
 
-def prepare(memo: kopf.Memo, settings: OperatorSettings, kinds: Mapping[str, Registered]) -> None:
+def prepare(
+    settings: OperatorSettings,
+    metrics: Metrics,
+    kinds: Mapping[str, Registered],
+    cloud: EciClient | None = None,
+    binder: PodBinder | None = None,
+) -> Shared:
     """At start-up: one scheduler for every object; `kinds` maps each plural to its kind.
     Its workers start with the first event (`start_background`)."""
 
     async def run(uid: str, entry: Entry) -> tuple[float, int] | None:
-        return await run_pass(kinds[entry.plural], entry.plural, settings, memo, entry)
+        return await run_pass(kinds[entry.plural], entry.plural, shared, entry)
 
-    memo.kinds = kinds
-    memo.operator_settings = settings
-    memo.scheduler = Scheduler(run, settings.max_concurrent_passes)
-    memo.status_writer = StatusWriter(_patch_status)
-    memo.metrics.status_writes_pending.set_function(memo.status_writer.pending)
-    memo.background = []  # shared by every object's copy of the memo
+    shared = Shared(
+        settings=settings,
+        metrics=metrics,
+        kinds=kinds,
+        scheduler=Scheduler(run, settings.max_concurrent_passes),
+        status_writer=StatusWriter(_patch_status),
+        cloud=cloud,
+        binder=binder,
+    )
+    metrics.status_writes_pending.set_function(shared.status_writer.pending)
+    return shared
 
 
-def start_background(memo: kopf.Memo) -> None:
+def start_background(shared: Shared) -> None:
     """Start the scheduler's workers and the pod resync once, from kopf's handling of an
     object: kopf sets the context variables that `kopf.event` needs only there, and tasks
     started at start-up could post no events."""
-    scheduler: Scheduler = memo.scheduler
+    scheduler = shared.scheduler
     if scheduler.started:
         return
     context = contextvars.copy_context()
     scheduler.start(context)
-    resync = resync_pods(memo.binder, memo.operator_settings, scheduler)
-    memo.background.append(asyncio.get_running_loop().create_task(resync, name="pod-resync", context=context))
+    if shared.binder is not None:
+        resync = resync_pods(shared.binder, shared.settings, scheduler)
+        shared.background.append(
+            asyncio.get_running_loop().create_task(resync, name="pod-resync", context=context)
+        )
 
 
-async def stop_background(memo: kopf.Memo) -> None:
-    for task in getattr(memo, "background", []):
+async def stop(shared: Shared) -> None:
+    """At shutdown: the passes, then the statuses they left to write, then the ECI client."""
+    for task in shared.background:
         task.cancel()
-    scheduler: Scheduler | None = getattr(memo, "scheduler", None)
-    if scheduler is not None:
-        await scheduler.stop()
-    writer: StatusWriter | None = getattr(memo, "status_writer", None)
-    if writer is not None:  # after the passes, which hand it their statuses
-        await writer.close(STATUS_WRITES_AT_STOP_SECONDS)
+    await shared.scheduler.stop()
+    await shared.status_writer.close(STATUS_WRITES_AT_STOP_SECONDS)
+    if shared.cloud is not None:
+        await shared.cloud.aclose()
 
 
-def poll_deferral(memo: kopf.Memo, entry: Entry) -> float | None:
+def poll_deferral(shared: Shared, entry: Entry) -> float | None:
     """Seconds to put off a poll or resync (not a change) while the calls already waiting for
     the rate limiter take longer than `POLL_DEFER_QUEUE_SECONDS` to go; None: run it now.
 
@@ -309,32 +341,26 @@ def poll_deferral(memo: kopf.Memo, entry: Entry) -> float | None:
     quarter of a second of calls queued, so no slot goes unused."""
     if entry.priority == PassPriority.CHANGE:
         return None
-    cloud = getattr(memo, "cloud", None)
-    queued = cloud.queued_seconds() if cloud is not None else 0.0
+    queued = shared.cloud.queued_seconds() if shared.cloud is not None else 0.0
     if queued <= POLL_DEFER_QUEUE_SECONDS:
         return None
     return queued * random.uniform(1.0, 1.5)  # noqa: S311 - spread out: not all back at once
 
 
 async def run_pass(
-    registered: Registered,
-    plural: str,
-    settings: OperatorSettings,
-    memo: kopf.Memo,
-    entry: Entry,
+    registered: Registered, plural: str, shared: Shared, entry: Entry
 ) -> tuple[float, int] | None:
     """One level-based pass of one object: read ECI, decide, act, write status and events.
     Returns when the next pass is due and at which priority (None: when it changes)."""
-    deferral = poll_deferral(memo, entry)
+    settings = shared.settings
+    deferral = poll_deferral(shared, entry)
     if deferral is not None:
         return deferral, entry.priority
     kind, controller = registered.kind, registered.controller
     body = json.loads(entry.body)
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
-        return await finalize_pass(
-            kind, plural, registered.cloud_side, controller, settings, memo, entry, body
-        )
+        return await finalize_pass(kind, plural, registered.cloud_side, controller, shared, entry, body)
     if FINALIZER not in (meta.get("finalizers") or []):
         # Before anything is made in the cloud: without the finalizer a deletion would not
         # wait for us, and a cache made now could outlive its object (the fault soak showed it
@@ -343,7 +369,8 @@ async def run_pass(
         if not await kube.patch_object(plural, meta["namespace"], meta["name"], adding_finalizer(meta)):
             return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # changed or gone
         meta["finalizers"] = [*(meta.get("finalizers") or []), FINALIZER]
-    metrics: Metrics = memo.metrics
+    metrics = shared.metrics
+    binder = shared.binder
     try:
         with metrics.reconcile(kind) as outcome:
             before = own_status(body.get("status") or {})
@@ -353,14 +380,16 @@ async def run_pass(
             usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
             # Waiting pods learn of it once the status says so (the binder reads the object).
             tell_pods = (
-                functools.partial(memo.binder.cache_changed, meta["namespace"]) if usable or failed else None
+                functools.partial(binder.cache_changed, meta["namespace"])
+                if binder is not None and (usable or failed)
+                else None
             )
             if written is None:
                 controller.not_written(meta["uid"])
                 if tell_pods is not None:
                     tell_pods()
             else:
-                memo.status_writer.write(
+                shared.status_writer.write(
                     meta["uid"], plural, meta["namespace"], meta["name"], written, tell_pods
                 )
             post_events(body, result.events)

@@ -54,11 +54,14 @@ class Controller(PollingController):
 
 
 def memo_with(controller: Controller) -> types.SimpleNamespace:
-    memo = types.SimpleNamespace(metrics=Metrics(), binder=None)
-    runtime.prepare(
-        memo, SETTINGS, {"datacaches": runtime.Registered("DataCache", controller, "the data cache is")}
+    """kopf's memo as the operator fills it at start-up: what every pass shares, and the
+    scheduler, kinds and status writer at hand for the tests."""
+    shared = runtime.prepare(
+        SETTINGS, Metrics(), {"datacaches": runtime.Registered("DataCache", controller, "the data cache is")}
     )
-    return memo
+    return types.SimpleNamespace(
+        shared=shared, scheduler=shared.scheduler, kinds=shared.kinds, status_writer=shared.status_writer
+    )
 
 
 class Apiserver:
@@ -88,7 +91,7 @@ class Apiserver:
 @pytest.fixture(autouse=True)
 def apiserver(monkeypatch: pytest.MonkeyPatch) -> Apiserver:
     """No workers and no pod resync: each test runs the passes it looks at itself."""
-    monkeypatch.setattr(runtime, "start_background", lambda memo: None)
+    monkeypatch.setattr(runtime, "start_background", lambda shared: None)
     fake = Apiserver()
     monkeypatch.setattr(kube, "patch_object", fake.patch_object)
     monkeypatch.setattr(kube, "patch_status", fake.patch_status)
@@ -99,7 +102,7 @@ def apiserver(monkeypatch: pytest.MonkeyPatch) -> Apiserver:
 async def run(controller: Controller, memo: Any) -> tuple[float, int] | None:
     """One pass, and the status it left to write written."""
     entry = memo.scheduler.get("u1")
-    next_pass = await runtime.run_pass(memo.kinds["datacaches"], "datacaches", SETTINGS, memo, entry)
+    next_pass = await runtime.run_pass(memo.kinds["datacaches"], "datacaches", memo.shared, entry)
     await memo.status_writer.drain()
     return next_pass
 
@@ -330,7 +333,7 @@ async def test_a_poll_waits_in_the_scheduler_not_in_a_worker_while_the_rate_limi
 ) -> None:
     controller = Controller()
     memo = memo_with(controller)
-    memo.cloud = QueuedCloud(2.0)
+    memo.shared.cloud = QueuedCloud(2.0)
     runtime.observe("datacaches", body(finalizers=[runtime.FINALIZER]), "ADDED", memo)
     memo.scheduler.get("u1").priority = PassPriority.POLL
     next_pass = await run(controller, memo)
@@ -338,7 +341,7 @@ async def test_a_poll_waits_in_the_scheduler_not_in_a_worker_while_the_rate_limi
     delay, priority = next_pass
     assert 2.0 <= delay <= 3.0 and priority == PassPriority.POLL
     assert controller.seen == []  # put off, not run
-    memo.cloud.seconds = 0.1  # the limiter caught up
+    memo.shared.cloud.seconds = 0.1  # the limiter caught up
     await run(controller, memo)
     assert len(controller.seen) == 1
 
@@ -346,7 +349,7 @@ async def test_a_poll_waits_in_the_scheduler_not_in_a_worker_while_the_rate_limi
 async def test_a_change_is_never_put_off(apiserver: Apiserver) -> None:
     controller = Controller()
     memo = memo_with(controller)
-    memo.cloud = QueuedCloud(30.0)
+    memo.shared.cloud = QueuedCloud(30.0)
     runtime.observe("datacaches", body(), "ADDED", memo)  # new: its first pass is a change
     assert memo.scheduler.get("u1").priority == PassPriority.CHANGE
     await run(controller, memo)

@@ -176,6 +176,10 @@ class PollingController:
         status is what the next pass starts from."""
         self._last_status.pop(uid, None)
 
+    async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
+        """One pass of the object: read the cloud, decide, act; the status and the next pass."""
+        raise NotImplementedError
+
     async def finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
         """Delete (or retain) what the object made in the cloud; True once the finalizer can go.
         The status, when not None, is to be written (e.g. Ready=False while pods use the cache)."""
