@@ -28,6 +28,8 @@ import kopf
 
 from datacache_operator import GROUP, VERSION, kube, runtime
 from datacache_operator.admission.server import WebhookServer
+from datacache_operator.api import datacache as datacache_api
+from datacache_operator.api import replication as replication_api
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.controllers.base import PollingController, UsersLister
 from datacache_operator.controllers.datacache import DataCacheController
@@ -54,14 +56,14 @@ class Kind:
 
 KINDS = (
     Kind(
-        "DataCache",
-        "datacaches",
+        datacache_api.KIND,
+        datacache_api.PLURAL,
         "the data cache is",
         lambda settings, cloud, users: DataCacheController(settings, cloud, kube.read_secret, users=users),
     ),
     Kind(
-        "DataCacheReplication",
-        "datacachereplications",
+        replication_api.KIND,
+        replication_api.PLURAL,
         "the copies are",
         lambda settings, cloud, users: ReplicationController(settings, cloud, kube.get_object, users=users),
     ),

@@ -113,3 +113,16 @@ def test_the_check_sees_a_violation(tmp_path: Path):
         "from datacache_operator.controllers.datacache import DataCacheController\nimport datacache_operator.main\n"
     )
     assert imports(bad) == {"controllers.datacache", "main"}
+
+
+def test_kind_names_are_spelled_only_in_the_api_layer():
+    """Each kind's plural is a constant of `api/`; the generic layers never spell one out."""
+    plurals = {"datacaches", "datacachereplications"}
+    wrong = [
+        f"{module}:{node.lineno} spells {node.value!r}"
+        for module, path in modules().items()
+        if layer(module) != "api"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in plurals
+    ]
+    assert not wrong, "\n".join(wrong)

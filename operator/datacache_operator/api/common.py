@@ -29,6 +29,10 @@ RESERVED_TAG_KEY_PREFIXES = ("aliyun", "acs:")
 FORBIDDEN_TAG_TEXTS = ("http://", "https://")
 
 # Tags the operator puts on every cache it creates, to find it again (reconcile/common.py).
+# Each kind's plural (its resource name), by which other kinds and the webhook read its objects.
+DATACACHES = "datacaches"
+DATACACHE_REPLICATIONS = "datacachereplications"
+
 OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
 OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
 OWNER_NAME_TAG = "eci.datacache.dev/owner-name"

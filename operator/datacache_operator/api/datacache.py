@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.binding import PodDisk
 from datacache_operator.api.common import (  # noqa: F401 - DeletionPolicy, ObjectMeta: part of this kind's API too
+    DATACACHES,
     MAX_CLOUD_NAME_LENGTH,
     OWNER_TAG_KEYS,
     REGION_PATTERN,
@@ -41,7 +42,7 @@ from datacache_operator.api.schema import (
 )
 
 KIND = "DataCache"
-PLURAL = "datacaches"
+PLURAL = DATACACHES
 DEFAULT_BUCKET = "default"
 DEFAULT_SIZE_GIB = 20
 

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.common import (
+    DATACACHE_REPLICATIONS,
     MAX_CLOUD_NAME_LENGTH,
     OWNER_TAG_KEYS,
     REGION_PATTERN,
@@ -38,7 +39,7 @@ from datacache_operator.api.schema import (
 )
 
 KIND = "DataCacheReplication"
-PLURAL = "datacachereplications"
+PLURAL = DATACACHE_REPLICATIONS
 MAX_DESTINATIONS = 32
 MAX_REGION_LENGTH = 64
 DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from datacache_operator.api import datacache as datacache_api
+from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import (
     GATED_LABEL,
     INJECT_LABEL,
@@ -29,8 +31,6 @@ from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
-DATACACHES = "datacaches"
-REPLICATIONS = "datacachereplications"
 NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
 
 PodLister = Callable[[str | None, str, str | None], Awaitable[list[dict[str, Any]]]]
@@ -137,10 +137,10 @@ class PodBinder:
     ) -> Binding | str:
         key = (namespace, name, replication)
         if key not in cache:
-            datacache = await self.read_object(DATACACHES, namespace, name)
+            datacache = await self.read_object(datacache_api.PLURAL, namespace, name)
             replications: list[dict[str, Any]] = []
             if replication:
-                found = await self.read_object(REPLICATIONS, namespace, replication)
+                found = await self.read_object(replication_api.PLURAL, namespace, replication)
                 replications = [found] if found else []
             try:
                 cache[key] = decide.binding_of(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from datacache_operator.api.common import OWNER_UID_TAG, is_paused
+from datacache_operator.api.common import DATACACHES, OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
@@ -29,7 +29,6 @@ from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
-DATACACHES = "datacaches"
 # Stalled reasons that the copies themselves give (they keep being watched), as opposed to a
 # terminal error of a call, which is not repeated until the spec changes.
 _COPY_STALL_REASONS = frozenset({"CopyFailed"})

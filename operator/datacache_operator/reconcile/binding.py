@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from datacache_operator.api import datacache as datacache_api
+from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import (
     BOUND_ANNOTATION,
     GATED_LABEL,
@@ -200,9 +202,9 @@ def consumer_counts(pods: Sequence[Mapping[str, Any]]) -> Counter[ConsumerKey]:
         namespace = meta.get("namespace", "")
         for entry in parse_bound(meta.get("annotations")):
             if entry.replication:
-                counts[("datacachereplications", namespace, entry.replication)] += 1
+                counts[(replication_api.PLURAL, namespace, entry.replication)] += 1
             else:
-                counts[("datacaches", namespace, entry.name)] += 1
+                counts[(datacache_api.PLURAL, namespace, entry.name)] += 1
     return counts
 
 
@@ -231,7 +233,7 @@ def usable_change(
 ) -> tuple[bool, bool]:
     """(turned usable, turned failed) between two statuses of a DataCache, or of a replication's
     copy into the cluster's region: when waiting pods must be looked at now."""
-    if plural == "datacachereplications":
+    if plural == replication_api.PLURAL:
         old, new = _destination(before, cluster_region), _destination(after, cluster_region)
         usable = new.get("status") == AVAILABLE and old.get("status") != AVAILABLE
         failed = new.get("failedGeneration") is not None and old.get("failedGeneration") is None
