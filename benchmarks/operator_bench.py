@@ -805,7 +805,9 @@ def memory_profile(n: int) -> dict[str, Any]:
     from kopf._core.reactor.inventory import ResourceMemories
 
     from datacache_operator import runtime
+    from datacache_operator.api.datacache import cloud_statuses
     from datacache_operator.controllers.datacache import DataCacheController
+    from datacache_operator.main import KINDS
     from datacache_operator.metrics import Metrics
     from datacache_operator.settings import OperatorSettings
 
@@ -815,11 +817,9 @@ def memory_profile(n: int) -> dict[str, Any]:
         settings = OperatorSettings()
         controller = DataCacheController(settings, cloud=None, read_secret=None)
         memo = kopf.Memo()
-        memo.metrics = Metrics()
-        runtime.prepare(
-            memo, settings, {PLURAL: runtime.Registered("DataCache", controller, "the data cache is")}
-        )
-        runtime.start_background = lambda memo: None  # structures only: no passes run
+        shared = runtime.prepare(settings, Metrics(), {PLURAL: runtime.Registered(KINDS[0].spec, controller)})
+        memo.shared = shared
+        runtime.start_background = lambda shared: None  # structures only: no passes run
         memories = ResourceMemories()
         bodies = [ready_body(index) for index in range(n)]  # what the watch delivers, then drops
         tracemalloc.start(1)
@@ -833,8 +833,12 @@ def memory_profile(n: int) -> dict[str, Any]:
             status = dict(raw["status"])
             controller._conclude(uid, status, [], 1, controller.clock(), 300.0, [])
             controller.caught_up(uid, runtime.own_status(raw["status"]))
-            memo.metrics.objects.record(
-                "DataCache", uid, raw["status"], f"{NAMESPACE}/{raw['metadata']['name']}"
+            shared.metrics.objects.record(
+                "DataCache",
+                uid,
+                raw["status"],
+                cloud_statuses(raw["status"]),
+                f"{NAMESPACE}/{raw['metadata']['name']}",
             )
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
@@ -855,7 +859,7 @@ def memory_profile(n: int) -> dict[str, Any]:
             "bytes_per_object": round(total / n),
             "by_file_bytes_per_object": {where(stat): round(stat.size_diff / n) for stat in top},
             "body_json_bytes_per_object": round(
-                sum(len(memo.scheduler.get(raw["metadata"]["uid"]).body) for raw in bodies) / n
+                sum(len(shared.scheduler.get(raw["metadata"]["uid"]).body) for raw in bodies) / n
             ),
         }
 

@@ -37,6 +37,7 @@ from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.leader import LeaderElection, default_identity
 from datacache_operator.metrics import HealthServer, Metrics
+from datacache_operator.reconcile.binding import cache_usable_change, copy_usable_change
 from datacache_operator.settings import OperatorSettings, add_settings_arguments, settings_from_args
 
 logger = logging.getLogger("datacache_operator")
@@ -46,25 +47,31 @@ ControllerFactory = Callable[[OperatorSettings, EciClient, UsersLister], Polling
 
 @dataclass(frozen=True)
 class Kind:
-    """One custom kind: its names, how to build its controller, and how messages name its cloud side."""
+    """One custom kind: what the generic layers know of it, and how to build its controller."""
 
-    kind: str
-    plural: str
-    cloud_side: str  # "the data cache is" / "the copies are": for the finalizer's messages
+    spec: runtime.KindSpec
     controller: ControllerFactory
 
 
 KINDS = (
     Kind(
-        datacache_api.KIND,
-        datacache_api.PLURAL,
-        "the data cache is",
+        runtime.KindSpec(
+            datacache_api.KIND,
+            datacache_api.PLURAL,
+            "the data cache is",
+            datacache_api.cloud_statuses,
+            cache_usable_change,
+        ),
         lambda settings, cloud, users: DataCacheController(settings, cloud, kube.read_secret, users=users),
     ),
     Kind(
-        replication_api.KIND,
-        replication_api.PLURAL,
-        "the copies are",
+        runtime.KindSpec(
+            replication_api.KIND,
+            replication_api.PLURAL,
+            "the copies are",
+            replication_api.cloud_statuses,
+            copy_usable_change,
+        ),
         lambda settings, cloud, users: ReplicationController(settings, cloud, kube.get_object, users=users),
     ),
 )
@@ -143,8 +150,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
             on_waiting=metrics.on_pods_waiting,
         )
         kinds = {
-            kind.plural: runtime.Registered(
-                kind.kind, kind.controller(operator_settings, cloud, binder.users), kind.cloud_side
+            kind.spec.plural: runtime.Registered(
+                kind.spec, kind.controller(operator_settings, cloud, binder.users)
             )
             for kind in KINDS
         }
@@ -171,10 +178,10 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: Kind) -> None:
     @kopf.on.event(
         GROUP,
         VERSION,
-        kind.plural,
+        kind.spec.plural,
         registry=registry,
-        when=functools.partial(runtime.observe, kind.plural),
-        id=f"{kind.plural}_wake",
+        when=functools.partial(runtime.observe, kind.spec.plural),
+        id=f"{kind.spec.plural}_wake",
     )
     def wake_on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime.wake(body, memo)

@@ -44,11 +44,7 @@ class ObjectState:
     name: str  # namespace/name, only exported while Stalled
 
     @classmethod
-    def of(cls, status: Mapping[str, Any], name: str) -> ObjectState:
-        if "readyDestinations" in status or "destinations" in status:  # a DataCacheReplication
-            caches = tuple(sorted(d.get("status") or "Unknown" for d in status.get("destinations") or []))
-        else:
-            caches = (status.get("status") or "Unknown",)
+    def of(cls, status: Mapping[str, Any], caches: tuple[str, ...], name: str) -> ObjectState:
         ready = _condition(status, "Ready")
         stalled = _condition(status, "Stalled")
         ready_status = ready.get("status") or "Unknown"
@@ -76,9 +72,12 @@ class ObjectStates(Collector):
         self._stalled: Counter[tuple[str, str]] = Counter()
         self._stalled_objects: dict[tuple[str, str], ObjectState] = {}
 
-    def record(self, kind: str, uid: str, status: Mapping[str, Any], name: str) -> None:
-        """The status an object's pass wrote (`name` is namespace/name)."""
-        state = ObjectState.of(status, name)
+    def record(
+        self, kind: str, uid: str, status: Mapping[str, Any], caches: tuple[str, ...], name: str
+    ) -> None:
+        """The status an object's pass wrote, the cloud status of each of its caches (the kind
+        says which: `KindSpec.cloud_statuses`) and its namespace/name."""
+        state = ObjectState.of(status, caches, name)
         old = self._states.get((kind, uid))
         if old == state:
             return

@@ -37,7 +37,6 @@ from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.controllers.statuswriter import StatusWriter
 from datacache_operator.metrics import Metrics
-from datacache_operator.reconcile.binding import usable_change
 from datacache_operator.reconcile.common import SYNC_TIME_REFRESH_INTERVALS, status_to_write
 from datacache_operator.settings import OperatorSettings
 
@@ -186,12 +185,25 @@ class Reconciler(Finalizer, Protocol):
     clock: Callable[[], datetime]
 
 
-class Registered(NamedTuple):
-    """One kind as the runtime drives it."""
+@dataclass(frozen=True)
+class KindSpec:
+    """What the generic layers need to know of one kind: one entry of `main.KINDS`."""
 
     kind: str
-    controller: Reconciler
+    plural: str
     cloud_side: str  # "the data cache is" / "the copies are": for the deletion's messages
+    # The cloud status of each of an object's caches, from its status: what the metrics count.
+    cloud_statuses: Callable[[Mapping[str, Any]], tuple[str, ...]]
+    # (turned usable, turned failed) between two statuses, in the cluster's region: when the
+    # pods waiting for the object must be looked at now.
+    usable_change: Callable[[Mapping[str, Any], Mapping[str, Any], str], tuple[bool, bool]]
+
+
+class Registered(NamedTuple):
+    """One kind as the runtime drives it: its spec and its controller."""
+
+    spec: KindSpec
+    controller: Reconciler
 
 
 @dataclass
@@ -251,7 +263,7 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
         scheduler.forget(uid)
         shared.status_writer.forget(uid)
         registered.controller.forget(uid)
-        shared.metrics.objects.forget(registered.kind, uid)
+        shared.metrics.objects.forget(registered.spec.kind, uid)
         return False
     status = body.get("status") or {}
     entry, new = scheduler.upsert(
@@ -356,11 +368,12 @@ async def run_pass(
     deferral = poll_deferral(shared, entry)
     if deferral is not None:
         return deferral, entry.priority
-    kind, controller = registered.kind, registered.controller
+    spec, controller = registered.spec, registered.controller
+    kind = spec.kind
     body = json.loads(entry.body)
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
-        return await finalize_pass(kind, plural, registered.cloud_side, controller, shared, entry, body)
+        return await finalize_pass(kind, plural, spec.cloud_side, controller, shared, entry, body)
     if FINALIZER not in (meta.get("finalizers") or []):
         # Before anything is made in the cloud: without the finalizer a deletion would not
         # wait for us, and a cache made now could outlive its object (the fault soak showed it
@@ -377,7 +390,7 @@ async def run_pass(
             result = await controller.reconcile(body)
             max_age = SYNC_TIME_REFRESH_INTERVALS * settings.poll_interval_stable
             written = status_to_write(before, result.status, controller.clock(), max_age)
-            usable, failed = usable_change(plural, before, result.status, settings.effective_cluster_region)
+            usable, failed = spec.usable_change(before, result.status, settings.effective_cluster_region)
             # Waiting pods learn of it once the status says so (the binder reads the object).
             tell_pods = (
                 functools.partial(binder.cache_changed, meta["namespace"])
@@ -395,7 +408,13 @@ async def run_pass(
             post_events(body, result.events)
             ready = get_condition(result.status.get("conditions"), "Ready") or {}
             outcome["result"] = "ready" if ready.get("status") == "True" else "not_ready"
-            metrics.objects.record(kind, meta["uid"], result.status, f"{meta['namespace']}/{meta['name']}")
+            metrics.objects.record(
+                kind,
+                meta["uid"],
+                result.status,
+                spec.cloud_statuses(result.status),
+                f"{meta['namespace']}/{meta['name']}",
+            )
         delay = result.delay
         priority = PassPriority.RESYNC if outcome["result"] == "ready" else PassPriority.POLL
     except Exception:  # an unexpected bug or API failure must not end the object's passes

@@ -9,10 +9,18 @@ import pytest
 from prometheus_client import generate_latest
 from tests.unit.reconcile.test_binding_decisions import HERE, bind, datacache, pod
 
+from datacache_operator.api import datacache as datacache_api
+from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import GATED_LABEL
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.metrics import Metrics
 from datacache_operator.settings import OperatorSettings
+
+
+def record(metrics: Metrics, kind: str, uid: str, status: dict[str, object], name: str) -> None:
+    """What a pass records: the status, and the cloud statuses its kind reads from it."""
+    kinds = {"DataCache": datacache_api, "DataCacheReplication": replication_api}
+    metrics.objects.record(kind, uid, status, kinds[kind].cloud_statuses(status), name)
 
 
 def scrape(metrics: Metrics) -> str:
@@ -62,16 +70,14 @@ def cache_status(
 
 def test_object_gauges_count_by_status_and_reason_and_forget_deleted_objects():
     metrics = Metrics()
-    metrics.objects.record("DataCache", "a", cache_status("Loading", "False", "Loading"), "ml/a")
-    metrics.objects.record("DataCache", "b", cache_status("Available"), "ml/b")
-    metrics.objects.record("DataCache", "a", cache_status("Available"), "ml/a")
+    record(metrics, "DataCache", "a", cache_status("Loading", "False", "Loading"), "ml/a")
+    record(metrics, "DataCache", "b", cache_status("Available"), "ml/b")
+    record(metrics, "DataCache", "a", cache_status("Available"), "ml/a")
     text = scrape(metrics)
     assert 'datacache_operator_caches{kind="DataCache",status="Available"} 2.0' in text
     assert 'datacache_operator_objects{kind="DataCache",ready="True"} 2.0' in text
     assert "datacache_operator_not_ready{" not in text  # a reason no object has any more is gone
-    metrics.objects.record(
-        "DataCache", "c", cache_status("Failed", "False", "Failed", stalled="Failed"), "ml/c"
-    )
+    record(metrics, "DataCache", "c", cache_status("Failed", "False", "Failed", stalled="Failed"), "ml/c")
     metrics.objects.forget("DataCache", "b")
     metrics.objects.forget("DataCache", "never-seen")
     assert {
@@ -94,7 +100,7 @@ def test_a_replication_counts_each_copy_by_its_cloud_status():
         "destinations": None,
         "conditions": [condition("Ready", "False", "SourceNotReady")],
     }
-    metrics.objects.record("DataCacheReplication", "r", waiting, "ml/r")
+    record(metrics, "DataCacheReplication", "r", waiting, "ml/r")
     assert 'datacache_operator_caches{kind="DataCacheReplication"' not in scrape(metrics)
     copies = {
         "readyDestinations": "1/2",
@@ -104,7 +110,7 @@ def test_a_replication_counts_each_copy_by_its_cloud_status():
         ],
         "conditions": [condition("Ready", "False", "CopyFailed"), condition("Stalled", "True", "CopyFailed")],
     }
-    metrics.objects.record("DataCacheReplication", "r", copies, "ml/r")
+    record(metrics, "DataCacheReplication", "r", copies, "ml/r")
     text = scrape(metrics)
     assert 'datacache_operator_caches{kind="DataCacheReplication",status="Available"} 1.0' in text
     assert 'datacache_operator_caches{kind="DataCacheReplication",status="Failed"} 1.0' in text
@@ -120,8 +126,8 @@ def test_object_gauges_cost_nothing_per_object_at_scrape_time():
     metrics = Metrics()
     for i in range(10_000):
         status = cache_status("Available") if i % 10 else cache_status("Loading", "False", "Loading")
-        metrics.objects.record("DataCache", f"uid-{i}", status, f"ml/c{i}")
-        metrics.objects.record("DataCache", f"uid-{i}", status, f"ml/c{i}")  # unchanged: no work
+        record(metrics, "DataCache", f"uid-{i}", status, f"ml/c{i}")
+        record(metrics, "DataCache", f"uid-{i}", status, f"ml/c{i}")  # unchanged: no work
     started = time.perf_counter()
     text = scrape(metrics)
     assert time.perf_counter() - started < 0.5

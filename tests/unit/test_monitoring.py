@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.monitoring import queries
 
+from datacache_operator.api.datacache import cloud_statuses
 from datacache_operator.metrics import Metrics
 
 
@@ -84,7 +85,7 @@ def every_metric_used() -> Metrics:
             {"type": "Stalled", "status": "True", "reason": "Failed"},
         ],
     }
-    metrics.objects.record("DataCache", "uid", stalled, "ml/qwen")
+    metrics.objects.record("DataCache", "uid", stalled, cloud_statuses(stalled), "ml/qwen")
     metrics.admissions.labels("bound").inc()
     metrics.admission_seconds.observe(0.01)
     metrics.on_pod_ungated(30)

@@ -19,6 +19,7 @@ from datacache_operator.api.conditions import format_time
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import Event, PassResult, PollingController
 from datacache_operator.controllers.scheduler import PassPriority
+from datacache_operator.main import KINDS
 from datacache_operator.metrics import Metrics
 from datacache_operator.settings import OperatorSettings
 
@@ -57,7 +58,7 @@ def memo_with(controller: Controller) -> types.SimpleNamespace:
     """kopf's memo as the operator fills it at start-up: what every pass shares, and the
     scheduler, kinds and status writer at hand for the tests."""
     shared = runtime.prepare(
-        SETTINGS, Metrics(), {"datacaches": runtime.Registered("DataCache", controller, "the data cache is")}
+        SETTINGS, Metrics(), {"datacaches": runtime.Registered(KINDS[0].spec, controller)}
     )
     return types.SimpleNamespace(
         shared=shared, scheduler=shared.scheduler, kinds=shared.kinds, status_writer=shared.status_writer

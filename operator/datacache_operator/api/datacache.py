@@ -459,3 +459,8 @@ DATACACHE = ResourceDefinition(
         ),
     ),
 )
+
+
+def cloud_statuses(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cloud status of the object's cache, as the metrics count it."""
+    return (status.get("status") or "Unknown",)

@@ -285,3 +285,8 @@ DATACACHE_REPLICATION = ResourceDefinition(
     ),
     labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},
 )
+
+
+def cloud_statuses(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cloud status of each copy, as the metrics count them."""
+    return tuple(sorted(d.get("status") or "Unknown" for d in status.get("destinations") or []))

@@ -228,18 +228,23 @@ def _destination(status: Mapping[str, Any], region: str) -> Mapping[str, Any]:
     return next((e for e in status.get("destinations") or [] if e.get("region") == region), {})
 
 
-def usable_change(
-    plural: str, before: Mapping[str, Any], after: Mapping[str, Any], cluster_region: str
+def cache_usable_change(
+    before: Mapping[str, Any], after: Mapping[str, Any], cluster_region: str
 ) -> tuple[bool, bool]:
-    """(turned usable, turned failed) between two statuses of a DataCache, or of a replication's
-    copy into the cluster's region: when waiting pods must be looked at now."""
-    if plural == replication_api.PLURAL:
-        old, new = _destination(before, cluster_region), _destination(after, cluster_region)
-        usable = new.get("status") == AVAILABLE and old.get("status") != AVAILABLE
-        failed = new.get("failedGeneration") is not None and old.get("failedGeneration") is None
-        return usable, failed
+    """(turned usable, turned failed) between two statuses of a DataCache: when the pods waiting
+    for it must be looked at now."""
     was_ready = _condition_true({"status": before}, "Ready") is not None
     is_ready = _condition_true({"status": after}, "Ready") is not None
     was_stalled = _condition_true({"status": before}, "Stalled") is not None
     is_stalled = _condition_true({"status": after}, "Stalled") is not None
     return is_ready and not was_ready, is_stalled and not was_stalled
+
+
+def copy_usable_change(
+    before: Mapping[str, Any], after: Mapping[str, Any], cluster_region: str
+) -> tuple[bool, bool]:
+    """The same for a DataCacheReplication: its copy into the cluster's region, which pods use."""
+    old, new = _destination(before, cluster_region), _destination(after, cluster_region)
+    usable = new.get("status") == AVAILABLE and old.get("status") != AVAILABLE
+    failed = new.get("failedGeneration") is not None and old.get("failedGeneration") is None
+    return usable, failed

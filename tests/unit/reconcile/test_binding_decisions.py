@@ -29,10 +29,11 @@ from datacache_operator.api.binding import (
 )
 from datacache_operator.reconcile.binding import (
     binding_of,
+    cache_usable_change,
     consumer_counts,
+    copy_usable_change,
     in_use_message,
     ungate_patch,
-    usable_change,
     verdict,
 )
 
@@ -297,11 +298,11 @@ def test_waiting_pods_are_looked_at_when_a_cache_turns_ready_or_fails():
     not_ready = datacache("q", ready=False)["status"]
     ready = datacache("q")["status"]
     stalled = {**not_ready, "conditions": [*not_ready["conditions"], condition("Stalled", "True")]}
-    assert usable_change("datacaches", not_ready, ready, HERE) == (True, False)
-    assert usable_change("datacaches", ready, ready, HERE) == (False, False)
-    assert usable_change("datacaches", not_ready, stalled, HERE) == (False, True)
+    assert cache_usable_change(not_ready, ready, HERE) == (True, False)
+    assert cache_usable_change(ready, ready, HERE) == (False, False)
+    assert cache_usable_change(not_ready, stalled, HERE) == (False, True)
     loading = {"destinations": [{"region": HERE, "status": "Loading"}]}
     available = {"destinations": [{"region": HERE, "status": "Available"}]}
     elsewhere = {"destinations": [{"region": "cn-beijing", "status": "Available"}]}
-    assert usable_change("datacachereplications", loading, available, HERE) == (True, False)
-    assert usable_change("datacachereplications", loading, elsewhere, HERE) == (False, False)
+    assert copy_usable_change(loading, available, HERE) == (True, False)
+    assert copy_usable_change(loading, elsewhere, HERE) == (False, False)
