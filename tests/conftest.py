@@ -28,6 +28,15 @@ from tests.support.controlplane import ControlPlane, ControlPlaneUnavailable  # 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests last: their cluster with a node starts with the first of them and
+    stops with the session, so it runs only while they do."""
+    e2e = [item for item in items if "tests/e2e/" in item.nodeid or item.nodeid.startswith("e2e/")]
+    if e2e:
+        others = [item for item in items if item not in e2e]
+        items[:] = others + e2e
+
+
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[ControlPlane]:
     try:

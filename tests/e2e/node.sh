@@ -29,10 +29,13 @@ ip link set lo up
 # Forwarding between the pods' bridge and the link to the host, in this network namespace only.
 echo 1 >/proc/sys/net/ipv4/ip_forward
 
-containerd --config "$root/containerd.toml" >"$root/containerd.log" 2>&1 &
+# Each dies with this script (whose own parent-death signal is the cluster's): a killed test run
+# leaves no node behind; what containerd reparented is ended through the cgroup.
+die_with_node=(setpriv --pdeathsig KILL)
+"${die_with_node[@]}" containerd --config "$root/containerd.toml" >"$root/containerd.log" 2>&1 &
 for _ in $(seq 1 200); do [[ -S "$root/containerd.sock" ]] && break; sleep 0.1; done
-"$bin/kubelet" --config="$root/kubelet.yaml" --kubeconfig="$root/kubeconfig" \
+"${die_with_node[@]}" "$bin/kubelet" --config="$root/kubelet.yaml" --kubeconfig="$root/kubeconfig" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1 >"$root/kubelet.log" 2>&1 &
-"$bin/kube-proxy" --config="$root/kube-proxy.yaml" --v=1 >"$root/kube-proxy.log" 2>&1 &
+"${die_with_node[@]}" "$bin/kube-proxy" --config="$root/kube-proxy.yaml" --v=1 >"$root/kube-proxy.log" 2>&1 &
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT TERM INT
 wait -n
