@@ -46,8 +46,8 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from operator_bench import machine, percentile, rnd, wait_healthy  # noqa: E402
+from benchmarks.floors import percentile, rnd  # noqa: E402
+from benchmarks.machine import machine, wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "binding.json"

@@ -36,8 +36,7 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from binding_bench import (  # noqa: E402
+from benchmarks.binding_bench import (  # noqa: E402
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     GROUP,
@@ -49,7 +48,8 @@ from binding_bench import (  # noqa: E402
     ready,
     wait,
 )
-from operator_bench import machine, rnd, wait_healthy  # noqa: E402
+from benchmarks.floors import rnd  # noqa: E402
+from benchmarks.machine import machine, wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "failover.json"

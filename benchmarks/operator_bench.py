@@ -67,10 +67,8 @@ for _proxy_variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 import argparse  # noqa: E402
-import bisect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -83,6 +81,27 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from benchmarks.floors import (  # noqa: E402
+    floors,
+    gap_parts,
+    max_in_window,
+    per_second,
+    percentile,
+    queue_floors,
+    rnd,
+    window_floors,
+)
+from benchmarks.machine import (  # noqa: E402
+    busy_pct,
+    cpu_seconds,
+    idle_machine_check,
+    machine,
+    machine_cpu_busy,
+    memory_kib,
+    processes_cpu,
+    wait_healthy,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "latest.json"
 README_FILE = Path(__file__).parent / "README.md"
@@ -94,7 +113,6 @@ GROUP, VERSION, PLURAL = "eci.datacache.dev", "v1alpha1", "datacaches"
 OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
 CLOUD_SECONDS = 30.0 + 90.0  # the emulator's Creating + Loading durations before scaling
 CREATE_THREADS = 16
-BUSY_BEFORE_WARNING_PCT = 10.0
 FIGURES = (
     "overhead_s",
     "reaction_p50_s",
@@ -171,177 +189,7 @@ def start_emulator(time_scale: float, log_path: Path) -> tuple[subprocess.Popen[
 # ---- /proc ------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def memory_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def processes_cpu(pids: dict[str, int]) -> dict[str, float]:
-    """name -> CPU seconds so far, of the processes still running."""
-    result: dict[str, float] = {}
-    for name, pid in pids.items():
-        try:
-            result[name] = cpu_seconds(pid)
-        except OSError:
-            pass
-    return result
-
-
-def machine_cpu_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return float(sum(values) - idle), float(sum(values))
-
-
-def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
-    """The machine's CPU use (%) between two ``machine_cpu_busy`` readings."""
-    return (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 100
-
-
-def idle_machine_check(label: str, seconds: float = 3.0) -> float:
-    """The machine's CPU use (%) over a few seconds before a run starts anything: anything
-    else running then takes CPU from the apiserver and the operator, and the figures with it."""
-    before = machine_cpu_busy()
-    time.sleep(seconds)
-    after = machine_cpu_busy()
-    busy = round(busy_pct(before, after), 1)
-    if busy > BUSY_BEFORE_WARNING_PCT:
-        print(f"[{label}] warning: the machine was {busy} % busy before this run started", flush=True)
-    return busy
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "note": "control plane, emulator, operator and the benchmark share these CPUs; "
-        "other people's test runs may share them too (see each run's machine_busy_pct)",
-    }
-
-
 # ---- figures ----------------------------------------------------------------------------
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def max_in_window(times: list[float], width: float = 1.0) -> int:
-    """The most events in any half-open window [t, t + width) (sliding, not calendar)."""
-    ordered = sorted(times)
-    best = 0
-    for index, start in enumerate(ordered):
-        best = max(best, bisect.bisect_left(ordered, start + width, lo=index) - index)
-    return best
-
-
-def rnd(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def floors(arrivals: list[float], rate: float) -> list[float]:
-    """The least reaction each object can have under the rate limit: in arrival order, the
-    k-th (from 0) cannot be sent before k / rate seconds after the first arrived."""
-    ordered = sorted(arrivals)
-    return [max(0.0, ordered[0] + k / rate - t) for k, t in enumerate(ordered)] if ordered else []
-
-
-def queue_floors(arrivals: dict[str, float], rate: float) -> dict[str, float]:
-    """The least reaction of each object (by uid) behind a limiter that spreads calls 1 / rate
-    apart and cannot save up (burst 1, as configured here): the k-th goes at
-    max(its arrival, the previous one's + 1 / rate). Unlike ``floors``, time the apiserver
-    spent answering nothing is not made up later."""
-    result: dict[str, float] = {}
-    sent = float("-inf")
-    for uid, arrived in sorted(arrivals.items(), key=lambda item: item[1]):
-        sent = max(arrived, sent + 1 / rate)
-        result[uid] = sent - arrived
-    return result
-
-
-def window_floors(arrivals: dict[str, float], rate: float) -> dict[str, float]:
-    """The least reaction of each object (by uid) behind any limiter that sends in arrival
-    order and never more than ``rate`` calls in one second: the k-th goes at max(its
-    arrival, the (k - rate)-th one's + 1 s). Between ``floors`` (which lets a stall of
-    arrivals be made up by a later clump faster than the limit) and ``queue_floors``."""
-    per_window = max(1, math.ceil(rate))
-    result: dict[str, float] = {}
-    sent: list[float] = []
-    for uid, arrived in sorted(arrivals.items(), key=lambda item: item[1]):
-        at = arrived if len(sent) < per_window else max(arrived, sent[-per_window] + 1.0)
-        sent.append(at)
-        result[uid] = at - arrived
-    return result
-
-
-def gap_parts(arrivals: list[float], creates: list[float], rate: float) -> dict[str, Any]:
-    """Where reaction goes beyond the k / R floor: the first create's lag behind the first
-    arrival (``first_create_after_s``: watch, finalizer patch, first call), and the seconds
-    that began with at least R objects waiting for their create (``backlog_seconds``, whole
-    seconds from the first create, so the first lag is not counted twice) with the creates
-    sent in them a second (``backlog_create_rate``): a limiter short of R there falls
-    behind the floor by ``backlog_lost_s``."""
-    arrived, sent = sorted(arrivals), sorted(creates)
-    if not arrived or not sent:
-        return {
-            "first_create_after_s": None,
-            "backlog_seconds": 0,
-            "backlog_create_rate": None,
-            "backlog_lost_s": 0.0,
-        }
-    seconds = sent_in_backlog = 0
-    start = sent[0]
-    while start + 1 <= sent[-1]:
-        sent_before = bisect.bisect_right(sent, start)
-        if bisect.bisect_right(arrived, start) - sent_before >= rate:  # objects waiting
-            seconds += 1
-            sent_in_backlog += bisect.bisect_right(sent, start + 1) - sent_before
-        start += 1
-    backlog_rate = sent_in_backlog / seconds if seconds else None
-    return {
-        "first_create_after_s": rnd(sent[0] - arrived[0]),
-        "backlog_seconds": seconds,
-        "backlog_create_rate": rnd(backlog_rate, 2),
-        "backlog_lost_s": rnd(seconds - sent_in_backlog / rate, 2),
-    }
-
-
-def per_second(times: list[float], origin: float) -> list[list[float]]:
-    """[[second since origin, calls in that second], ...] for the plot."""
-    counts: dict[int, int] = {}
-    for t in times:
-        counts[int(t - origin)] = counts.get(int(t - origin), 0) + 1
-    if not counts:
-        return []
-    return [[float(second), float(counts.get(second, 0))] for second in range(min(counts), max(counts) + 1)]
 
 
 class Sampler(threading.Thread):
@@ -925,24 +773,6 @@ def cold_start(
         "changes_sent": sum(1 for c in after if c["action"] in CHANGING_ACTIONS),
         "peak_rss_mib": rnd(memory_kib(operator.pid, "VmHWM") / 1024, 1),
     }
-
-
-def wait_healthy(operator: subprocess.Popen[bytes], port: int) -> None:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if operator.poll() is not None:
-            raise RuntimeError(f"the operator exited with {operator.returncode}")
-        try:
-            with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the operator's health endpoint never answered")
 
 
 # ---- the report ---------------------------------------------------------------------------

@@ -25,14 +25,12 @@ import json
 import os
 import platform
 import ssl
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from emulator_bench import IDS_PER_CALL, REGION, create_caches, sdk_client, start_emulator  # noqa: E402
+from benchmarks.emulator_bench import IDS_PER_CALL, REGION, create_caches, sdk_client, start_emulator  # noqa: E402
 
 RESULT_FILE = Path(__file__).parent / "results" / "sdk_calls.json"
 
