@@ -35,13 +35,10 @@ class SecretNotFound(LookupError):
 
 _local = threading.local()
 # The calls of passes and of the pod binder run in threads of their own, many at once: each
-# waits on the apiserver, not on the CPU (with the 6 threads of the default executor, status
-# patches capped 10,000 objects at ~20 passes a second), and a queue of them never delays
-# the Lease renewals, which run in the default executor. 64, half the default workers: in
-# the N = 1,000 benchmark, with 32 threads and 256 workers each new object's finalizer patch
-# queued 0.9 s at the median behind the other passes' writes; with 128 threads, 0.3 s (the
-# apiserver's own time under the burst). At N = 10,000, 128 threads cost more CPU (GIL
-# hand-offs) than they saved; 64 threads with 128 workers used the least.
+# waits on the apiserver, not on the CPU, and a queue of them never delays the Lease renewals,
+# which run in the default executor. 64, half the default workers: enough that a new object's
+# finalizer patch waits on the apiserver rather than on a thread, few enough that thread
+# hand-offs cost less CPU than they save (benchmarks/README.md has the figures).
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kube")
 
 

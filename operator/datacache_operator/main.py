@@ -91,21 +91,16 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
-# Events posted at once. kopf posts each object's events in a worker of its own, unlimited by
-# default, and its HTTP client keeps no cap on connections: in a burst of 10,000 new objects
-# with the apiserver slowed, about 900 posts were in flight, each on a TLS connection of its
-# own whose 256 KiB buffer alone made half of the operator's peak memory (memray). Events
+# Events posted at once. kopf's default is a worker per object with no cap, each post on a TLS
+# connection of its own (256 KiB of buffer): memory would grow with a burst's size. Events
 # beyond these wait in kopf's queue, a few hundred bytes each.
 EVENT_POSTERS = 16
 
 
-# Gen1 collections between full ones (Python's default: 10). kopf wraps every watch event in
-# a Body and a Patch that each point back at themselves, so every event's parsed object is
-# freed only by the cyclic collector. In a burst of 10,000 new objects that made a full
-# collection every 3 to 5 s, each walking the whole heap while every thread waits: 27 pauses
-# of 200 to 500 ms in 110 s. ECI calls held their rate-limit slots through them (a slot frees
-# a second after its answer), and the creates fell 5 s behind their floor. The young
-# collections, which free that garbage, stay as they are; full ones still run, far less often.
+# Gen1 collections between full ones (Python's default: 10). kopf's per-event objects are
+# cyclic, so a burst makes many collections; a full one walks the whole heap while every thread
+# waits, and ECI calls keep their rate-limit slots through the pause. Young collections, which
+# free that garbage, stay as they are; full ones still run, rarely.
 FULL_COLLECTION_EVERY = 1000
 
 

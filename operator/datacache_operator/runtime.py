@@ -106,9 +106,8 @@ def removing_finalizer(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def finalize_retry_delay(error: Exception, attempt: int, settings: OperatorSettings) -> float:
     """Seconds before the next deletion pass after a failed one: a retryable ECI error
-    (throttling, 5xx, a timeout) backs off like a reconcile pass, from seconds up (in the
-    fault soak, a minute's wait after a throttled delete held objects long); anything else
-    waits the longest backoff."""
+    (throttling, 5xx, a timeout) backs off like a reconcile pass, from seconds up, so a
+    passing fault does not hold a deletion for long; anything else waits the longest backoff."""
     if isinstance(error, EciError) and error.retryable:
         return backoff_delay(error, attempt, settings)
     return longest_backoff(settings)
@@ -346,11 +345,11 @@ def poll_deferral(shared: Shared, entry: Entry) -> float | None:
     """Seconds to put off a poll or resync (not a change) while the calls already waiting for
     the rate limiter take longer than `POLL_DEFER_QUEUE_SECONDS` to go; None: run it now.
 
-    A pass waiting for the limiter holds a worker: with batching off at N = 1,000, polls
-    (200 a second wanted, 100 allowed) held them all and new objects waited for one. Put off
-    in the scheduler instead, as controller-runtime's work queue delays a rate-limited item
-    before a worker takes it, a poll costs nothing while it waits; the limiter still has a
-    quarter of a second of calls queued, so no slot goes unused."""
+    A pass waiting for the limiter holds a worker, and polls that want more calls than the
+    limit allows would hold them all. Put off in the scheduler instead, as controller-runtime's
+    work queue delays a rate-limited item before a worker takes it, a poll costs nothing while
+    it waits; the limiter still has a quarter of a second of calls queued, so no slot goes
+    unused."""
     if entry.priority == PassPriority.CHANGE:
         return None
     queued = shared.cloud.queued_seconds() if shared.cloud is not None else 0.0
@@ -376,9 +375,8 @@ async def run_pass(
         return await finalize_pass(kind, plural, spec.cloud_side, controller, shared, entry, body)
     if FINALIZER not in (meta.get("finalizers") or []):
         # Before anything is made in the cloud: without the finalizer a deletion would not
-        # wait for us, and a cache made now could outlive its object (the fault soak showed it
-        # with an object created while no replica led and deleted right after). The patch
-        # holds only for the object as seen, so it cannot land on one being deleted.
+        # wait for us, and a cache made now could outlive its object. The patch holds only for
+        # the object as seen, so it cannot land on one being deleted.
         if not await kube.patch_object(plural, meta["namespace"], meta["name"], adding_finalizer(meta)):
             return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # changed or gone
         meta["finalizers"] = [*(meta.get("finalizers") or []), FINALIZER]

@@ -3,12 +3,10 @@ awaited (the SDK's blocking calls themselves run in the client's pool of threads
 
 Why not the operator's loop: that loop also takes kopf's watch events, the scheduler and
 the passes. When a burst of objects keeps it busy, each ``await`` inside an SDK call
-resumes late, and a call the emulator answered in under a millisecond held its rate-limit
-slot for 100 ms at the median and 870 ms at p99 (N = 1,000 benchmark). The limiter counts a
-call from its token until a second after its answer (the receiving-end bound), so slots
-held that long let 22 to 98 calls go in a second, with callers waiting and the limit at 100.
-Here the calls only share the interpreter's lock, not a queue of other work (6 ms at the
-median, 70 ms at p99).
+resumes late, and the call keeps its rate-limit slot for that long: the limiter counts a
+call from its token until a second after its answer (the receiving-end bound), so late
+resumptions would let far fewer calls go in a second than the limit allows while callers
+wait. Here the calls only share the interpreter's lock, not a queue of other work.
 
 The loop starts with the first call and stops with :meth:`CallThread.close`. Cancelling
 the awaiting task cancels its coroutine in this thread too (a call already sent keeps its

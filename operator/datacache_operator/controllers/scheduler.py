@@ -71,9 +71,8 @@ class Scheduler:
             raise ValueError("at least one worker")
         self._run_pass = run_pass
         self._workers_wanted = workers
-        # Polls and resyncs may hold all workers but a quarter: with batching off, poll passes
-        # waiting for the rate limiter held all 128, and new objects waited 0.7 s at the
-        # median for a worker (N = 1,000), then came in clumps the limiter spread out.
+        # Polls and resyncs may hold all workers but a quarter: a change (a new object among
+        # them) always finds a worker, even while polls wait for the rate limiter.
         self._background_limit = workers - workers // 4
         self._background_running = 0
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work

@@ -1,12 +1,10 @@
 """Status writes behind the passes: a pass hands its status over and ends; a few writers
 send them, at most one at a time per object, the newest on top of any not yet sent.
 
-Why not write in the pass: in a burst of new objects every pass's status write went to the
-apiserver at once (up to one per kube thread), and each new object's finalizer patch, which
-a create waits for, queued behind them there. In the N = 1,000 benchmark, with the writes
-held to 16 at a time and the passes not waiting for them, an object's reaction (created to
-its CreateDataCache at ECI) fell from 1.3-1.5 s to 0.67 s at the median. Holding the passes
-instead (a semaphore in the pass) only moved the wait to the queue for a worker.
+Why not write in the pass: a burst's status writes would all go to the apiserver at once, and
+each new object's finalizer patch, which its create waits for, would queue behind them. With
+the writes bounded and the passes not waiting for them, a new object's path to its create
+does not grow with the number of statuses being written.
 
 Nothing is lost by writing later: a pass starts from the status the last pass computed
 (`PollingController.current_status`), not from the object, until the watch shows it; a
