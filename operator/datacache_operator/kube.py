@@ -91,18 +91,23 @@ def coordination_api() -> CoordinationV1Api:
     return CoordinationV1Api(_api_client())
 
 
-def _patch_status_sync(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+# Our objects' calls take `namespace` None for a cluster-scoped kind.
+
+
+def _patch_status_sync(plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
     api = CustomObjectsApi(_api_client())
+    body = {"status": dict(status)}
     try:
-        api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-        )
+        if namespace is None:
+            api.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body)
+        else:
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
     except ApiException as error:
         if error.status != 404:  # the object is gone: nothing left to report on
             raise
 
 
-async def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+async def patch_status(plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
     """Merge-patch the status subresource (a key set to None removes that field)."""
     check_may_act()
     await _in_thread(_patch_status_sync, plural, namespace, name, status)
@@ -124,10 +129,14 @@ async def read_secret(namespace: str, name: str) -> dict[str, str]:
     return await _in_thread(_read_secret_sync, namespace, name)
 
 
-def _get_object_sync(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+def _get_object_sync(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     api = CustomObjectsApi(_api_client())
+    found: dict[str, Any]
     try:
-        found: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)  # type: ignore[assignment]
+        if namespace is None:
+            found = api.get_cluster_custom_object(GROUP, VERSION, plural, name)  # type: ignore[assignment]
+        else:
+            found = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)  # type: ignore[assignment]
     except ApiException as error:
         if error.status == 404:
             return None
@@ -135,7 +144,7 @@ def _get_object_sync(plural: str, namespace: str, name: str) -> dict[str, Any] |
     return dict(found)
 
 
-async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+async def get_object(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     """One custom object of our group, or None when it does not exist."""
     return await _in_thread(_get_object_sync, plural, namespace, name)
 
@@ -199,8 +208,16 @@ async def patch_pod(namespace: str, name: str, operations: list[dict[str, Any]])
     return await _in_thread(_patch_pod_sync, namespace, name, operations)
 
 
-def _patch_object_sync(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+def _patch_object_sync(
+    plural: str, namespace: str | None, name: str, operations: list[dict[str, Any]]
+) -> bool:
     api = CustomObjectsApi(_api_client())
+    if namespace is None:
+        return _json_patched(
+            lambda content_type: api.patch_cluster_custom_object(
+                GROUP, VERSION, plural, name, operations, _content_type=content_type
+            )
+        )
     return _json_patched(
         lambda content_type: api.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, name, operations, _content_type=content_type
@@ -208,21 +225,28 @@ def _patch_object_sync(plural: str, namespace: str, name: str, operations: list[
     )
 
 
-async def patch_object(plural: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+async def patch_object(
+    plural: str, namespace: str | None, name: str, operations: list[dict[str, Any]]
+) -> bool:
     """Apply a JSON patch to one of our objects (its metadata: the finalizer); False when the
     object is gone or a `test` operation failed."""
     check_may_act()
     return await _in_thread(_patch_object_sync, plural, namespace, name, operations)
 
 
-def _list_objects_sync(plural: str, namespace: str) -> list[dict[str, Any]]:
+def _list_objects_sync(plural: str, namespace: str | None) -> list[dict[str, Any]]:
     api = CustomObjectsApi(_api_client())
-    found: dict[str, Any] = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)  # type: ignore[assignment]
+    found: dict[str, Any]
+    if namespace is None:
+        found = api.list_cluster_custom_object(GROUP, VERSION, plural)  # type: ignore[assignment]
+    else:
+        found = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)  # type: ignore[assignment]
     return list(found.get("items") or [])
 
 
-async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
-    """Every custom object of our group of one kind in a namespace."""
+async def list_objects(plural: str, namespace: str | None) -> list[dict[str, Any]]:
+    """Every custom object of our group of one kind in a namespace (None: of a cluster-scoped
+    kind, or of every namespace)."""
     return await _in_thread(_list_objects_sync, plural, namespace)
 
 

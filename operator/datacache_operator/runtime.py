@@ -47,8 +47,14 @@ POLL_DEFER_QUEUE_SECONDS = 0.25
 STATUS_WRITES_AT_STOP_SECONDS = 5.0  # at shutdown, for the statuses the passes left to write
 
 
-async def _patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+async def _patch_status(plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
     await kube.patch_status(plural, namespace, name, status)
+
+
+def display_name(meta: Mapping[str, Any]) -> str:
+    """namespace/name, or the name alone for a cluster-scoped object."""
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
 
 
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -145,7 +151,7 @@ async def finalize_pass(
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):
         return None  # nothing of ours to wait for
-    name = f"{meta['namespace']}/{meta['name']}"
+    name = display_name(meta)
     if is_paused(meta):
         if entry.failures == 0:
             logger.info(f"{kind} {name}: paused: {what} not deleted until unpaused")
@@ -155,7 +161,7 @@ async def finalize_pass(
     try:
         done, events, status = await controller.finalize(body)
         if status is not None and status != own_status(body.get("status") or {}):
-            shared.status_writer.write(meta["uid"], plural, meta["namespace"], meta["name"], status)
+            shared.status_writer.write(meta["uid"], plural, meta.get("namespace"), meta["name"], status)
     except Exception as error:
         delay = finalize_retry_delay(error, entry.failures, settings)
         entry.failures += 1
@@ -169,7 +175,7 @@ async def finalize_pass(
     post_events(body, events)
     if not done:
         return settings.poll_interval_loading, PassPriority.POLL
-    if not await kube.patch_object(plural, meta["namespace"], meta["name"], removing_finalizer(meta)):
+    if not await kube.patch_object(plural, meta.get("namespace"), meta["name"], removing_finalizer(meta)):
         return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # gone, or a newer list
     shared.metrics.objects.forget(kind, meta["uid"])
     return None
@@ -266,7 +272,7 @@ def observe(plural: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_
         return False
     status = body.get("status") or {}
     entry, new = scheduler.upsert(
-        uid, plural, meta["namespace"], meta["name"], compact(body), status.get("consumers")
+        uid, plural, meta.get("namespace"), meta["name"], compact(body), status.get("consumers")
     )
     registered.controller.caught_up(uid, own_status(status))
     now = trigger(body)
@@ -377,7 +383,7 @@ async def run_pass(
         # Before anything is made in the cloud: without the finalizer a deletion would not
         # wait for us, and a cache made now could outlive its object. The patch holds only for
         # the object as seen, so it cannot land on one being deleted.
-        if not await kube.patch_object(plural, meta["namespace"], meta["name"], adding_finalizer(meta)):
+        if not await kube.patch_object(plural, meta.get("namespace"), meta["name"], adding_finalizer(meta)):
             return min(1.0, settings.poll_interval_loading), PassPriority.CHANGE  # changed or gone
         meta["finalizers"] = [*(meta.get("finalizers") or []), FINALIZER]
     metrics = shared.metrics
@@ -391,7 +397,7 @@ async def run_pass(
             usable, failed = spec.usable_change(before, result.status, settings.effective_cluster_region)
             # Waiting pods learn of it once the status says so (the binder reads the object).
             tell_pods = (
-                functools.partial(binder.cache_changed, meta["namespace"])
+                functools.partial(binder.cache_changed, meta.get("namespace"))
                 if binder is not None and (usable or failed)
                 else None
             )
@@ -401,7 +407,7 @@ async def run_pass(
                     tell_pods()
             else:
                 shared.status_writer.write(
-                    meta["uid"], plural, meta["namespace"], meta["name"], written, tell_pods
+                    meta["uid"], plural, meta.get("namespace"), meta["name"], written, tell_pods
                 )
             post_events(body, result.events)
             ready = get_condition(result.status.get("conditions"), "Ready") or {}
@@ -411,11 +417,11 @@ async def run_pass(
                 meta["uid"],
                 result.status,
                 spec.cloud_statuses(result.status),
-                f"{meta['namespace']}/{meta['name']}",
+                display_name(meta),
             )
         delay = result.delay
         priority = PassPriority.RESYNC if outcome["result"] == "ready" else PassPriority.POLL
     except Exception:  # an unexpected bug or API failure must not end the object's passes
-        logger.exception(f"{kind} {meta['namespace']}/{meta['name']}: reconcile failed; retrying")
+        logger.exception(f"{kind} {display_name(meta)}: reconcile failed; retrying")
         delay, priority = 10.0, PassPriority.POLL
     return aligned_delay(delay, asyncio.get_running_loop().time(), settings), priority

@@ -72,17 +72,20 @@ class Apiserver:
     def __init__(self) -> None:
         self.patches: list[list[dict[str, Any]]] = []
         self.statuses: list[Any] = []
+        self.addressed: list[tuple[str, str | None, str]] = []  # (plural, namespace, name) of each call
         self.events: list[tuple[str, str, str]] = []
         self.refuse = 0
 
-    async def patch_object(self, plural: str, namespace: str, name: str, operations: Any) -> bool:
+    async def patch_object(self, plural: str, namespace: str | None, name: str, operations: Any) -> bool:
+        self.addressed.append((plural, namespace, name))
         if self.refuse:
             self.refuse -= 1
             return False
         self.patches.append(operations)
         return True
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Any) -> None:
+    async def patch_status(self, plural: str, namespace: str | None, name: str, status: Any) -> None:
+        self.addressed.append((plural, namespace, name))
         self.statuses.append(status)
 
     def post_event(self, obj: Any, type_: str, reason: str, message: str) -> None:
@@ -355,3 +358,40 @@ async def test_a_change_is_never_put_off(apiserver: Apiserver) -> None:
     assert memo.scheduler.get("u1").priority == PassPriority.CHANGE
     await run(controller, memo)
     assert len(controller.seen) == 1
+
+
+async def test_a_cluster_scoped_kind_is_one_entry_and_runs_like_the_others(apiserver: Apiserver) -> None:
+    """A kind the operator does not have yet, cluster-scoped: the runtime drives it from its
+    KindSpec alone, addressing its objects without a namespace."""
+    toy = runtime.KindSpec(
+        kind="Toy",
+        plural="toys",
+        cloud_side="the toy is",
+        cloud_statuses=lambda status: (status.get("phase") or "Unknown",),
+        usable_change=lambda before, after, region: (False, False),
+    )
+    controller = Controller()
+    controller.status = {"phase": "Built", "conditions": [{"type": "Ready", "status": "True"}]}
+    shared = runtime.prepare(SETTINGS, Metrics(), {"toys": runtime.Registered(toy, controller)})
+    memo = types.SimpleNamespace(shared=shared)
+    obj = body()
+    del obj.metadata["namespace"]
+    runtime.observe("toys", obj, "ADDED", memo)
+    entry = shared.scheduler.get("u1")
+    assert entry is not None and entry.namespace is None
+    await runtime.run_pass(shared.kinds["toys"], "toys", shared, entry)  # the finalizer goes on first
+    await shared.status_writer.drain()
+    assert apiserver.addressed == [("toys", None, "qwen"), ("toys", None, "qwen")]  # finalizer, status
+    assert apiserver.statuses[-1]["phase"] == "Built"
+    text = shared.metrics.registry and __import__("prometheus_client").generate_latest(
+        shared.metrics.registry
+    )
+    assert b'datacache_operator_caches{kind="Toy",status="Built"} 1.0' in text
+
+    gone = body(finalizers=[runtime.FINALIZER])
+    del gone.metadata["namespace"]
+    gone.metadata["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    assert runtime.observe("toys", gone, "MODIFIED", memo) is True
+    assert await runtime.run_pass(shared.kinds["toys"], "toys", shared, shared.scheduler.get("u1")) is None
+    assert controller.finalized and apiserver.addressed[-1] == ("toys", None, "qwen")  # the finalizer off
+    assert apiserver.patches[-1][-1]["value"] == []

@@ -46,7 +46,7 @@ class PassPriority(IntEnum):
 @dataclass(slots=True)
 class Entry:
     plural: str
-    namespace: str
+    namespace: str | None  # None: a cluster-scoped object
     name: str
     body: bytes  # the object as last seen, compact JSON: parsed only for a pass
     trigger: Any = None  # the last value of what counts as a change (the runtime decides)
@@ -87,7 +87,7 @@ class Scheduler:
     # ---- what the watch tells ------------------------------------------------------------
 
     def upsert(
-        self, uid: str, plural: str, namespace: str, name: str, body: bytes, consumers: Any
+        self, uid: str, plural: str, namespace: str | None, name: str, body: bytes, consumers: Any
     ) -> tuple[Entry, bool]:
         """Keep the object as now seen; returns its entry and whether it is new (then the
         caller schedules its first pass)."""
@@ -110,9 +110,11 @@ class Scheduler:
         return len(self._entries)
 
     def consumers(self) -> Iterator[tuple[tuple[str, str, str], Any]]:
-        """((plural, namespace, name), status.consumers) of every object known."""
+        """((plural, namespace, name), status.consumers) of every namespaced object known (pods
+        use only those)."""
         for entry in self._entries.values():
-            yield (entry.plural, entry.namespace, entry.name), entry.consumers
+            if entry.namespace is not None:
+                yield (entry.plural, entry.namespace, entry.name), entry.consumers
 
     # ---- when the next pass is due ------------------------------------------------------
 

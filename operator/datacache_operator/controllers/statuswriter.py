@@ -23,7 +23,7 @@ from typing import Any
 
 logger = logging.getLogger("datacache_operator")
 
-StatusPatcher = Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]
+StatusPatcher = Callable[[str, str | None, str, Mapping[str, Any]], Awaitable[None]]
 
 # Enough to keep up with a hundred creates a second at the apiserver's latency under a burst
 # (0.1-0.2 s a write), few enough that a finalizer patch is not queued behind them.
@@ -47,7 +47,7 @@ def merge_patches(older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[st
 @dataclass(slots=True)
 class PendingWrite:
     plural: str
-    namespace: str
+    namespace: str | None  # None: a cluster-scoped object
     name: str
     status: dict[str, Any]
     then: list[Callable[[], None]] = field(default_factory=list)  # once it has landed
@@ -77,7 +77,7 @@ class StatusWriter:
         self,
         uid: str,
         plural: str,
-        namespace: str,
+        namespace: str | None,
         name: str,
         status: Mapping[str, Any],
         then: Callable[[], None] | None = None,
@@ -164,7 +164,7 @@ class StatusWriter:
             self._retrying[uid] = asyncio.get_running_loop().call_later(delay, self._retry, uid)
             # The apiserver's answer in full: a 403 names the permission the operator lacks.
             logger.warning(
-                f"could not write the status of {pending.plural} {pending.namespace}/{pending.name}: "
+                f"could not write the status of {pending.plural} {pending.namespace or ''}/{pending.name}: "
                 f"{type(error).__name__}: {error}; retrying in {delay:g} s"
             )
             return
