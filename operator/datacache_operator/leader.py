@@ -40,6 +40,10 @@ LEASE_API = "coordination.k8s.io/v1"
 EXIT_LOST = 1
 
 
+class LeaseHandedOver(RuntimeError):
+    """An action after this replica handed the Lease over on its way out: refused, not fatal."""
+
+
 def default_identity() -> str:
     """The pod's name (downward API) in a cluster, host name and pid elsewhere."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
@@ -67,6 +71,7 @@ class LeaderElection:
         self.clock = clock
         self._exit = exit
         self.leading = False
+        self.handed_over = False  # released on the way out: nothing may act any more
         self._renewed_at = -math.inf  # our clock, taken before the renewal that succeeded
         self._observed: dict[str, Any] | None = None  # the Lease spec as last read
         self._observed_at = -math.inf  # our clock, when that spec last changed
@@ -74,6 +79,8 @@ class LeaderElection:
     # ---- one round of the Lease protocol (read, then create or replace) -----------------
 
     def _try_acquire_or_renew(self) -> bool:
+        if self.handed_over:  # on the way out: never take back what was handed over
+            return False
         api = kube.coordination_api()
         duration = math.ceil(self.duration)
         response: Any  # an HTTP response (_preload_content=False), not the client's model
@@ -170,6 +177,8 @@ class LeaderElection:
         """Renew every RetryPeriod while leading; returns why leadership ended."""
         while True:
             await asyncio.sleep(self.settings.leader_election_retry_period)
+            if self.handed_over:
+                continue  # on the way out: no renewal and no verdict; the process ends soon
             if await self._round():
                 continue
             if self.holder and self.holder != self.identity:
@@ -179,6 +188,8 @@ class LeaderElection:
 
     def check_may_act(self) -> None:
         """Called before every action: exits at once unless the last renewal is fresh."""
+        if self.handed_over:
+            raise LeaseHandedOver(f"{self.identity} has handed the lease over")
         if not self.leading:
             self.lose("not the leader")
         age = self.clock() - self._renewed_at
@@ -200,6 +211,7 @@ class LeaderElection:
         if not self.leading:
             return
         self.leading = False
+        self.handed_over = True
         self.on_change(False)
         try:
             await asyncio.to_thread(self._release)

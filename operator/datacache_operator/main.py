@@ -20,7 +20,7 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,8 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metrics: Metrics) -> None:
-    """Declare every handler on `registry` (settings decide intervals and namespaces)."""
+def register(
+    registry: kopf.OperatorRegistry,
+    settings: OperatorSettings,
+    metrics: Metrics,
+    on_stopped: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Declare every handler on `registry` (settings decide intervals and namespaces);
+    `on_stopped` runs once no pass, status write or ECI call is left."""
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> Any:
@@ -159,6 +165,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, metric
         shared: runtime.Shared | None = getattr(memo, "shared", None)  # None: start-up failed
         if shared is not None:
             await runtime.stop(shared)
+        if on_stopped is not None:
+            # The Lease is handed over here, not once kopf has returned: kopf then waits up to
+            # 5 s for every task begun after it started, the webhook's kept-alive connections
+            # among them, and the next leader would wait that long.
+            await on_stopped()
 
     for kind in KINDS:
         _register_kind(registry, kind)
@@ -218,9 +229,11 @@ async def serve(settings: OperatorSettings) -> None:
         await health.stop()
 
 
-async def _operate(settings: OperatorSettings, metrics: Metrics) -> None:
+async def _operate(
+    settings: OperatorSettings, metrics: Metrics, on_stopped: Callable[[], Awaitable[None]] | None = None
+) -> None:
     registry = kopf.OperatorRegistry()
-    register(registry, settings, metrics)
+    register(registry, settings, metrics, on_stopped)
     await kopf.operator(
         registry=registry,
         # kopf's own default asks the passwd database, which has no entry for the image's
@@ -252,7 +265,7 @@ async def _lead_then_operate(settings: OperatorSettings, metrics: Metrics) -> No
         await election.release()
         return
     keeper = asyncio.create_task(election.keep())
-    operator = asyncio.create_task(_operate(settings, metrics))
+    operator = asyncio.create_task(_operate(settings, metrics, on_stopped=election.release))
     try:
         done, _ = await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
         if keeper in done:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from datacache_operator.leader import LeaderElection
+from datacache_operator.leader import LeaderElection, LeaseHandedOver
 from datacache_operator.settings import OperatorSettings
 
 
@@ -83,3 +83,21 @@ def test_the_timings_must_leave_room_for_renewals():
         OperatorSettings(leader_election_lease_duration=10, leader_election_renew_deadline=10)
     with pytest.raises(ValueError, match="1.2 x RETRY_PERIOD"):
         OperatorSettings(leader_election_renew_deadline=2, leader_election_retry_period=2)
+
+
+async def test_after_handing_the_lease_over_an_action_is_refused_not_fatal():
+    """The leader hands the Lease over as soon as its passes have stopped, before the rest of
+    its shutdown; anything that still tries to act is refused, and the process is not made to
+    exit as if the Lease had been lost."""
+    now = [100.0]
+    leader = election([True], now)
+    assert await leader._round()
+    leader.leading = True
+    released: list[bool] = []
+    leader._release = lambda: released.append(True)  # type: ignore[method-assign]
+    await leader.release()
+    assert released == [True] and not leader.leading
+    with pytest.raises(LeaseHandedOver):
+        leader.check_may_act()
+    await leader.release()  # once only
+    assert released == [True]
