@@ -212,17 +212,17 @@ def _patch_object_sync(
     plural: str, namespace: str | None, name: str, operations: list[dict[str, Any]]
 ) -> bool:
     api = CustomObjectsApi(_api_client())
-    if namespace is None:
-        return _json_patched(
-            lambda content_type: api.patch_cluster_custom_object(
+
+    def send(content_type: str) -> Any:
+        if namespace is None:
+            return api.patch_cluster_custom_object(
                 GROUP, VERSION, plural, name, operations, _content_type=content_type
             )
-        )
-    return _json_patched(
-        lambda content_type: api.patch_namespaced_custom_object(
+        return api.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, name, operations, _content_type=content_type
         )
-    )
+
+    return _json_patched(send)
 
 
 async def patch_object(

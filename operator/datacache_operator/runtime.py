@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 import kopf
 
 from datacache_operator import GROUP, kube
-from datacache_operator.api.common import is_paused, reconcile_request
+from datacache_operator.api.common import is_paused, object_name, reconcile_request
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
@@ -49,12 +49,6 @@ STATUS_WRITES_AT_STOP_SECONDS = 5.0  # at shutdown, for the statuses the passes 
 
 async def _patch_status(plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
     await kube.patch_status(plural, namespace, name, status)
-
-
-def display_name(meta: Mapping[str, Any]) -> str:
-    """namespace/name, or the name alone for a cluster-scoped object."""
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
 
 
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -136,22 +130,17 @@ async def resync_pods(binder: PodBinder, settings: OperatorSettings, scheduler: 
 
 
 async def finalize_pass(
-    kind: str,
-    plural: str,
-    what: str,
-    controller: Finalizer,
-    shared: Shared,
-    entry: Entry,
-    body: dict[str, Any],
+    registered: Registered, shared: Shared, entry: Entry, body: dict[str, Any]
 ) -> tuple[float, int] | None:
     """The pass of an object being deleted: our finalizer goes once the cloud side is gone
-    (or retained); until then another pass follows. `what` names the cloud side in messages.
-    A pass that began before the deletion has ended: the scheduler runs one at a time."""
+    (or retained); until then another pass follows. A pass that began before the deletion has
+    ended: the scheduler runs one at a time."""
     settings = shared.settings
+    kind, plural, what = registered.spec.kind, registered.spec.plural, registered.spec.cloud_side
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):
         return None  # nothing of ours to wait for
-    name = display_name(meta)
+    name = object_name(meta.get("namespace"), meta["name"])
     if is_paused(meta):
         if entry.failures == 0:
             logger.info(f"{kind} {name}: paused: {what} not deleted until unpaused")
@@ -159,7 +148,7 @@ async def finalize_pass(
         entry.failures += 1
         return 30.0, PassPriority.POLL  # unpausing is a change: a pass follows at once
     try:
-        done, events, status = await controller.finalize(body)
+        done, events, status = await registered.controller.finalize(body)
         if status is not None and status != own_status(body.get("status") or {}):
             shared.status_writer.write(meta["uid"], plural, meta.get("namespace"), meta["name"], status)
     except Exception as error:
@@ -306,7 +295,7 @@ def prepare(
     Its workers start with the first event (`start_background`)."""
 
     async def run(uid: str, entry: Entry) -> tuple[float, int] | None:
-        return await run_pass(kinds[entry.plural], entry.plural, shared, entry)
+        return await run_pass(kinds[entry.plural], shared, entry)
 
     shared = Shared(
         settings=settings,
@@ -364,9 +353,7 @@ def poll_deferral(shared: Shared, entry: Entry) -> float | None:
     return queued * random.uniform(1.0, 1.5)  # noqa: S311 - spread out: not all back at once
 
 
-async def run_pass(
-    registered: Registered, plural: str, shared: Shared, entry: Entry
-) -> tuple[float, int] | None:
+async def run_pass(registered: Registered, shared: Shared, entry: Entry) -> tuple[float, int] | None:
     """One level-based pass of one object: read ECI, decide, act, write status and events.
     Returns when the next pass is due and at which priority (None: when it changes)."""
     settings = shared.settings
@@ -374,11 +361,12 @@ async def run_pass(
     if deferral is not None:
         return deferral, entry.priority
     spec, controller = registered.spec, registered.controller
-    kind = spec.kind
+    kind, plural = spec.kind, spec.plural
     body = json.loads(entry.body)
     meta = body["metadata"]
+    name = object_name(meta.get("namespace"), meta["name"])
     if meta.get("deletionTimestamp"):
-        return await finalize_pass(kind, plural, spec.cloud_side, controller, shared, entry, body)
+        return await finalize_pass(registered, shared, entry, body)
     if FINALIZER not in (meta.get("finalizers") or []):
         # Before anything is made in the cloud: without the finalizer a deletion would not
         # wait for us, and a cache made now could outlive its object. The patch holds only for
@@ -417,11 +405,11 @@ async def run_pass(
                 meta["uid"],
                 result.status,
                 spec.cloud_statuses(result.status),
-                display_name(meta),
+                name,
             )
         delay = result.delay
         priority = PassPriority.RESYNC if outcome["result"] == "ready" else PassPriority.POLL
     except Exception:  # an unexpected bug or API failure must not end the object's passes
-        logger.exception(f"{kind} {display_name(meta)}: reconcile failed; retrying")
+        logger.exception(f"{kind} {name}: reconcile failed; retrying")
         delay, priority = 10.0, PassPriority.POLL
     return aligned_delay(delay, asyncio.get_running_loop().time(), settings), priority

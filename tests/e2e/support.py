@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any
 
 import yaml
 from tests.integration.support import wait_for
-from tests.support.controlplane import KubectlError
+from tests.support.controlplane import child_env, run_kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "eci-datacache-operator"
@@ -37,17 +36,15 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(  # noqa: S603
-            [self.kubectl_path, f"--kubeconfig={self.kubeconfig}", *args],
+        return run_kubectl(
+            self.kubectl_path,
+            self.kubeconfig,
+            *args,
             input=input,
-            capture_output=True,
-            text=True,
+            check=check,
             timeout=timeout,
             env=self.env(),
         )
-        if check and result.returncode != 0:
-            raise KubectlError(result)
-        return result
 
     def apply(self, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
         documents = manifest if isinstance(manifest, list) else [manifest]
@@ -79,8 +76,7 @@ class Cluster:
         return loaded
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,198.18.0.0/15"
+        env = child_env()
         env["HELM_CACHE_HOME"] = str(self.workdir / "helm-cache")
         env["HELM_CONFIG_HOME"] = str(self.workdir / "helm-config")
         env["HELM_DATA_HOME"] = str(self.workdir / "helm-data")

@@ -235,7 +235,7 @@ class ControlPlane:
         """Stop and start kube-apiserver alone; etcd (and so every object) is kept."""
         assert self.apiserver is not None
         self.apiserver.stop()
-        self.apiserver.start(env=_child_env())
+        self.apiserver.start(env=child_env())
         self._wait_ready(time.monotonic() + timeout)
 
     def pids(self) -> list[int]:
@@ -268,7 +268,7 @@ class ControlPlane:
             ],
             self.root / "etcd.log",
         )
-        self.etcd.start(env=_child_env())
+        self.etcd.start(env=child_env())
         _wait_for(
             lambda: _http_ok(f"{client_url}/health"),
             deadline,
@@ -307,7 +307,7 @@ class ControlPlane:
             ],
             self.root / "kube-apiserver.log",
         )
-        self.apiserver.start(env=_child_env())
+        self.apiserver.start(env=child_env())
         self._wait_ready(deadline)
         self._write_kubeconfig(self.kubeconfig, self.admin_token, user="admin")
 
@@ -365,7 +365,7 @@ class ControlPlane:
             ],
             self.root / "kube-controller-manager.log",
         )
-        self.controller_manager.start(env=_child_env())
+        self.controller_manager.start(env=child_env())
 
         # Ready once its service account controller has made the `default` namespace's account.
         def ready() -> bool:
@@ -405,13 +405,9 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        command = [self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(  # noqa: S603
-            command, input=input, capture_output=True, text=True, timeout=timeout, env=_child_env()
+        return run_kubectl(
+            self.kubectl_path, kubeconfig or self.kubeconfig, *args, input=input, check=check, timeout=timeout
         )
-        if check and result.returncode != 0:
-            raise KubectlError(result)
-        return result
 
     def apply(self, manifest: str | dict[str, Any] | Sequence[dict[str, Any]], *extra: str) -> str:
         if isinstance(manifest, dict):
@@ -438,7 +434,7 @@ class ControlPlane:
 
     def env(self) -> dict[str, str]:
         """Environment for child processes (kopf, kubectl, helm) that talk to this cluster."""
-        return {**_child_env(), "KUBECONFIG": str(self.kubeconfig)}
+        return {**child_env(), "KUBECONFIG": str(self.kubeconfig)}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -449,7 +445,30 @@ class ControlPlane:
         }
 
 
-def _child_env() -> dict[str, str]:
+def run_kubectl(
+    kubectl: str,
+    kubeconfig: Path,
+    *args: str,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """kubectl on one cluster; a failure raises KubectlError (with kubectl's words) when `check`."""
+    result = subprocess.run(  # noqa: S603
+        [kubectl, f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or child_env(),
+    )
+    if check and result.returncode != 0:
+        raise KubectlError(result)
+    return result
+
+
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # 198.18.0.0/15: a cluster with nodes (tests/e2e) lives there, never behind a proxy.
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,198.18.0.0/15"

@@ -106,7 +106,7 @@ def apiserver(monkeypatch: pytest.MonkeyPatch) -> Apiserver:
 async def run(controller: Controller, memo: Any) -> tuple[float, int] | None:
     """One pass, and the status it left to write written."""
     entry = memo.scheduler.get("u1")
-    next_pass = await runtime.run_pass(memo.kinds["datacaches"], "datacaches", memo.shared, entry)
+    next_pass = await runtime.run_pass(memo.kinds["datacaches"], memo.shared, entry)
     await memo.status_writer.drain()
     return next_pass
 
@@ -379,7 +379,7 @@ async def test_a_cluster_scoped_kind_is_one_entry_and_runs_like_the_others(apise
     runtime.observe("toys", obj, "ADDED", memo)
     entry = shared.scheduler.get("u1")
     assert entry is not None and entry.namespace is None
-    await runtime.run_pass(shared.kinds["toys"], "toys", shared, entry)  # the finalizer goes on first
+    await runtime.run_pass(shared.kinds["toys"], shared, entry)  # the finalizer goes on first
     await shared.status_writer.drain()
     assert apiserver.addressed == [("toys", None, "qwen"), ("toys", None, "qwen")]  # finalizer, status
     assert apiserver.statuses[-1]["phase"] == "Built"
@@ -392,6 +392,6 @@ async def test_a_cluster_scoped_kind_is_one_entry_and_runs_like_the_others(apise
     del gone.metadata["namespace"]
     gone.metadata["deletionTimestamp"] = "2026-12-02T00:00:00Z"
     assert runtime.observe("toys", gone, "MODIFIED", memo) is True
-    assert await runtime.run_pass(shared.kinds["toys"], "toys", shared, shared.scheduler.get("u1")) is None
+    assert await runtime.run_pass(shared.kinds["toys"], shared, shared.scheduler.get("u1")) is None
     assert controller.finalized and apiserver.addressed[-1] == ("toys", None, "qwen")  # the finalizer off
     assert apiserver.patches[-1][-1]["value"] == []

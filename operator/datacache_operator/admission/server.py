@@ -24,9 +24,8 @@ from aiohttp import web
 from datacache_operator import kube
 from datacache_operator.admission import certs
 from datacache_operator.admission.mutate import mutation, requested_caches
-from datacache_operator.api import datacache as datacache_api
-from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import BindingError, CacheRequest
+from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.metrics import Metrics
 from datacache_operator.reconcile.binding import Binding, binding_of, region_of
 from datacache_operator.settings import OperatorSettings
@@ -57,13 +56,11 @@ class CacheResolver:
     async def bindings(
         self, namespace: str, requests: list[CacheRequest]
     ) -> list[tuple[CacheRequest, Binding]]:
-        found = await asyncio.gather(
-            *(self.read_object(datacache_api.PLURAL, namespace, r.name) for r in requests)
-        )
+        found = await asyncio.gather(*(self.read_object(DATACACHES, namespace, r.name) for r in requests))
         cluster_region = self.settings.effective_cluster_region
         default_region = self.settings.default_region
         elsewhere = any(obj is not None and region_of(obj, default_region) != cluster_region for obj in found)
-        replications = await self.list_objects(replication_api.PLURAL, namespace) if elsewhere else []
+        replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace) if elsewhere else []
         return [
             (request, binding_of(request.name, namespace, obj, replications, cluster_region, default_region))
             for request, obj in zip(requests, found, strict=True)

@@ -106,6 +106,11 @@ PAUSED_ANNOTATION = "eci.datacache.dev/paused"
 """`"true"` stops every cloud call for the object (its deletion waits until unpaused)."""
 
 
+def object_name(namespace: str | None, name: str) -> str:
+    """namespace/name as messages name an object, the name alone for a cluster-scoped one."""
+    return f"{namespace}/{name}" if namespace else name
+
+
 def is_paused(meta: Mapping[str, Any]) -> bool:
     return str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true"
 

@@ -23,9 +23,9 @@ more than that, however late a busy event loop or a slow network delivers them.
 Tokens accrue at ``rate`` while callers wait, whether or not the dispatcher is awake to
 hand them out: a busy event loop wakes the dispatcher late, and a bucket capped at ``burst``
 (1 for a strict per-second ceiling) would lose what accrued meanwhile at every grant, and a
-few milliseconds' lateness a grant would hold the rate well under the limit. So ``burst`` caps what an idle bucket saves; while callers wait, a late wake-up hands
-out what accrued, up to one second's worth, and the window above still holds every second
-to the limit.
+few milliseconds' lateness a grant would hold the rate well under the limit. So ``burst``
+caps what an idle bucket saves; while callers wait, a late wake-up hands out what accrued,
+up to one second's worth, and the window above still holds every second to the limit.
 
 Clock and sleep are injectable so tests run on a fake clock.
 """

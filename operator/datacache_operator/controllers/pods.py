@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from datacache_operator.api import datacache as datacache_api
-from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import (
     GATED_LABEL,
     INJECT_LABEL,
@@ -24,6 +22,7 @@ from datacache_operator.api.binding import (
     parse_bound,
     uses_label,
 )
+from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.cloud.models import parse_time
 from datacache_operator.reconcile import binding as decide
 from datacache_operator.reconcile.binding import Binding, ConsumerKey
@@ -137,10 +136,10 @@ class PodBinder:
     ) -> Binding | str:
         key = (namespace, name, replication)
         if key not in cache:
-            datacache = await self.read_object(datacache_api.PLURAL, namespace, name)
+            datacache = await self.read_object(DATACACHES, namespace, name)
             replications: list[dict[str, Any]] = []
             if replication:
-                found = await self.read_object(replication_api.PLURAL, namespace, replication)
+                found = await self.read_object(DATACACHE_REPLICATIONS, namespace, replication)
                 replications = [found] if found else []
             try:
                 cache[key] = decide.binding_of(

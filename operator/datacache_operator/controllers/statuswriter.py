@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from datacache_operator.api.common import object_name
+
 logger = logging.getLogger("datacache_operator")
 
 StatusPatcher = Callable[[str, str | None, str, Mapping[str, Any]], Awaitable[None]]
@@ -164,7 +166,7 @@ class StatusWriter:
             self._retrying[uid] = asyncio.get_running_loop().call_later(delay, self._retry, uid)
             # The apiserver's answer in full: a 403 names the permission the operator lacks.
             logger.warning(
-                f"could not write the status of {pending.plural} {pending.namespace or ''}/{pending.name}: "
+                f"could not write the status of {pending.plural} {object_name(pending.namespace, pending.name)}: "
                 f"{type(error).__name__}: {error}; retrying in {delay:g} s"
             )
             return
@@ -172,4 +174,6 @@ class StatusWriter:
             try:
                 then()
             except Exception:
-                logger.exception(f"after the status of {pending.namespace}/{pending.name} was written")
+                logger.exception(
+                    f"after the status of {object_name(pending.namespace, pending.name)} was written"
+                )

@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from datacache_operator.api import datacache as datacache_api
-from datacache_operator.api import replication as replication_api
 from datacache_operator.api.binding import (
     BOUND_ANNOTATION,
     GATED_LABEL,
@@ -20,6 +18,7 @@ from datacache_operator.api.binding import (
     bound_annotation,
     parse_bound,
 )
+from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.api.conditions import get_condition
 
 AVAILABLE = "Available"
@@ -202,9 +201,9 @@ def consumer_counts(pods: Sequence[Mapping[str, Any]]) -> Counter[ConsumerKey]:
         namespace = meta.get("namespace", "")
         for entry in parse_bound(meta.get("annotations")):
             if entry.replication:
-                counts[(replication_api.PLURAL, namespace, entry.replication)] += 1
+                counts[(DATACACHE_REPLICATIONS, namespace, entry.replication)] += 1
             else:
-                counts[(datacache_api.PLURAL, namespace, entry.name)] += 1
+                counts[(DATACACHES, namespace, entry.name)] += 1
     return counts
 
 
