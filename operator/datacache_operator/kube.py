@@ -13,7 +13,7 @@ import base64
 import functools
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -31,6 +31,13 @@ T = TypeVar("T")
 
 class SecretNotFound(LookupError):
     """The Secret named by secretRef does not exist (message names it, never a value)."""
+
+
+# How the controllers and the webhook read the cluster (`read_secret`, `get_object`; fakes in
+# unit tests): a Secret's data by (namespace, name); an object by (plural, namespace, name),
+# namespace None for a cluster-scoped kind, None when it does not exist.
+SecretReader = Callable[[str, str], Awaitable[dict[str, str]]]
+ObjectReader = Callable[[str, str | None, str], Awaitable[dict[str, Any] | None]]
 
 
 _local = threading.local()

@@ -35,7 +35,6 @@ CERTIFICATE_CHECK_S = 60.0  # re-read the Secret (cert-manager renews) and re-pu
 
 logger = logging.getLogger("datacache_operator.admission")
 
-ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]  # (plural, namespace, name)
 ObjectLister = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (plural, namespace)
 
 
@@ -46,7 +45,7 @@ class CacheResolver:
     def __init__(
         self,
         settings: OperatorSettings,
-        read_object: ObjectReader = kube.get_object,
+        read_object: kube.ObjectReader = kube.get_object,
         list_objects: ObjectLister = kube.list_objects,
     ) -> None:
         self.settings = settings

@@ -92,6 +92,20 @@ ACTION_DELETE = "DeleteDataCache"
 ACTION_COPY = "CopyDataCache"
 
 
+class CloudClient(Protocol):
+    """What the controllers call: :class:`EciClient`, or an in-memory cloud in unit tests."""
+
+    async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
+    async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
+    async def create(self, region: str, request: CreateRequest, client_token: str) -> str: ...
+    async def copy(
+        self, source_region: str, source_id: str, request: CopyRequest, client_token: str
+    ) -> str: ...
+    async def update(self, region: str, data_cache_id: str, request: UpdateRequest) -> None: ...
+    async def delete(self, region: str, data_cache_id: str) -> bool: ...
+    def server_now(self, region: str) -> datetime | None: ...
+
+
 class CloudHooks(Protocol):
     """Metrics callbacks. They run inline on the event loop: keep them cheap. A hook that
     raises is logged and otherwise ignored."""
@@ -310,22 +324,11 @@ class EciClient:
         _check_client_token(client_token)
         from alibabacloud_eci20180808 import models as eci
 
-        net = request.net_config or NetConfig()
         sdk_request = eci.CreateDataCacheRequest(
             region_id=region,
             client_token=client_token,
-            bucket=request.bucket,
             path=request.path,
-            name=request.name,
-            size=request.size,
-            retention_days=request.retention_days,
-            resource_group_id=request.resource_group_id,
-            data_source=_sdk_data_source(eci.CreateDataCacheRequestDataSource, request.data_source),
-            security_group_id=net.security_group_id,
-            v_switch_id=net.v_switch_id,
-            eip_instance_id=net.eip_instance_id,
-            eip_create_param=_sdk_eip(eci.CreateDataCacheRequestEipCreateParam, net),
-            tag=_sdk_tags(eci.CreateDataCacheRequestTag, request.tags),
+            **_cache_fields(eci, "CreateDataCacheRequest", request),
         )
         response = await self._call(
             ACTION_CREATE,
@@ -346,22 +349,11 @@ class EciClient:
             _check_client_token(client_token)
         from alibabacloud_eci20180808 import models as eci
 
-        net = request.net_config or NetConfig()
         sdk_request = eci.UpdateDataCacheRequest(
             region_id=region,
             data_cache_id=data_cache_id,
             client_token=client_token,
-            bucket=request.bucket,
-            name=request.name,
-            size=request.size,
-            retention_days=request.retention_days,
-            resource_group_id=request.resource_group_id,
-            data_source=_sdk_data_source(eci.UpdateDataCacheRequestDataSource, request.data_source),
-            security_group_id=net.security_group_id,
-            v_switch_id=net.v_switch_id,
-            eip_instance_id=net.eip_instance_id,
-            eip_create_param=_sdk_eip(eci.UpdateDataCacheRequestEipCreateParam, net),
-            tag=_sdk_tags(eci.UpdateDataCacheRequestTag, request.tags),
+            **_cache_fields(eci, "UpdateDataCacheRequest", request),
         )
         await self._call(
             ACTION_UPDATE,
@@ -580,6 +572,25 @@ def _check_client_token(token: str) -> None:
 
 def _secrets_of(data_source: DataSource | None) -> list[str]:
     return sensitive_values(data_source.options if data_source else None)
+
+
+def _cache_fields(eci: Any, request_model: str, request: CreateRequest | UpdateRequest) -> dict[str, Any]:
+    """The SDK arguments CreateDataCache and UpdateDataCache share (each request has its own
+    nested models, named after it: `CreateDataCacheRequestTag`...)."""
+    net = request.net_config or NetConfig()
+    return dict(
+        bucket=request.bucket,
+        name=request.name,
+        size=request.size,
+        retention_days=request.retention_days,
+        resource_group_id=request.resource_group_id,
+        data_source=_sdk_data_source(getattr(eci, f"{request_model}DataSource"), request.data_source),
+        security_group_id=net.security_group_id,
+        v_switch_id=net.v_switch_id,
+        eip_instance_id=net.eip_instance_id,
+        eip_create_param=_sdk_eip(getattr(eci, f"{request_model}EipCreateParam"), net),
+        tag=_sdk_tags(getattr(eci, f"{request_model}Tag"), request.tags),
+    )
 
 
 def _sdk_data_source(model: type, data_source: DataSource | None) -> Any:

@@ -10,19 +10,22 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from datacache_operator.api.common import OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
+from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
+from datacache_operator.cloud.models import ObservedCache, parse_time
 from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister
-from datacache_operator.kube import SecretNotFound
+from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove, sync
+from datacache_operator.kube import SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
+from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
 # Stalled reasons that come from the cache itself (and keep being watched), as opposed to
@@ -30,18 +33,6 @@ from datacache_operator.settings import OperatorSettings
 _CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound"})
 
 logger = logging.getLogger(__name__)
-
-
-class CloudClient(Protocol):
-    async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
-    async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
-    async def create(self, region: str, request: cloud_models.CreateRequest, client_token: str) -> str: ...
-    async def update(self, region: str, data_cache_id: str, request: cloud_models.UpdateRequest) -> None: ...
-    async def delete(self, region: str, data_cache_id: str) -> bool: ...
-    def server_now(self, region: str) -> datetime | None: ...
-
-
-SecretReader = Callable[[str, str], Any]  # async (namespace, name) -> dict[str, str]
 
 
 def desired_cache(
@@ -85,20 +76,6 @@ def create_request(desired: DesiredCache) -> cloud_models.CreateRequest:
         net_config=_net_config(desired),
         tags=dict(desired.tags),
         resource_group_id=desired.resource_group_id,
-    )
-
-
-def update_request(desired: DesiredCache, changes: decide.UpdateFields) -> cloud_models.UpdateRequest:
-    rebuild = changes.data_source or changes.size is not None
-    return cloud_models.UpdateRequest(
-        name=changes.name,
-        size=changes.size,
-        retention_days=changes.retention_days,
-        # A rebuild loads the data again: ECI needs the source (with its credentials) and network.
-        data_source=_data_source(desired) if rebuild else None,
-        net_config=_net_config(desired) if rebuild else None,
-        tags=dict(changes.tags) if changes.tags is not None else None,
-        resource_group_id=changes.resource_group_id,
     )
 
 
@@ -179,124 +156,43 @@ class DataCacheController(PollingController):
             )
         status["region"] = desired.region
 
+        manager = CacheManager(
+            self.cloud,
+            desired,
+            status,
+            meta,
+            spec.data_cache_id,
+            self._failed_generation(conditions, retry),
+            now,
+        )
+        # The tag lookup runs before a first create unless nothing can have made a cache yet.
+        recovered = not status.get("cacheGeneration") and not self.needs_lookup(meta)
         try:
-            step, observed = await self._act(spec, desired, meta, status, conditions, now, events, retry)
+            step, observed = await sync(
+                manager, recovered=recovered, now=now, sending=lambda: self.sending(uid)
+            )
         except EciError as error:
+            events += manager.events
             reason, message, delay = self._failed_call(uid, error, events)
             return finish(
                 decide_common.error_conditions(reason, message, terminal=not error.retryable), delay
             )
+        events += manager.events
         self._failures.pop(uid, None)
         status["lastSyncTime"] = format_time(now)
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
 
-    async def _act(
-        self,
-        spec: DataCacheSpec,
-        desired: DesiredCache,
-        meta: Mapping[str, Any],
-        status: dict[str, Any],
-        conditions: list[dict[str, Any]],
-        now: datetime,
-        events: list[Event],
-        retry: bool = False,
-    ) -> tuple[Step, ObservedCache | None]:
-        """Perform the next steps until one that waits for ECI; returns it with the last read."""
-        region = desired.region
-        # The tag lookup runs before a first create unless nothing can have made a cache yet.
-        recovered = not status.get("cacheGeneration") and not self.needs_lookup(meta)
+    @staticmethod
+    def _failed_generation(conditions: list[dict[str, Any]], retry: bool) -> int | None:
+        """The generation whose spec built a Failed cache (a Failed build stalls until the
+        spec changes); a reconcile request counts as a change."""
         stalled = get_condition(conditions, "Stalled")
-        failed_generation = (
-            stalled.get("observedGeneration")
-            if stalled and stalled.get("status") == "True" and stalled.get("reason") == "Failed"
-            else None
-        )
-        if retry and failed_generation is not None:
-            failed_generation -= 1  # as if the spec had changed since the build failed
-        for _ in range(4):  # at most: recreate -> recover -> create
-            known_id = status.get("dataCacheId") if not spec.data_cache_id else spec.data_cache_id
-            observed = await self.cloud.describe(region, known_id) if known_id else None
-            situation = Situation(
-                generation=meta.get("generation") or 0,
-                adopt_id=spec.data_cache_id,
-                known_id=known_id,
-                recovered=recovered,
-                observed=observed,
-                looked_up=known_id is not None,
-                expire_time=parse_time(status.get("expireTime")),
-                failed_generation=failed_generation,
-                now=self.cloud.server_now(region) or now,
-            )
-            step = decide.next_step(situation, desired, status.get("retentionDays"))
-            if step == Step.RECOVER:
-                recovered = True
-                found = await self.find_own(region, meta["uid"], now)
-                if found is not None:
-                    status["dataCacheId"] = found.data_cache_id
-                    events.append(
-                        Event(
-                            "Normal", "Recovered", f"Found data cache {found.data_cache_id} by its owner tag."
-                        )
-                    )
-                continue
-            if step == Step.CREATE:
-                count = int(status.get("cacheGeneration") or 0)
-                token = decide_common.client_token(meta["uid"], count)
-                self.sending(meta["uid"])
-                new_id = await self.cloud.create(region, create_request(desired), token)
-                status.update(
-                    dataCacheId=new_id, cacheGeneration=count + 1, retentionDays=desired.retention_days
-                )
-                status.update(status="Creating", bucket=desired.bucket, path=desired.path, size=desired.size)
-                events.append(Event("Normal", "Creating", f"Created data cache {new_id} in {region}."))
-                return step, None
-            if step == Step.RECREATE:
-                events.append(
-                    Event(
-                        "Warning",
-                        "CacheMissing",
-                        f"Data cache {known_id} is gone from {region}; creating a new one.",
-                    )
-                )
-                status["dataCacheId"] = None
-                recovered = False
-                continue
-            if step == Step.REPLACE_FAILED:
-                assert known_id is not None
-                await self.cloud.delete(region, known_id)
-                events.append(
-                    Event(
-                        "Normal",
-                        "Replacing",
-                        f"Deleting failed data cache {known_id} to build it from the new spec.",
-                    )
-                )
-                status["dataCacheId"] = None
-                continue
-            if step == Step.UPDATE:
-                assert observed is not None and known_id is not None
-                changes = decide.update_fields(desired, observed, status.get("retentionDays"))
-                await self.cloud.update(region, known_id, update_request(desired, changes))
-                if changes.retention_days is not None:
-                    status["retentionDays"] = changes.retention_days
-                events.append(Event("Normal", "Updating", f"Updating {changes.describe()} of {known_id}."))
-                return step, observed
-            if step == Step.EXPIRED and status.get("status") != "Expired":
-                events.append(
-                    Event("Warning", "Expired", f"Data cache {known_id} expired after its retention.")
-                )
-            if step == Step.EXPIRED:
-                status["status"] = "Expired"
-            if step == Step.READY and status.get("status") != "Available":
-                events.append(Event("Normal", "Available", f"Data cache {known_id} is Available."))
-            if step == Step.FAILED and observed is not None and status.get("status") != observed.status:
-                events.append(
-                    Event("Warning", observed.status or "Failed", observed.last_event_message or "Failed.")
-                )
-            return step, observed
-        raise RuntimeError("reconcile did not settle")  # pragma: no cover - bounded loop
+        if not (stalled and stalled.get("status") == "True" and stalled.get("reason") == "Failed"):
+            return None
+        failed: int | None = stalled.get("observedGeneration")
+        return failed - 1 if retry and failed is not None else failed
 
     async def _finalize(self, body: Mapping[str, Any]) -> tuple[bool, list[Event], dict[str, Any] | None]:
         """Once no pod uses it, delete (or retain) the cloud cache; True once the finalizer can go."""
@@ -320,22 +216,116 @@ class DataCacheController(PollingController):
         if policy == "Retain":
             what = f"data cache {known_id}" if known_id else "no data cache"
             return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")]
-        if known_id is None:
-            found = await self.cloud.find_by_tags(region, {OWNER_UID_TAG: meta["uid"]})
-            if not found:
-                return True, []
-            known_id = found[0].data_cache_id
-        observed = await self.cloud.describe(region, known_id)
-        if observed is None:
-            return True, [Event("Normal", "Deleted", f"Data cache {known_id} is gone.")]
-        if observed.status == STATUS_DELETING:
-            return False, []
+        # No id known: a create whose reply was lost may have made one, found by its tag.
+        tags = None if known_id else {OWNER_UID_TAG: meta["uid"]}
         try:
-            await self.cloud.delete(region, known_id)
+            removal = await remove(self.cloud, region, [known_id] if known_id else [], tags)
         except EciError as error:
-            if error.is_not_found:
-                return True, []
             if not error.retryable:
                 raise
             return False, []
-        return False, [Event("Normal", "Deleting", f"Deleting data cache {known_id}.")]
+        events = [Event("Normal", "Deleted", f"Data cache {gone} is gone.") for gone in removal.gone]
+        events += [Event("Normal", "Deleting", f"Deleting data cache {d}.") for d in removal.deleting]
+        return not removal.pending, events
+
+
+class CacheManager(ResourceManager[Step]):
+    """A DataCache's one cloud resource: its cache."""
+
+    def __init__(
+        self,
+        cloud: CloudClient,
+        desired: DesiredCache,
+        status: dict[str, Any],
+        meta: Mapping[str, Any],
+        adopt_id: str | None,
+        failed_generation: int | None,
+        now: datetime,
+    ) -> None:
+        record = CloudRecord(status, counter="cacheGeneration", pinned_id=adopt_id)
+        super().__init__(cloud, desired.region, record, meta["uid"])
+        self.desired = desired
+        self.status = status
+        self.generation = meta.get("generation") or 0
+        self.adopt_id = adopt_id
+        self.failed_generation = failed_generation
+        self.now = now
+
+    def decide(self, observed: ObservedCache | None, recovered: bool) -> Step:
+        known_id = self.record.id
+        situation = Situation(
+            generation=self.generation,
+            adopt_id=self.adopt_id,
+            known_id=known_id,
+            recovered=recovered,
+            observed=observed,
+            looked_up=known_id is not None,
+            expire_time=parse_time(self.status.get("expireTime")),
+            failed_generation=self.failed_generation,
+            now=self.cloud.server_now(self.region) or self.now,
+        )
+        return decide.next_step(situation, self.desired, self.record.applied_retention)
+
+    def verb(self, step: Step) -> Verb:
+        return decide.VERBS.get(step, Verb.SETTLE)
+
+    def wanted(self) -> CacheFields:
+        return self.desired.fields()
+
+    def client_token(self, creates: int) -> str:
+        return decide_common.client_token(self.owner_uid, creates)
+
+    async def create(self, client_token: str) -> str:
+        return await self.cloud.create(self.region, create_request(self.desired), client_token)
+
+    def update_request(self, sent: CacheFields) -> cloud_models.UpdateRequest:
+        request = super().update_request(sent)
+        if not sent.rebuilds:
+            return request
+        return request.model_copy(
+            update={"data_source": _data_source(self.desired), "net_config": _net_config(self.desired)}
+        )
+
+    def recovered(self, found: ObservedCache) -> None:
+        self.events.append(
+            Event("Normal", "Recovered", f"Found data cache {found.data_cache_id} by its owner tag.")
+        )
+
+    def created(self, new_id: str) -> None:
+        desired = self.desired
+        self.status.update(status="Creating", bucket=desired.bucket, path=desired.path, size=desired.size)
+        self.events.append(Event("Normal", "Creating", f"Created data cache {new_id} in {self.region}."))
+
+    def updating(self, sent: CacheFields) -> None:
+        self.events.append(Event("Normal", "Updating", f"Updating {sent.describe()} of {self.record.id}."))
+
+    def forgotten(self, gone_id: str) -> None:
+        self.events.append(
+            Event(
+                "Warning",
+                "CacheMissing",
+                f"Data cache {gone_id} is gone from {self.region}; creating a new one.",
+            )
+        )
+
+    def replacing(self, step: Step, old_id: str) -> None:
+        self.events.append(
+            Event(
+                "Normal", "Replacing", f"Deleting failed data cache {old_id} to build it from the new spec."
+            )
+        )
+
+    def settled(self, step: Step, observed: ObservedCache | None) -> None:
+        known_id, previous = self.record.id, self.status.get("status")
+        if step == Step.EXPIRED:
+            if previous != "Expired":
+                self.events.append(
+                    Event("Warning", "Expired", f"Data cache {known_id} expired after its retention.")
+                )
+            self.status["status"] = "Expired"
+        if step == Step.READY and previous != "Available":
+            self.events.append(Event("Normal", "Available", f"Data cache {known_id} is Available."))
+        if step == Step.FAILED and observed is not None and previous != observed.status:
+            self.events.append(
+                Event("Warning", observed.status or "Failed", observed.last_event_message or "Failed.")
+            )

@@ -24,6 +24,7 @@ from datacache_operator.api.binding import (
 )
 from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.cloud.models import parse_time
+from datacache_operator.kube import ObjectReader
 from datacache_operator.reconcile import binding as decide
 from datacache_operator.reconcile.binding import Binding, ConsumerKey
 from datacache_operator.settings import OperatorSettings
@@ -34,7 +35,6 @@ NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
 
 PodLister = Callable[[str | None, str, str | None], Awaitable[list[dict[str, Any]]]]
 PodPatcher = Callable[[str, str, list[dict[str, Any]]], Awaitable[bool]]
-ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
 StatusPatcher = Callable[[str, str, str, Mapping[str, Any]], Awaitable[None]]
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
 

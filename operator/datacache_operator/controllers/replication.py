@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from datacache_operator.api.common import DATACACHES, OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import format_time, get_condition
 from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
 from datacache_operator.cloud import models as cloud_models
+from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
 from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister, error_text
+from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove, sync
+from datacache_operator.kube import ObjectReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
+from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -32,19 +36,6 @@ logger = logging.getLogger(__name__)
 # Stalled reasons that the copies themselves give (they keep being watched), as opposed to a
 # terminal error of a call, which is not repeated until the spec changes.
 _COPY_STALL_REASONS = frozenset({"CopyFailed"})
-
-
-class CloudClient(Protocol):
-    async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
-    async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
-    async def copy(
-        self, source_region: str, source_id: str, request: cloud_models.CopyRequest, client_token: str
-    ) -> str: ...
-    async def delete(self, region: str, data_cache_id: str) -> bool: ...
-    async def update(self, region: str, data_cache_id: str, request: cloud_models.UpdateRequest) -> None: ...
-
-
-ObjectReader = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]  # (plural, namespace, name)
 
 
 def deletion_policy(spec: DataCacheReplicationSpec, settings: OperatorSettings) -> str:
@@ -237,142 +228,17 @@ class ReplicationController(PollingController):
         events: list[Event],
     ) -> DestStep:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
-        dest, source, revision = target.destination, target.source, target.revision
-        region = dest.region
-        source_id, source_region = source.data_cache_id, source.region
-        tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], region)
+        region = target.destination.region
+        manager = CopyManager(self.cloud, target, entry, meta, now)
         # The tag lookup runs before a first copy unless nothing can have made one yet.
         recovered = not entry.get("copyGeneration") and not self.needs_lookup(meta, region)
-        for _ in range(5):  # at most: missing -> recover -> copy
-            known_id = entry.get("dataCacheId")
-            observed = await self.cloud.describe(region, known_id) if known_id else None
-            changes = (
-                decide.copy_changes(
-                    dest.name, dest.retention_days, tags, observed, entry.get("retentionDays")
-                )
-                if observed is not None
-                else decide.CopyChanges()
+        try:
+            step, _ = await sync(
+                manager, recovered=recovered, now=now, sending=lambda: self.sending(meta["uid"], region)
             )
-            situation = DestinationSituation(
-                known_id=known_id,
-                recovered=recovered,
-                observed=observed,
-                generation=target.generation,
-                failed_generation=entry.get("failedGeneration"),
-                moved=observed is not None and decide.copy_moved(dest.bucket, dest.path, observed, source),
-                changed=bool(changes),
-                stale=decide.is_stale(
-                    entry.get("sourceDataCacheId"), entry.get("sourceRevision"), source_id, revision
-                ),
-                retry_requested=target.retry,
-            )
-            step = decide.next_destination_step(situation)
-            if step == DestStep.RECOVER:
-                recovered = True
-                found = await self.find_own(region, meta["uid"], now)
-                if found is not None:
-                    # Old copies are deleted before a new one is made, so a live one is the newest.
-                    entry.update(
-                        dataCacheId=found.data_cache_id, sourceDataCacheId=source_id, sourceRevision=revision
-                    )
-                    events.append(
-                        Event(
-                            "Normal",
-                            "Recovered",
-                            f"Found copy {found.data_cache_id} in {region} by its tags.",
-                        )
-                    )
-                continue
-            if step == DestStep.COPY:
-                count = int(entry.get("copyGeneration") or 0)
-                token = decide.copy_token(meta["uid"], region, count)
-                self.sending(meta["uid"], region)
-                new_id = await self.cloud.copy(source_region, source_id, copy_request(dest, meta), token)
-                _set_cloud_status(entry, "Creating", now)
-                entry.update(
-                    dataCacheId=new_id,
-                    copyGeneration=count + 1,
-                    sourceDataCacheId=source_id,
-                    sourceRevision=revision,
-                    retentionDays=dest.retention_days,
-                    reason="Copying",
-                    message=f"Copying {source_id} from {source_region}.",
-                    failedGeneration=None,
-                )
-                events.append(Event("Normal", "Copying", f"Copying {source_id} to {region} as {new_id}."))
-                return DestStep.WAIT
-            if step == DestStep.UPDATE:
-                assert known_id is not None
-                request = cloud_models.UpdateRequest(
-                    name=changes.name,
-                    retention_days=changes.retention_days,
-                    tags=dict(changes.tags) if changes.tags is not None else None,
-                )
-                await self.cloud.update(region, known_id, request)
-                if changes.retention_days is not None:
-                    entry["retentionDays"] = changes.retention_days
-                _set_cloud_status(entry, "Updating", now)
-                entry.update(reason="Updating", message=f"Updating {changes.describe()}.")
-                events.append(
-                    Event("Normal", "Updating", f"Updating {changes.describe()} of copy {known_id}.")
-                )
-                return DestStep.WAIT
-            if step in (DestStep.MOVE, DestStep.REFRESH):
-                assert known_id is not None
-                # The old copy goes first: ECI does not document whether two caches may share a
-                # bucket and path, and pods pick a cache by them.
-                await self.cloud.delete(region, known_id)
-                why = (
-                    "Bucket or path changed"
-                    if step == DestStep.MOVE
-                    else f"Source changed to {source_id} revision {revision}"
-                )
-                events.append(Event("Normal", "Replacing", f"{why}: replacing copy {known_id} in {region}."))
-                entry.update(dataCacheId=None)
-                recovered = True  # the old copy is Deleting and must not be found again
-                continue
-            if step == DestStep.MISSING:
-                events.append(
-                    Event("Warning", "CopyMissing", f"Copy {known_id} is gone from {region}; copying again.")
-                )
-                entry["dataCacheId"] = None
-                recovered = False
-                continue
-            if step == DestStep.REPLACE_FAILED:
-                assert known_id is not None
-                await self.cloud.delete(region, known_id)
-                events.append(
-                    Event(
-                        "Normal", "Replacing", f"Deleting failed copy {known_id} in {region} to copy again."
-                    )
-                )
-                entry.update(dataCacheId=None, failedGeneration=None)
-                recovered = True  # the failed copy is the only one with our tags there
-                continue
-            if observed is not None:
-                _set_cloud_status(entry, observed.status, now)
-                entry["lastSyncTime"] = format_time(now)
-            if step == DestStep.READY:
-                if entry.get("reason") != "Available":
-                    events.append(
-                        Event("Normal", "CopyAvailable", f"Copy {known_id} in {region} is Available.")
-                    )
-                entry.update(
-                    reason="Available", message=f"Copy of {entry.get('sourceDataCacheId')} is Available."
-                )
-            elif step == DestStep.FAILED and observed is not None:
-                message = observed.last_event_message or f"The copy is {observed.status}."
-                if entry.get("failedGeneration") is None:
-                    entry["failedGeneration"] = target.generation
-                    events.append(Event("Warning", "CopyFailed", f"Copy {known_id} in {region}: {message}"))
-                entry.update(reason="CopyFailed", message=message)
-            elif step == DestStep.WAIT and observed is not None:
-                progress = f" ({observed.progress})" if observed.progress else ""
-                entry.update(
-                    reason=observed.status or "Unknown", message=f"The copy is {observed.status}{progress}."
-                )
-            return step
-        raise RuntimeError("destination did not settle")  # pragma: no cover - bounded loop
+        finally:
+            events += manager.events
+        return step
 
     async def _remove(self, region: str, entry: dict[str, Any], policy: str, events: list[Event]) -> bool:
         """Delete (or retain) the copy of a removed destination; True once its entry can go."""
@@ -383,13 +249,11 @@ class ReplicationController(PollingController):
                     Event("Normal", "Retained", f"deletionPolicy Retain: copy {known_id} left in {region}.")
                 )
             return True
-        observed = await self.cloud.describe(region, known_id)
-        if observed is None:
-            events.append(Event("Normal", "Deleted", f"Copy {known_id} in {region} is gone."))
+        removal = await remove(self.cloud, region, [known_id])
+        events += [Event("Normal", "Deleted", f"Copy {gone} in {region} is gone.") for gone in removal.gone]
+        events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]
+        if not removal.pending:
             return True
-        if observed.status != STATUS_DELETING:
-            await self.cloud.delete(region, known_id)
-            events.append(Event("Normal", "Deleting", f"Deleting copy {known_id} in {region}."))
         _set_cloud_status(entry, STATUS_DELETING, self.clock())
         entry.update(reason="Removing", message="The destination was removed from the spec.")
         return False
@@ -435,25 +299,138 @@ class ReplicationController(PollingController):
     async def _delete_copies(
         self, region: str, known_id: str | None, meta: Mapping[str, Any], events: list[Event]
     ) -> bool:
-        """Delete the copies in one region; True while one still exists."""
-        # Also a copy whose id was lost (a crash right after the call): found by its tags.
-        found = {
-            c.data_cache_id: c for c in await self.cloud.find_by_tags(region, {OWNER_UID_TAG: meta["uid"]})
-        }
-        if known_id and known_id not in found:
-            observed = await self.cloud.describe(region, known_id)
-            if observed is not None:
-                found[known_id] = observed
-        pending = False
-        for cache_id, observed in sorted(found.items()):
-            pending = True
-            if observed.status == STATUS_DELETING:
-                continue
-            try:
-                await self.cloud.delete(region, cache_id)
-            except EciError as error:
-                if not error.is_not_found:
-                    raise
-                continue
-            events.append(Event("Normal", "Deleting", f"Deleting copy {cache_id} in {region}."))
-        return pending
+        """Delete the copies in one region, also one whose id was lost (a crash right after
+        the call), found by its tags; True while one still exists."""
+        removal = await remove(
+            self.cloud, region, [known_id] if known_id else [], {OWNER_UID_TAG: meta["uid"]}
+        )
+        events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]
+        return removal.pending
+
+
+class CopyManager(ResourceManager[DestStep]):
+    """One destination's cloud resource: its copy of the source."""
+
+    def __init__(
+        self,
+        cloud: CloudClient,
+        target: _Target,
+        entry: dict[str, Any],
+        meta: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        dest = target.destination
+        super().__init__(cloud, dest.region, CloudRecord(entry, counter="copyGeneration"), meta["uid"])
+        self.target = target
+        self.entry = entry
+        self.meta = meta
+        self.now = now
+        self.tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region)
+
+    @property
+    def _source(self) -> ObservedCache:
+        return self.target.source
+
+    def decide(self, observed: ObservedCache | None, recovered: bool) -> DestStep:
+        target, entry = self.target, self.entry
+        situation = DestinationSituation(
+            known_id=self.record.id,
+            recovered=recovered,
+            observed=observed,
+            generation=target.generation,
+            failed_generation=entry.get("failedGeneration"),
+            moved=observed is not None
+            and decide.copy_moved(target.destination.bucket, target.destination.path, observed, self._source),
+            changed=observed is not None and bool(self.delta(observed)),
+            stale=decide.is_stale(
+                entry.get("sourceDataCacheId"),
+                entry.get("sourceRevision"),
+                self._source.data_cache_id,
+                target.revision,
+            ),
+            retry_requested=target.retry,
+        )
+        return decide.next_destination_step(situation)
+
+    def verb(self, step: DestStep) -> Verb:
+        return decide.VERBS.get(step, Verb.SETTLE)
+
+    def wanted(self) -> CacheFields:
+        dest = self.target.destination
+        return decide.copy_fields(dest.name, dest.retention_days, self.tags)
+
+    def client_token(self, creates: int) -> str:
+        return decide.copy_token(self.owner_uid, self.region, creates)
+
+    async def create(self, client_token: str) -> str:
+        source = self._source
+        request = copy_request(self.target.destination, self.meta)
+        return await self.cloud.copy(source.region, source.data_cache_id, request, client_token)
+
+    def recovered(self, found: ObservedCache) -> None:
+        # Old copies are deleted before a new one is made, so a live one is the newest.
+        self.entry.update(sourceDataCacheId=self._source.data_cache_id, sourceRevision=self.target.revision)
+        self.events.append(
+            Event("Normal", "Recovered", f"Found copy {found.data_cache_id} in {self.region} by its tags.")
+        )
+
+    def created(self, new_id: str) -> None:
+        source_id, source_region = self._source.data_cache_id, self._source.region
+        _set_cloud_status(self.entry, "Creating", self.now)
+        self.entry.update(
+            sourceDataCacheId=source_id,
+            sourceRevision=self.target.revision,
+            reason="Copying",
+            message=f"Copying {source_id} from {source_region}.",
+            failedGeneration=None,
+        )
+        self.events.append(Event("Normal", "Copying", f"Copying {source_id} to {self.region} as {new_id}."))
+
+    def updating(self, sent: CacheFields) -> None:
+        _set_cloud_status(self.entry, "Updating", self.now)
+        self.entry.update(reason="Updating", message=f"Updating {sent.describe()}.")
+        self.events.append(
+            Event("Normal", "Updating", f"Updating {sent.describe()} of copy {self.record.id}.")
+        )
+
+    def forgotten(self, gone_id: str) -> None:
+        self.events.append(
+            Event("Warning", "CopyMissing", f"Copy {gone_id} is gone from {self.region}; copying again.")
+        )
+
+    def replacing(self, step: DestStep, old_id: str) -> None:
+        region = self.region
+        if step == DestStep.REPLACE_FAILED:
+            self.entry["failedGeneration"] = None
+            message = f"Deleting failed copy {old_id} in {region} to copy again."
+        elif step == DestStep.MOVE:
+            message = f"Bucket or path changed: replacing copy {old_id} in {region}."
+        else:
+            source = f"{self._source.data_cache_id} revision {self.target.revision}"
+            message = f"Source changed to {source}: replacing copy {old_id} in {region}."
+        self.events.append(Event("Normal", "Replacing", message))
+
+    def settled(self, step: DestStep, observed: ObservedCache | None) -> None:
+        entry, known_id, region = self.entry, self.record.id, self.region
+        if observed is not None:
+            _set_cloud_status(entry, observed.status, self.now)
+            entry["lastSyncTime"] = format_time(self.now)
+        if step == DestStep.READY:
+            if entry.get("reason") != "Available":
+                self.events.append(
+                    Event("Normal", "CopyAvailable", f"Copy {known_id} in {region} is Available.")
+                )
+            entry.update(
+                reason="Available", message=f"Copy of {entry.get('sourceDataCacheId')} is Available."
+            )
+        elif step == DestStep.FAILED and observed is not None:
+            message = observed.last_event_message or f"The copy is {observed.status}."
+            if entry.get("failedGeneration") is None:
+                entry["failedGeneration"] = self.target.generation
+                self.events.append(Event("Warning", "CopyFailed", f"Copy {known_id} in {region}: {message}"))
+            entry.update(reason="CopyFailed", message=message)
+        elif step == DestStep.WAIT and observed is not None:
+            progress = f" ({observed.progress})" if observed.progress else ""
+            entry.update(
+                reason=observed.status or "Unknown", message=f"The copy is {observed.status}{progress}."
+            )

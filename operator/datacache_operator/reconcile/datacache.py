@@ -1,8 +1,8 @@
 """Pure decisions for one DataCache: (desired spec, what we know, observed cache) -> next step.
 
 No kopf, no I/O. The handler layer gathers the inputs (the object, its Secret's values, a
-read from ECI), asks :func:`next_step` what to do, performs it, and writes the status that
-:func:`status_for` computes.
+read from ECI), asks :func:`next_step` what to do, performs it (each step is a verb of the
+generic sync), and writes the conditions that :func:`conditions_for` computes.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from datacache_operator.cloud.models import (
     STATUS_FAILED,
     UPDATABLE_STATUSES,
     ObservedCache,
-    is_sensitive_option,
 )
 from datacache_operator.reconcile.common import (
     PAUSED_CONDITIONS,
     TRY_AGAIN,
     ConditionValue,
 )
+from datacache_operator.reconcile.sync import CacheFields, SourceFields, Verb, delta
 
 
 @dataclass(frozen=True)
@@ -44,79 +44,20 @@ class DesiredCache:
     resource_group_id: str | None
     net_config: Mapping[str, Any] = field(default_factory=dict)
 
-    def public_options(self) -> dict[str, str]:
-        """Options ECI echoes back; credentials are sent but never compared or shown."""
-        return {k: v for k, v in self.options.items() if not is_sensitive_option(k)}
-
-
-@dataclass(frozen=True)
-class UpdateFields:
-    """Only the fields of UpdateDataCache that differ (None: unchanged)."""
-
-    name: str | None = None
-    size: int | None = None
-    retention_days: int | None = None
-    data_source: bool = False  # send type + options (and the network to rebuild with)
-    tags: Mapping[str, str] | None = None
-    resource_group_id: str | None = None
-
-    def __bool__(self) -> bool:
-        return any(
-            (
-                self.name is not None,
-                self.size is not None,
-                self.retention_days is not None,
-                self.data_source,
-                self.tags is not None,
-                self.resource_group_id is not None,
-            )
+    def fields(self) -> CacheFields:
+        """What UpdateDataCache can change, as wanted: compared with the cache by `delta`."""
+        return CacheFields(
+            name=self.name,
+            size=self.size,
+            retention_days=self.retention_days,
+            data_source=(
+                SourceFields.of(self.data_source_type, self.options)
+                if self.data_source_type is not None
+                else None
+            ),
+            tags=dict(self.tags),
+            resource_group_id=self.resource_group_id or None,
         )
-
-    def describe(self) -> str:
-        changed = [
-            label
-            for label, on in (
-                ("name", self.name is not None),
-                ("size", self.size is not None),
-                ("retentionDays", self.retention_days is not None),
-                ("dataSource", self.data_source),
-                ("tags", self.tags is not None),
-                ("resourceGroupId", self.resource_group_id is not None),
-            )
-            if on
-        ]
-        return ", ".join(changed)
-
-
-def update_fields(
-    desired: DesiredCache, observed: ObservedCache, applied_retention: int | None
-) -> UpdateFields:
-    """The difference between spec and the observed cache, field by field.
-
-    ECI reports when a cache expires, not its retention; where the retention cannot be
-    derived from that, it is compared with what the operator last applied (kept in status).
-    """
-    current_retention = observed.retention_days if observed.retention_days is not None else applied_retention
-    observed_options = {k: v for k, v in observed.data_source_options.items() if not is_sensitive_option(k)}
-    data_source_changed = desired.data_source_type is not None and (
-        desired.data_source_type != observed.data_source_type or desired.public_options() != observed_options
-    )
-    return UpdateFields(
-        name=desired.name if desired.name != (observed.name or "") else None,
-        size=desired.size if observed.size is not None and desired.size != observed.size else None,
-        retention_days=(
-            desired.retention_days
-            if desired.retention_days is not None and desired.retention_days != current_retention
-            else None
-        ),
-        data_source=data_source_changed,
-        tags=dict(desired.tags) if dict(desired.tags) != dict(observed.tags) else None,
-        resource_group_id=(
-            desired.resource_group_id
-            if desired.resource_group_id and desired.resource_group_id != observed.resource_group_id
-            else None
-        ),
-    )
 
 
 class Step(StrEnum):
@@ -131,6 +72,16 @@ class Step(StrEnum):
     REPLACE_FAILED = "ReplaceFailed"  # a Failed cache and a newer spec: delete and build again
     FAILED = "Failed"
     READY = "Ready"
+
+
+VERBS = {
+    Step.RECOVER: Verb.RECOVER,
+    Step.CREATE: Verb.CREATE,
+    Step.RECREATE: Verb.FORGET,
+    Step.UPDATE: Verb.UPDATE,
+    Step.REPLACE_FAILED: Verb.REPLACE,
+}
+"""Every other step settles: the pass reports what ECI shows."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +120,7 @@ def next_step(situation: Situation, desired: DesiredCache, applied_retention: in
             return Step.REPLACE_FAILED
         return Step.FAILED
     if status in UPDATABLE_STATUSES:
-        if update_fields(desired, s.observed, applied_retention):
+        if delta(desired.fields(), s.observed, applied_retention):
             return Step.UPDATE
         return Step.READY if status == STATUS_AVAILABLE else Step.FAILED
     return Step.WAIT  # an unknown status: keep watching it

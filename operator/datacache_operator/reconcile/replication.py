@@ -21,6 +21,7 @@ from datacache_operator.cloud.models import (
     is_sensitive_option,
 )
 from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token, owner_tags
+from datacache_operator.reconcile.sync import CacheFields, Verb
 
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"
 
@@ -58,6 +59,18 @@ class DestStep(StrEnum):
     WAIT = "Wait"
     READY = "Ready"
     FAILED = "Failed"
+
+
+VERBS = {
+    DestStep.RECOVER: Verb.RECOVER,
+    DestStep.COPY: Verb.CREATE,
+    DestStep.UPDATE: Verb.UPDATE,
+    DestStep.MOVE: Verb.REPLACE,
+    DestStep.REFRESH: Verb.REPLACE,
+    DestStep.REPLACE_FAILED: Verb.REPLACE,
+    DestStep.MISSING: Verb.FORGET,
+}
+"""Every other step settles: the pass reports what ECI shows."""
 
 
 @dataclass(frozen=True)
@@ -126,42 +139,10 @@ def is_stale(copy_source_id: str | None, copy_revision: str | None, source_id: s
     return copy_revision != revision
 
 
-@dataclass(frozen=True)
-class CopyChanges:
-    """Fields of UpdateDataCache that differ from the spec (None: unchanged)."""
-
-    name: str | None = None
-    retention_days: int | None = None
-    tags: Mapping[str, str] | None = None
-
-    def __bool__(self) -> bool:
-        return self.name is not None or self.retention_days is not None or self.tags is not None
-
-    def describe(self) -> str:
-        fields = (("name", self.name), ("retentionDays", self.retention_days), ("tags", self.tags))
-        return ", ".join(label for label, value in fields if value is not None)
-
-
-def copy_changes(
-    name: str | None,
-    retention_days: int | None,
-    tags: Mapping[str, str],
-    observed: ObservedCache,
-    applied_retention: int | None,
-) -> CopyChanges:
-    """What UpdateDataCache must send so the copy matches its destination entry.
-
-    An unset name or retention is not compared (the copy keeps what it has). ECI does not
-    report retention, so where it is not stated the value the operator last applied counts.
-    """
-    current_retention = observed.retention_days if observed.retention_days is not None else applied_retention
-    return CopyChanges(
-        name=name if name is not None and name != observed.name else None,
-        retention_days=(
-            retention_days if retention_days is not None and retention_days != current_retention else None
-        ),
-        tags=dict(tags) if dict(tags) != dict(observed.tags) else None,
-    )
+def copy_fields(name: str | None, retention_days: int | None, tags: Mapping[str, str]) -> CacheFields:
+    """What UpdateDataCache keeps matching on a copy: an unset name or retention is not
+    compared (the copy keeps what it has); the data and size are the source's."""
+    return CacheFields(name=name, retention_days=retention_days, tags=dict(tags))
 
 
 def copy_moved(

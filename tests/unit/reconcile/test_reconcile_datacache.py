@@ -14,8 +14,8 @@ from datacache_operator.reconcile.datacache import (
     Step,
     conditions_for,
     next_step,
-    update_fields,
 )
+from datacache_operator.reconcile.sync import delta
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TAGS = {"eci.datacache.dev/owner-uid": "u1", "team": "ml"}
@@ -98,15 +98,16 @@ def test_available_and_matching_is_ready_and_secrets_are_not_compared():
 
 
 def test_a_spec_change_becomes_one_update_with_only_the_changed_fields():
-    change = update_fields(desired(retention_days=30, name="renamed"), observed(), 7)
+    change = delta(desired(retention_days=30, name="renamed").fields(), observed(), 7)
     assert change.retention_days == 30 and change.name == "renamed"
-    assert change.size is None and change.tags is None and not change.data_source
+    assert change.size is None and change.tags is None and change.data_source is None
+    assert change.describe() == "name, retentionDays"
     assert next_step(situation(), desired(retention_days=30), 7) == Step.UPDATE
 
 
 def test_a_data_source_change_is_a_rebuild():
-    change = update_fields(desired(options={"repoId": "Qwen/Qwen2-7B"}), observed(), 7)
-    assert change.data_source and change.describe() == "dataSource"
+    change = delta(desired(options={"repoId": "Qwen/Qwen2-7B"}).fields(), observed(), 7)
+    assert change.data_source and change.describe() == "dataSource" and change.rebuilds
 
 
 def test_a_failed_cache_stalls_until_the_spec_changes():

@@ -11,6 +11,7 @@ from datacache_operator.api.crds import all_crds
 from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
+from datacache_operator.reconcile.sync import CacheFields, delta
 
 
 def cache(status: str, cache_id: str = "edc-1") -> ObservedCache:
@@ -181,21 +182,31 @@ def observed_copy(**fields: Any) -> ObservedCache:
     return ObservedCache(**values)
 
 
+def copy_changes(
+    name: str | None,
+    retention: int | None,
+    tags: dict[str, str],
+    copy: ObservedCache,
+    applied_retention: int | None,
+) -> CacheFields:
+    return delta(decide.copy_fields(name, retention, tags), copy, applied_retention)
+
+
 def test_copy_changes_compare_only_what_the_spec_sets():
     copy = observed_copy()
-    assert not decide.copy_changes(None, None, {"a": "1"}, copy, applied_retention=7)
-    assert not decide.copy_changes("src", 7, {"a": "1"}, copy, applied_retention=7)
-    changes = decide.copy_changes("other", None, {"a": "2"}, copy, applied_retention=7)
+    assert not copy_changes(None, None, {"a": "1"}, copy, applied_retention=7)
+    assert not copy_changes("src", 7, {"a": "1"}, copy, applied_retention=7)
+    changes = copy_changes("other", None, {"a": "2"}, copy, applied_retention=7)
     assert (changes.name, changes.retention_days, changes.tags) == ("other", None, {"a": "2"})
-    assert changes.describe() == "name, tags"
+    assert changes.describe() == "name, tags" and not changes.rebuilds
 
 
 def test_retention_is_compared_with_what_eci_states_or_else_what_was_applied():
-    changes = decide.copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=7)
+    changes = copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=7)
     assert (changes.retention_days, changes.describe()) == (30, "retentionDays")
-    assert decide.copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=None)
+    assert copy_changes(None, 30, {"a": "1"}, observed_copy(), applied_retention=None)
     stated = observed_copy(retention_days=30)
-    assert not decide.copy_changes(None, 30, {"a": "1"}, stated, applied_retention=7)
+    assert not copy_changes(None, 30, {"a": "1"}, stated, applied_retention=7)
 
 
 def test_source_revision_follows_the_id_and_the_data_source_but_not_credentials():

@@ -1,0 +1,241 @@
+"""One sync for every cloud resource an object owns, in the shape of AWS ACK's resource
+manager and its reconciler's Sync: a kind says how to create its resource, what to decide
+and what each step leaves in its status (a :class:`ResourceManager`); reading, recovering a
+lost id, the ClientToken, updating, replacing and deleting are written here once.
+
+A DataCache has one resource (its cache), a DataCacheReplication one per destination (a copy).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from datacache_operator.api.common import OWNER_UID_TAG
+from datacache_operator.cloud.client import CloudClient
+from datacache_operator.cloud.errors import EciError
+from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, UpdateRequest
+from datacache_operator.controllers.base import Event
+from datacache_operator.reconcile.sync import CacheFields, Verb, delta
+
+StepT = TypeVar("StepT")
+
+# A pass runs at most: replace or forget -> recover -> create (and one read between each).
+MAX_STEPS = 5
+
+
+@dataclass
+class CloudRecord:
+    """The part of a status that names one cloud resource (the object's status, or one
+    destination's entry), read and written in place through typed fields."""
+
+    fields: MutableMapping[str, Any]
+    counter: str  # the status key counting creates, so each create has its own ClientToken
+    pinned_id: str | None = None  # an id the spec names (adoption): it wins over the status
+
+    @property
+    def id(self) -> str | None:
+        return self.pinned_id or self.fields.get("dataCacheId")
+
+    @id.setter
+    def id(self, value: str | None) -> None:
+        self.fields["dataCacheId"] = value
+
+    @property
+    def creates(self) -> int:
+        return int(self.fields.get(self.counter) or 0)
+
+    @property
+    def applied_retention(self) -> int | None:
+        """The retention the operator last sent (ECI does not report it)."""
+        value = self.fields.get("retentionDays")
+        return int(value) if value is not None else None
+
+    def created(self, new_id: str, retention_days: int | None) -> None:
+        self.fields.update({"dataCacheId": new_id, self.counter: self.creates + 1})
+        self.fields["retentionDays"] = retention_days
+
+    def updated(self, sent: CacheFields) -> None:
+        if sent.retention_days is not None:
+            self.fields["retentionDays"] = sent.retention_days
+
+
+class ResourceManager(ABC, Generic[StepT]):
+    """One cloud resource of one object: how to make it and what to decide (the kind's part),
+    and what each step leaves in the record and tells the user."""
+
+    def __init__(self, cloud: CloudClient, region: str, record: CloudRecord, owner_uid: str) -> None:
+        self.cloud = cloud
+        self.region = region
+        self.record = record
+        self.owner_uid = owner_uid
+        self.events: list[Event] = []
+
+    # ---- the kind's part ------------------------------------------------------------------
+
+    @abstractmethod
+    def decide(self, observed: ObservedCache | None, recovered: bool) -> StepT:
+        """The next step, from the read of the known id (None: gone or no id) alone."""
+
+    @abstractmethod
+    def verb(self, step: StepT) -> Verb: ...
+
+    @abstractmethod
+    def wanted(self) -> CacheFields:
+        """What UpdateDataCache keeps matching (unset fields are left alone)."""
+
+    @abstractmethod
+    def client_token(self, creates: int) -> str:
+        """The same for the same object, scope and count: a repeated call never makes two."""
+
+    @abstractmethod
+    async def create(self, client_token: str) -> str:
+        """Create (or copy) the resource; its new id."""
+
+    def update_request(self, sent: CacheFields) -> UpdateRequest:
+        return UpdateRequest(
+            name=sent.name,
+            size=sent.size,
+            retention_days=sent.retention_days,
+            tags=dict(sent.tags) if sent.tags is not None else None,
+            resource_group_id=sent.resource_group_id,
+        )
+
+    # ---- what each step leaves --------------------------------------------------------------
+
+    def recovered(self, found: ObservedCache) -> None:
+        """A resource made earlier (its create's reply lost) was found by its tags."""
+
+    @abstractmethod
+    def created(self, new_id: str) -> None: ...
+
+    @abstractmethod
+    def updating(self, sent: CacheFields) -> None: ...
+
+    @abstractmethod
+    def forgotten(self, gone_id: str) -> None:
+        """The resource vanished outside the operator."""
+
+    @abstractmethod
+    def replacing(self, step: StepT, old_id: str) -> None: ...
+
+    def settled(self, step: StepT, observed: ObservedCache | None) -> None:
+        """No call to send: what ECI shows goes to the record."""
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    async def read_one(self, cache_id: str) -> ObservedCache | None:
+        return await self.cloud.describe(self.region, cache_id)
+
+    async def find_own(self, now: datetime) -> ObservedCache | None:
+        """The resource whose create reply was lost, by its owner tag: the oldest when a
+        retry made more than one, none being deleted."""
+        return await find_own(self.cloud, self.region, self.owner_uid, now)
+
+    def delta(self, observed: ObservedCache) -> CacheFields:
+        return delta(self.wanted(), observed, self.record.applied_retention)
+
+
+async def find_own(cloud: CloudClient, region: str, owner_uid: str, now: datetime) -> ObservedCache | None:
+    candidates = [
+        c for c in await cloud.find_by_tags(region, {OWNER_UID_TAG: owner_uid}) if c.status != STATUS_DELETING
+    ]
+    return min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None
+
+
+async def sync(
+    manager: ResourceManager[StepT],
+    *,
+    recovered: bool,
+    now: datetime,
+    sending: Callable[[], None],
+) -> tuple[StepT, ObservedCache | None]:
+    """Take steps until one that waits for ECI; that step and the last read of the resource.
+
+    `recovered`: the tag lookup need not run before a first create (nothing can have made
+    one yet). `sending()` is called right before a create goes out (a reply lost after it
+    means the next pass looks up by tag)."""
+    record = manager.record
+    for _ in range(MAX_STEPS):
+        known_id = record.id
+        observed = await manager.read_one(known_id) if known_id else None
+        step = manager.decide(observed, recovered)
+        verb = manager.verb(step)
+        if verb == Verb.RECOVER:
+            recovered = True
+            found = await manager.find_own(now)
+            if found is not None:
+                record.id = found.data_cache_id
+                manager.recovered(found)
+            continue
+        if verb == Verb.CREATE:
+            sending()
+            new_id = await manager.create(manager.client_token(record.creates))
+            record.created(new_id, manager.wanted().retention_days)
+            manager.created(new_id)
+            return step, None
+        assert known_id is not None, f"{step} needs a known resource"
+        if verb == Verb.UPDATE:
+            assert observed is not None
+            sent = manager.delta(observed)
+            await manager.cloud.update(manager.region, known_id, manager.update_request(sent))
+            record.updated(sent)
+            manager.updating(sent)
+            return step, observed
+        if verb == Verb.FORGET:
+            manager.forgotten(known_id)
+            record.id = None
+            recovered = False  # its create may have been answered twice: look again
+            continue
+        if verb == Verb.REPLACE:
+            # The old one goes first: pods pick a cache by bucket and path, and whether ECI
+            # lets two caches share them is undocumented.
+            await manager.cloud.delete(manager.region, known_id)
+            manager.replacing(step, known_id)
+            record.id = None
+            recovered = True  # the old one is Deleting and must not be found again
+            continue
+        manager.settled(step, observed)
+        return step, observed
+    raise RuntimeError("sync did not settle")  # pragma: no cover - bounded loop
+
+
+@dataclass
+class Removal:
+    """What one round of deleting a resource (and any copy of it found by tags) did."""
+
+    deleting: list[str] = field(default_factory=list)  # deletes sent in this round
+    gone: list[str] = field(default_factory=list)  # named ids ECI no longer lists
+    pending: bool = False  # one still exists (Deleting or just asked to): come back
+
+
+async def remove(
+    cloud: CloudClient, region: str, ids: Iterable[str], tags: Mapping[str, str] | None = None
+) -> Removal:
+    """Delete the resources named by `ids` and, with `tags`, every one carrying them (one
+    whose id was lost: a crash right after its create). A delete of one already gone is
+    success; a retryable error is raised for the caller to come back."""
+    found = {c.data_cache_id: c for c in await cloud.find_by_tags(region, tags)} if tags else {}
+    outcome = Removal()
+    for cache_id in ids:
+        if cache_id in found:
+            continue
+        observed = await cloud.describe(region, cache_id)
+        if observed is None:
+            outcome.gone.append(cache_id)
+        else:
+            found[cache_id] = observed
+    for cache_id, observed in sorted(found.items()):
+        if observed.status != STATUS_DELETING:
+            try:
+                await cloud.delete(region, cache_id)
+            except EciError as error:
+                if not error.is_not_found:
+                    raise
+                continue
+            outcome.deleting.append(cache_id)
+        outcome.pending = True
+    return outcome
