@@ -125,10 +125,16 @@ class ResourceManager(ABC, Generic[StepT]):
     def settled(self, step: StepT, observed: ObservedCache | None) -> None:
         """No call to send: what ECI shows goes to the record."""
 
-    # ---- calls ----------------------------------------------------------------------------
+    # ---- calls (ECI by default; another cloud resource overrides them) ----------------------
 
     async def read_one(self, cache_id: str) -> ObservedCache | None:
         return await self.cloud.describe(self.region, cache_id)
+
+    async def update(self, cache_id: str, sent: CacheFields) -> None:
+        await self.cloud.update(self.region, cache_id, self.update_request(sent))
+
+    async def delete(self, cache_id: str) -> None:
+        await self.cloud.delete(self.region, cache_id)
 
     async def find_own(self, now: datetime) -> ObservedCache | None:
         """The resource whose create reply was lost, by its owner tag: the oldest when a
@@ -181,7 +187,7 @@ async def sync(
         if verb == Verb.UPDATE:
             assert observed is not None
             sent = manager.delta(observed)
-            await manager.cloud.update(manager.region, known_id, manager.update_request(sent))
+            await manager.update(known_id, sent)
             record.updated(sent)
             manager.updating(sent)
             return step, observed
@@ -193,7 +199,7 @@ async def sync(
         if verb == Verb.REPLACE:
             # The old one goes first: pods pick a cache by bucket and path, and whether ECI
             # lets two caches share them is undocumented.
-            await manager.cloud.delete(manager.region, known_id)
+            await manager.delete(known_id)
             manager.replacing(step, known_id)
             record.id = None
             recovered = True  # the old one is Deleting and must not be found again
