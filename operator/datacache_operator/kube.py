@@ -12,9 +12,11 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kubernetes
@@ -27,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from datacache_operator import GROUP, VERSION
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 class SecretNotFound(LookupError):
@@ -329,3 +332,83 @@ async def inject_ca(configuration: str, ca_bundle: bytes) -> int:
     """Put the CA into every webhook of a MutatingWebhookConfiguration; how many changed (-1: no such
     configuration)."""
     return await _in_thread(_inject_ca_sync, configuration, ca_bundle)
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+EVENT_COMPONENT = "eci-datacache-operator"
+MAX_EVENT_MESSAGE = 1024  # what kubectl shows in full; longer ones are cut in the middle
+EVENT_QUEUE_SIZE = 10_000
+
+
+def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
+    """A core/v1 Event about `obj` (a cluster-scoped object's go to `default`, as kubectl's do)."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    if len(message) > MAX_EVENT_MESSAGE:
+        half = (MAX_EVENT_MESSAGE - len(" ... ")) // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    involved = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "namespace": meta.get("namespace"),
+    }
+    return {
+        "metadata": {"generateName": f"{meta.get('name') or 'object'}.", "namespace": namespace},
+        "involvedObject": {k: v for k, v in involved.items() if v is not None},
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": EVENT_COMPONENT},
+        "reportingComponent": EVENT_COMPONENT,
+    }
+
+
+def _create_event_sync(body: dict[str, Any]) -> None:
+    CoreV1Api(_api_client()).create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]
+
+
+class EventRecorder:
+    """Events go from a queue, sent by one task: whoever posts one never waits for the
+    apiserver. An event that cannot be sent is logged (never its object's data) and dropped:
+    events are for people, and the status says the same."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+        self._send = send or (lambda body: _in_thread(_create_event_sync, body))
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._task: asyncio.Task[None] | None = None
+
+    def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time
+        try:
+            self._queue.put_nowait(event_body(obj, type_, reason, message, now))
+        except asyncio.QueueFull:
+            _log.warning("event queue full: event %s dropped", reason)
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="events")
+
+    async def _run(self) -> None:
+        while True:
+            body = await self._queue.get()
+            try:
+                await self._send(body)
+            except Exception as error:  # noqa: BLE001 - one lost event must not stop the rest
+                _log.warning("event %s not posted: %s", body["reason"], type(error).__name__)
+            finally:
+                self._queue.task_done()
+
+    async def close(self, seconds: float) -> None:
+        """Send what is queued (for at most `seconds`), then stop."""
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), seconds)
+            except TimeoutError:
+                _log.warning("%d events not posted at shutdown", self._queue.qsize())
+            self._task.cancel()
+            self._task = None

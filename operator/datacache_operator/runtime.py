@@ -8,7 +8,6 @@ wires these to kopf's decorators; the decisions and the cloud calls are in `cont
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import json
 import logging
@@ -27,7 +26,6 @@ from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.controllers.base import (
-    Event,
     backoff_delay,
     error_text,
     longest_backoff,
@@ -37,7 +35,7 @@ from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.scheduler import Entry, PassPriority, Scheduler
 from datacache_operator.controllers.statuswriter import StatusWriter
 from datacache_operator.metrics import Metrics
-from datacache_operator.reconcile.common import SYNC_TIME_REFRESH_INTERVALS, status_to_write
+from datacache_operator.reconcile.common import SYNC_TIME_REFRESH_INTERVALS, Event, status_to_write
 from datacache_operator.settings import OperatorSettings
 
 logger = logging.getLogger("datacache_operator")
@@ -51,8 +49,11 @@ async def _patch_status(plural: str, namespace: str | None, name: str, status: M
     await kube.patch_status(plural, namespace, name, status)
 
 
+EVENTS = kube.EventRecorder()
+
+
 def post_event(obj: Any, type_: str, reason: str, message: str) -> None:
-    kopf.event(obj, type=type_, reason=reason, message=message)
+    EVENTS.post(obj, type_, reason, message)
 
 
 def post_events(body: Any, events: list[Event]) -> None:
@@ -311,27 +312,25 @@ def prepare(
 
 
 def start_background(shared: Shared) -> None:
-    """Start the scheduler's workers and the pod resync once, from kopf's handling of an
-    object: kopf sets the context variables that `kopf.event` needs only there, and tasks
-    started at start-up could post no events."""
+    """Start the scheduler's workers and the pod resync once, with the first object's event:
+    a replica that never sees one (not the leader) runs no pass."""
     scheduler = shared.scheduler
     if scheduler.started:
         return
-    context = contextvars.copy_context()
-    scheduler.start(context)
+    scheduler.start()
     if shared.binder is not None:
         resync = resync_pods(shared.binder, shared.settings, scheduler)
-        shared.background.append(
-            asyncio.get_running_loop().create_task(resync, name="pod-resync", context=context)
-        )
+        shared.background.append(asyncio.get_running_loop().create_task(resync, name="pod-resync"))
 
 
 async def stop(shared: Shared) -> None:
-    """At shutdown: the passes, then the statuses they left to write, then the ECI client."""
+    """At shutdown: the passes, then the statuses and events they left to write, then the
+    ECI client."""
     for task in shared.background:
         task.cancel()
     await shared.scheduler.stop()
     await shared.status_writer.close(STATUS_WRITES_AT_STOP_SECONDS)
+    await EVENTS.close(STATUS_WRITES_AT_STOP_SECONDS)
     if shared.cloud is not None:
         await shared.cloud.aclose()
 

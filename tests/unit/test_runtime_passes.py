@@ -17,10 +17,11 @@ from datacache_operator import kube, runtime
 from datacache_operator.api.common import PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION
 from datacache_operator.api.conditions import format_time
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.controllers.base import Event, PassResult, PollingController
+from datacache_operator.controllers.base import PassResult, PollingController
 from datacache_operator.controllers.scheduler import PassPriority
 from datacache_operator.main import KINDS
 from datacache_operator.metrics import Metrics
+from datacache_operator.reconcile.common import Event
 from datacache_operator.settings import OperatorSettings
 
 

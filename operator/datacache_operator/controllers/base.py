@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
-from datacache_operator.api.common import OWNER_UID_TAG, reconcile_request
+from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, parse_time
+from datacache_operator.cloud.models import ObservedCache, parse_time
+from datacache_operator.controllers.sync import ResourceManager, StepT, sync
 from datacache_operator.reconcile.binding import in_use_message
-from datacache_operator.reconcile.common import ConditionValue, reason_from_code
+from datacache_operator.reconcile.common import ConditionValue, Event, reason_from_code
 from datacache_operator.settings import OperatorSettings
 
 CLOCK_SKEW = timedelta(seconds=5)
@@ -48,13 +49,6 @@ def backoff_delay(error: EciError, attempt: int, settings: OperatorSettings) -> 
 def error_text(error: EciError) -> str:
     """The exact ECI code and its message, for condition messages and events."""
     return f"{error.code}: {error.message}" if error.message else error.code
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass
@@ -139,16 +133,15 @@ class PollingController:
         events.append(Event("Warning", reason, message))
         return reason, message, self.settings.poll_interval_stable
 
-    async def find_own(self, region: str, uid: str, now: datetime) -> ObservedCache | None:
-        """The cache (or copy) of `uid` in `region` whose create or copy reply was lost, found by
-        its owner tag; the oldest when a retry made more than one, none being deleted."""
-        candidates = [
-            c
-            for c in await self.cloud.find_by_tags(region, {OWNER_UID_TAG: uid})
-            if c.status != STATUS_DELETING
-        ]
-        return (
-            min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None
+    async def sync(
+        self, manager: ResourceManager[StepT], meta: Mapping[str, Any], now: datetime, scope: str = ""
+    ) -> tuple[StepT, ObservedCache | None]:
+        """The generic sync of one resource of the object; `scope` tells its creates apart
+        from the object's others (a destination's region)."""
+        # The tag lookup runs before a first create unless nothing can have made one yet.
+        recovered = not manager.record.creates and not self.needs_lookup(meta, scope)
+        return await sync(
+            manager, recovered=recovered, now=now, sending=lambda: self.sending(meta["uid"], scope)
         )
 
     def sending(self, uid: str, scope: str = "") -> None:

@@ -19,11 +19,12 @@ from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache, parse_time
-from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister
-from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove, sync
+from datacache_operator.controllers.base import PassResult, PollingController, UsersLister
+from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
+from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
@@ -165,12 +166,8 @@ class DataCacheController(PollingController):
             self._failed_generation(conditions, retry),
             now,
         )
-        # The tag lookup runs before a first create unless nothing can have made a cache yet.
-        recovered = not status.get("cacheGeneration") and not self.needs_lookup(meta)
         try:
-            step, observed = await sync(
-                manager, recovered=recovered, now=now, sending=lambda: self.sending(uid)
-            )
+            step, observed = await self.sync(manager, meta, now)
         except EciError as error:
             events += manager.events
             reason, message, delay = self._failed_call(uid, error, events)

@@ -21,12 +21,13 @@ from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
-from datacache_operator.controllers.base import Event, PassResult, PollingController, UsersLister, error_text
-from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove, sync
+from datacache_operator.controllers.base import PassResult, PollingController, UsersLister, error_text
+from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import ObjectReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
+from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
@@ -230,12 +231,8 @@ class ReplicationController(PollingController):
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
         region = target.destination.region
         manager = CopyManager(self.cloud, target, entry, meta, now)
-        # The tag lookup runs before a first copy unless nothing can have made one yet.
-        recovered = not entry.get("copyGeneration") and not self.needs_lookup(meta, region)
         try:
-            step, _ = await sync(
-                manager, recovered=recovered, now=now, sending=lambda: self.sending(meta["uid"], region)
-            )
+            step, _ = await self.sync(manager, meta, now, scope=region)
         finally:
             events += manager.events
         return step

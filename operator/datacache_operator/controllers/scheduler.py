@@ -19,7 +19,6 @@ and skipped by version, not searched for.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import heapq
 import itertools
 import logging
@@ -178,13 +177,11 @@ class Scheduler:
     def started(self) -> bool:
         return bool(self._tasks)
 
-    def start(self, context: contextvars.Context | None = None) -> None:
-        """Start the workers, in `context` when given (the passes' context variables)."""
+    def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._dispatch(), name="scheduler", context=context)]
+        self._tasks = [loop.create_task(self._dispatch(), name="scheduler")]
         self._tasks += [
-            loop.create_task(self._work(), name=f"reconcile-worker-{n}", context=context)
-            for n in range(self._workers_wanted)
+            loop.create_task(self._work(), name=f"reconcile-worker-{n}") for n in range(self._workers_wanted)
         ]
 
     async def stop(self) -> None:

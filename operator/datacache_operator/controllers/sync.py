@@ -18,7 +18,7 @@ from datacache_operator.api.common import OWNER_UID_TAG
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, UpdateRequest
-from datacache_operator.controllers.base import Event
+from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.sync import CacheFields, Verb, delta
 
 StepT = TypeVar("StepT")

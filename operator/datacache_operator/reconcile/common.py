@@ -45,6 +45,15 @@ def client_token(*parts: str | int) -> str:
 
 
 @dataclass(frozen=True)
+class Event:
+    """What a pass tells people about an object (a Kubernetes Event)."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ConditionValue:
     type: str
     status: str

@@ -16,10 +16,10 @@ import pytest
 from datacache_operator import kube, runtime
 from datacache_operator.api.common import OWNER_UID_TAG
 from datacache_operator.cloud.models import ObservedCache
-from datacache_operator.controllers.base import Event, PassResult, PollingController
-from datacache_operator.controllers.sync import CloudRecord, ResourceManager, sync
+from datacache_operator.controllers.base import PassResult, PollingController
+from datacache_operator.controllers.sync import CloudRecord, ResourceManager
 from datacache_operator.metrics import Metrics
-from datacache_operator.reconcile.common import ConditionValue, client_token
+from datacache_operator.reconcile.common import ConditionValue, Event, client_token
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
@@ -122,7 +122,7 @@ class ToyController(PollingController):
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         meta, status, events = body["metadata"], self.current_status(body), []
         manager = ToyManager(self.store, status, meta, body["spec"])
-        step, _ = await sync(manager, recovered=False, now=self.clock(), sending=lambda: None)
+        step, _ = await self.sync(manager, meta, self.clock())
         events += manager.events
         ready = "True" if step == Verb.SETTLE else "False"
         values = [ConditionValue("Ready", ready, "Built" if ready == "True" else str(step), "")]
