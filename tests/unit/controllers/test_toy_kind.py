@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import prometheus_client
 import pytest
 
 from datacache_operator import kube, runtime
@@ -214,6 +215,8 @@ async def test_a_cluster_scoped_kind_with_an_in_memory_resource_goes_through_its
     assert (status["dataCacheId"], status["creates"]) == ("toy-1", 1)
     status = await pass_of(toy(1, "first", status))
     assert (status["phase"], status["conditions"][0]["status"]) == ("Built", "True")
+    metrics = prometheus_client.generate_latest(shared.metrics.registry)
+    assert b'datacache_operator_caches{kind="Toy",status="Built"} 1.0' in metrics
 
     # update: a new spec sends only what differs
     store.calls.clear()
