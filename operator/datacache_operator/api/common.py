@@ -133,6 +133,16 @@ class ApiModel(BaseModel):
         """The JSON form the apiserver expects (camelCase, RFC 3339 times, unset fields left out)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    @classmethod
+    def alias(cls, field: str) -> str:
+        """A field's name on the wire (`cache_generation` -> `cacheGeneration`)."""
+        return cls.model_fields[field].alias or field
+
+    def to_patch(self) -> dict[str, Any]:
+        """The fields given to this instance, as a merge patch of them: camelCase, RFC 3339
+        times, and a field given as None removed. How controllers write status, typed."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
 
 class ConditionStatus(StrEnum):
     """Status of a condition, as in metav1.Condition."""

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datacache_operator.api.common import OWNER_UID_TAG, is_paused
-from datacache_operator.api.conditions import format_time, get_condition
-from datacache_operator.api.datacache import DataCacheSpec, MissingSecretKeyError
+from datacache_operator.api.conditions import get_condition
+from datacache_operator.api.datacache import DataCacheSpec, DataCacheStatus, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
@@ -81,18 +81,24 @@ def create_request(desired: DesiredCache) -> cloud_models.CreateRequest:
 
 
 def observed_status(observed: ObservedCache) -> dict[str, Any]:
-    return {
-        "dataCacheId": observed.data_cache_id,
-        "region": observed.region,
-        "status": observed.status,
-        "bucket": observed.bucket,
-        "path": observed.path,
-        "size": observed.size,
-        "progress": observed.progress,
-        "creationTime": format_time(observed.creation_time) if observed.creation_time else None,
-        "expireTime": format_time(observed.expire_time) if observed.expire_time else None,
-        "message": observed.last_event_message,
-    }
+    """What the status shows of the cache as ECI reports it (a field ECI leaves out goes)."""
+    return DataCacheStatus(
+        data_cache_id=observed.data_cache_id,
+        region=observed.region,
+        status=observed.status,
+        bucket=observed.bucket,
+        path=observed.path,
+        size=observed.size,
+        progress=observed.progress,
+        creation_time=_seconds(observed.creation_time),
+        expire_time=_seconds(observed.expire_time),
+        message=observed.last_event_message,
+    ).to_patch()
+
+
+def _seconds(moment: datetime | None) -> datetime | None:
+    """metav1.Time has second precision."""
+    return moment.replace(microsecond=0) if moment is not None else None
 
 
 class DataCacheController(PollingController):
@@ -137,7 +143,7 @@ class DataCacheController(PollingController):
         if retry:
             # Tried again once per new value: a terminal error or a Failed build of this
             # very spec, e.g. after a quota or a RAM policy was fixed outside Kubernetes.
-            status["lastHandledReconcileAt"] = requested
+            status.update(DataCacheStatus(last_handled_reconcile_at=requested).to_patch())
         if self.stalled_by_a_terminal_error(meta, status, _CACHE_STALL_REASONS, retry):
             # A terminal error for this very spec: calling again would fail the same way.
             return finish([], stable)
@@ -155,7 +161,7 @@ class DataCacheController(PollingController):
                 ],
                 max(loading, 30.0),
             )
-        status["region"] = desired.region
+        status.update(DataCacheStatus(region=desired.region).to_patch())
 
         manager = CacheManager(
             self.cloud,
@@ -176,7 +182,7 @@ class DataCacheController(PollingController):
             )
         events += manager.events
         self._failures.pop(uid, None)
-        status["lastSyncTime"] = format_time(now)
+        status.update(DataCacheStatus(last_sync_time=_seconds(now)).to_patch())
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
@@ -239,7 +245,7 @@ class CacheManager(ResourceManager[Step]):
         failed_generation: int | None,
         now: datetime,
     ) -> None:
-        record = CloudRecord(status, counter="cacheGeneration", pinned_id=adopt_id)
+        record = CloudRecord(status, counter=DataCacheStatus.alias("cache_generation"), pinned_id=adopt_id)
         super().__init__(cloud, desired.region, record, meta["uid"])
         self.desired = desired
         self.status = status
@@ -290,7 +296,10 @@ class CacheManager(ResourceManager[Step]):
 
     def created(self, new_id: str) -> None:
         desired = self.desired
-        self.status.update(status="Creating", bucket=desired.bucket, path=desired.path, size=desired.size)
+        created = DataCacheStatus(
+            status="Creating", bucket=desired.bucket, path=desired.path, size=desired.size
+        )
+        self.status.update(created.to_patch())
         self.events.append(Event("Normal", "Creating", f"Created data cache {new_id} in {self.region}."))
 
     def updating(self, sent: CacheFields) -> None:
@@ -319,7 +328,7 @@ class CacheManager(ResourceManager[Step]):
                 self.events.append(
                     Event("Warning", "Expired", f"Data cache {known_id} expired after its retention.")
                 )
-            self.status["status"] = "Expired"
+            self.status.update(DataCacheStatus(status="Expired").to_patch())
         if step == Step.READY and previous != "Available":
             self.events.append(Event("Normal", "Available", f"Data cache {known_id} is Available."))
         if step == Step.FAILED and observed is not None and previous != observed.status:

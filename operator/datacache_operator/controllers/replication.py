@@ -15,8 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datacache_operator.api.common import DATACACHES, OWNER_UID_TAG, is_paused
-from datacache_operator.api.conditions import format_time, get_condition
-from datacache_operator.api.replication import DataCacheReplicationSpec, ReplicationDestination
+from datacache_operator.api.conditions import get_condition
+from datacache_operator.api.replication import (
+    DataCacheReplicationSpec,
+    DestinationStatus,
+    ReplicationDestination,
+)
+from datacache_operator.api.replication import DataCacheReplicationStatus as ReplicationStatus
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
@@ -67,9 +72,11 @@ class _Target:
 
 
 def _set_cloud_status(entry: dict[str, Any], cloud_status: str | None, now: datetime) -> None:
-    if entry.get("status") != cloud_status:
-        entry["lastTransitionTime"] = format_time(now)
-    entry["status"] = cloud_status
+    changed = entry.get("status") != cloud_status
+    moved = DestinationStatus(region=entry["region"], status=cloud_status)
+    if changed:
+        moved.last_transition_time = now.replace(microsecond=0)
+    entry.update(moved.to_patch())
 
 
 class ReplicationController(PollingController):
@@ -150,16 +157,18 @@ class ReplicationController(PollingController):
         except EciError as error:
             requested = self.pending_reconcile_request(meta, status)
             if requested is not None and not error.retryable:
-                status["lastHandledReconcileAt"] = requested  # tried once for this value
+                status.update(ReplicationStatus(last_handled_reconcile_at=requested).to_patch())  # tried once
             return self._retry_or_stall(uid, error, events, status, entries, finish)
         self._failures.pop(uid, None)
-        status.update(sourceDataCacheId=source_id, sourceRegion=source_region)
+        status.update(
+            ReplicationStatus(source_data_cache_id=source_id, source_region=source_region).to_patch()
+        )
 
         steps: dict[str, DestStep] = {}
         if state == SourceState.READY:
             assert source is not None
             revision = decide.source_revision(source)
-            status["sourceRevision"] = revision
+            status.update(ReplicationStatus(source_revision=revision).to_patch())
             requested = self.pending_reconcile_request(meta, status)
             retry = requested is not None
             retry_error: EciError | None = None
@@ -172,18 +181,26 @@ class ReplicationController(PollingController):
                     code, message = decide_common.reason_from_code(error.code), error_text(error)
                     if error.retryable:
                         retry_error = retry_error or error
-                        entry.update(reason=code, message=f"{message} Retrying.")
+                        entry.update(
+                            DestinationStatus(
+                                region=dest.region, reason=code, message=f"{message} Retrying."
+                            ).to_patch()
+                        )
                         steps[dest.region] = DestStep.WAIT
                     else:
-                        entry.update(reason=code, message=message, failedGeneration=generation)
+                        entry.update(
+                            DestinationStatus(
+                                region=dest.region, reason=code, message=message, failed_generation=generation
+                            ).to_patch()
+                        )
                         events.append(Event("Warning", code, f"Copy to {dest.region}: {message}"))
                         steps[dest.region] = DestStep.FAILED
             status["destinations"] = self._ordered(entries, wanted)
-            status["readyDestinations"] = decide.ready_count(steps)
+            status.update(ReplicationStatus(ready_destinations=decide.ready_count(steps)).to_patch())
             if retry_error is not None:
                 return self._retry_or_stall(uid, retry_error, events, status, entries, finish, keep=True)
             if retry:
-                status["lastHandledReconcileAt"] = requested
+                status.update(ReplicationStatus(last_handled_reconcile_at=requested).to_patch())
             values = decide.summary_conditions(steps)
             previous_ready = get_condition(conditions, "Ready") or {}
             if values[0].status == "True" and previous_ready.get("status") != "True":
@@ -191,7 +208,7 @@ class ReplicationController(PollingController):
             return finish(values, decide.poll_delay(state, steps, loading, stable))
 
         status["destinations"] = self._ordered(entries, wanted) or None
-        status["readyDestinations"] = f"0/{len(wanted)}"
+        status.update(ReplicationStatus(ready_destinations=f"0/{len(wanted)}").to_patch())
         previous_reason = (get_condition(conditions, "Ready") or {}).get("reason")
         values = decide.source_conditions(state, label)
         if previous_reason != str(state):
@@ -252,7 +269,10 @@ class ReplicationController(PollingController):
         if not removal.pending:
             return True
         _set_cloud_status(entry, STATUS_DELETING, self.clock())
-        entry.update(reason="Removing", message="The destination was removed from the spec.")
+        removing = DestinationStatus(
+            region=region, reason="Removing", message="The destination was removed from the spec."
+        )
+        entry.update(removing.to_patch())
         return False
 
     async def _copy_users(
@@ -317,12 +337,24 @@ class CopyManager(ResourceManager[DestStep]):
         now: datetime,
     ) -> None:
         dest = target.destination
-        super().__init__(cloud, dest.region, CloudRecord(entry, counter="copyGeneration"), meta["uid"])
+        super().__init__(
+            cloud,
+            dest.region,
+            CloudRecord(entry, counter=DestinationStatus.alias("copy_generation")),
+            meta["uid"],
+        )
         self.target = target
         self.entry = entry
         self.meta = meta
         self.now = now
         self.tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region)
+
+    def _note(self, **fields: Any) -> None:
+        """Set fields of the destination's status, by their names in `DestinationStatus`."""
+        unknown = fields.keys() - DestinationStatus.model_fields.keys()
+        if unknown:  # the model ignores unknown keys (old objects must parse): refuse them here
+            raise TypeError(f"DestinationStatus has no field {', '.join(sorted(unknown))}")
+        self.entry.update(DestinationStatus(region=self.region, **fields).to_patch())
 
     @property
     def _source(self) -> ObservedCache:
@@ -366,7 +398,7 @@ class CopyManager(ResourceManager[DestStep]):
 
     def recovered(self, found: ObservedCache) -> None:
         # Old copies are deleted before a new one is made, so a live one is the newest.
-        self.entry.update(sourceDataCacheId=self._source.data_cache_id, sourceRevision=self.target.revision)
+        self._note(source_data_cache_id=self._source.data_cache_id, source_revision=self.target.revision)
         self.events.append(
             Event("Normal", "Recovered", f"Found copy {found.data_cache_id} in {self.region} by its tags.")
         )
@@ -374,18 +406,18 @@ class CopyManager(ResourceManager[DestStep]):
     def created(self, new_id: str) -> None:
         source_id, source_region = self._source.data_cache_id, self._source.region
         _set_cloud_status(self.entry, "Creating", self.now)
-        self.entry.update(
-            sourceDataCacheId=source_id,
-            sourceRevision=self.target.revision,
+        self._note(
+            source_data_cache_id=source_id,
+            source_revision=self.target.revision,
             reason="Copying",
             message=f"Copying {source_id} from {source_region}.",
-            failedGeneration=None,
+            failed_generation=None,
         )
         self.events.append(Event("Normal", "Copying", f"Copying {source_id} to {self.region} as {new_id}."))
 
     def updating(self, sent: CacheFields) -> None:
         _set_cloud_status(self.entry, "Updating", self.now)
-        self.entry.update(reason="Updating", message=f"Updating {sent.describe()}.")
+        self._note(reason="Updating", message=f"Updating {sent.describe()}.")
         self.events.append(
             Event("Normal", "Updating", f"Updating {sent.describe()} of copy {self.record.id}.")
         )
@@ -398,7 +430,7 @@ class CopyManager(ResourceManager[DestStep]):
     def replacing(self, step: DestStep, old_id: str) -> None:
         region = self.region
         if step == DestStep.REPLACE_FAILED:
-            self.entry["failedGeneration"] = None
+            self._note(failed_generation=None)
             message = f"Deleting failed copy {old_id} in {region} to copy again."
         elif step == DestStep.MOVE:
             message = f"Bucket or path changed: replacing copy {old_id} in {region}."
@@ -411,23 +443,21 @@ class CopyManager(ResourceManager[DestStep]):
         entry, known_id, region = self.entry, self.record.id, self.region
         if observed is not None:
             _set_cloud_status(entry, observed.status, self.now)
-            entry["lastSyncTime"] = format_time(self.now)
+            self._note(last_sync_time=self.now.replace(microsecond=0))
         if step == DestStep.READY:
             if entry.get("reason") != "Available":
                 self.events.append(
                     Event("Normal", "CopyAvailable", f"Copy {known_id} in {region} is Available.")
                 )
-            entry.update(
-                reason="Available", message=f"Copy of {entry.get('sourceDataCacheId')} is Available."
-            )
+            self._note(reason="Available", message=f"Copy of {entry.get('sourceDataCacheId')} is Available.")
         elif step == DestStep.FAILED and observed is not None:
             message = observed.last_event_message or f"The copy is {observed.status}."
             if entry.get("failedGeneration") is None:
-                entry["failedGeneration"] = self.target.generation
+                self._note(failed_generation=self.target.generation)
                 self.events.append(Event("Warning", "CopyFailed", f"Copy {known_id} in {region}: {message}"))
-            entry.update(reason="CopyFailed", message=message)
+            self._note(reason="CopyFailed", message=message)
         elif step == DestStep.WAIT and observed is not None:
             progress = f" ({observed.progress})" if observed.progress else ""
-            entry.update(
+            self._note(
                 reason=observed.status or "Unknown", message=f"The copy is {observed.status}{progress}."
             )
