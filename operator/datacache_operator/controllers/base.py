@@ -13,6 +13,7 @@ from typing import Any
 from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
 from datacache_operator.api.common import reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
+from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache, parse_time
 from datacache_operator.controllers.sync import ResourceManager, StepT, sync
@@ -67,7 +68,7 @@ class PollingController:
     def __init__(
         self,
         settings: OperatorSettings,
-        cloud: Any,
+        cloud: CloudClient,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         users: UsersLister = _nobody,

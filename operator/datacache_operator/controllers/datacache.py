@@ -112,7 +112,6 @@ class DataCacheController(PollingController):
         users: UsersLister | None = None,
     ) -> None:
         super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
-        self.cloud: CloudClient = cloud
         self.read_secret = read_secret
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:

@@ -90,7 +90,6 @@ class ReplicationController(PollingController):
         users: UsersLister | None = None,
     ) -> None:
         super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
-        self.cloud: CloudClient = cloud
         self.read_object = read_object
 
     async def _resolve_source(
