@@ -41,6 +41,7 @@ class SecretNotFound(LookupError):
 # namespace None for a cluster-scoped kind, None when it does not exist.
 SecretReader = Callable[[str, str], Awaitable[dict[str, str]]]
 ObjectReader = Callable[[str, str | None, str], Awaitable[dict[str, Any] | None]]
+NamespaceReader = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 _local = threading.local()
@@ -157,6 +158,23 @@ def _get_object_sync(plural: str, namespace: str | None, name: str) -> dict[str,
 async def get_object(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     """One custom object of our group, or None when it does not exist."""
     return await _in_thread(_get_object_sync, plural, namespace, name)
+
+
+def _read_namespace_sync(name: str) -> dict[str, Any] | None:
+    try:
+        client = _api_client()
+        found = CoreV1Api(client).read_namespace(name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    namespace: dict[str, Any] = client.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+    return namespace
+
+
+async def read_namespace(name: str) -> dict[str, Any] | None:
+    """A Namespace (its uid, its annotations set by administrators), None when there is none."""
+    return await _in_thread(_read_namespace_sync, name)
 
 
 # ---- pods, listed by label only (never a watch of every pod) ------------------------------

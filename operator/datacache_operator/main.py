@@ -139,6 +139,7 @@ def register(
         settings.networking.request_timeout = 60
         settings.posting.level = logging.INFO
         settings.posting.worker_limit = EVENT_POSTERS
+        operator_settings = await runtime.with_cluster_id(given_settings)
         cloud = EciClient(operator_settings, hooks=metrics, guard=kube.check_may_act)
         binder = PodBinder(
             operator_settings,
@@ -158,7 +159,7 @@ def register(
         }
         memo.shared = runtime.prepare(operator_settings, metrics, kinds, cloud=cloud, binder=binder)
 
-    operator_settings = settings
+    given_settings = settings
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:

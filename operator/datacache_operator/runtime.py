@@ -311,6 +311,24 @@ def prepare(
     return shared
 
 
+CLUSTER_ID_NAMESPACE = "kube-system"
+
+
+async def with_cluster_id(settings: OperatorSettings) -> OperatorSettings:
+    """The settings with a cluster id: the one configured, else the uid of kube-system (there
+    in every cluster, the same for its whole life)."""
+    if settings.cluster_id:
+        return settings
+    namespace = await kube.read_namespace(CLUSTER_ID_NAMESPACE)
+    if namespace is None:
+        raise RuntimeError(
+            f"no {CLUSTER_ID_NAMESPACE} namespace to take the cluster id from: set DATACACHE_CLUSTER_ID"
+        )
+    uid: str = namespace["metadata"]["uid"]
+    logger.info("cluster id %s (the uid of %s)", uid, CLUSTER_ID_NAMESPACE)
+    return settings.model_copy(update={"cluster_id": uid})
+
+
 def start_background(shared: Shared) -> None:
     """Start the scheduler's workers and the pod resync once, with the first object's event:
     a replica that never sees one (not the leader) runs no pass."""

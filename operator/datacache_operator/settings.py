@@ -180,6 +180,15 @@ class OperatorSettings(BaseSettings):
         validation_alias=_env("DATACACHE_HEALTH_PORT"),
         description="Port of the liveness/readiness endpoint (0: off).",
     )
+    cluster_id: str = Field(
+        default="",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$|^$",
+        validation_alias=_env("DATACACHE_CLUSTER_ID"),
+        description="A stable id of this cluster, written on every cache the operator makes (the owner "
+        "tags that keep other clusters' and namespaces' objects off it). Empty: the uid of the "
+        "kube-system namespace. Keep it when moving to a new cluster, so re-created objects find their caches.",
+    )
     cluster_region: str | None = Field(
         default=None,
         validation_alias=_env("DATACACHE_CLUSTER_REGION"),

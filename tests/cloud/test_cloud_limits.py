@@ -8,9 +8,11 @@ import pytest
 from datacache_operator.api.datacache import DataCacheSpec
 from datacache_operator.cloud import EciClient, EciError
 from datacache_operator.controllers.datacache import create_request, desired_cache
+from datacache_operator.settings import OperatorSettings
 
 REGION = "cn-hangzhou"
 META = {"uid": "0" * 36, "namespace": "n" * 63, "name": "a" * 253}  # each as long as Kubernetes allows
+SETTINGS = OperatorSettings(cluster_id="c" * 128, default_region=REGION)  # as long as the setting allows
 
 
 def largest_spec(tag_count: int) -> DataCacheSpec:
@@ -25,7 +27,7 @@ def largest_spec(tag_count: int) -> DataCacheSpec:
 
 
 async def test_the_largest_datacache_the_crd_admits_is_created(eci: EciClient):
-    desired = desired_cache(largest_spec(17), META, REGION, None)
+    desired = desired_cache(largest_spec(16), META, SETTINGS, None)
     cache_id = await eci.create(REGION, create_request(desired), client_token="largest")
     cache = await eci.describe(REGION, cache_id)
     assert cache is not None
@@ -34,7 +36,7 @@ async def test_the_largest_datacache_the_crd_admits_is_created(eci: EciClient):
 
 
 async def test_one_tag_more_is_what_the_cloud_refuses(eci: EciClient):
-    desired = desired_cache(largest_spec(18), META, REGION, None)
+    desired = desired_cache(largest_spec(17), META, SETTINGS, None)
     with pytest.raises(EciError) as caught:
         await eci.create(REGION, create_request(desired), client_token="one-more")
     assert (caught.value.code, caught.value.http_status) == ("InvalidParameter", 400)

@@ -165,4 +165,10 @@ def diagnose(cluster: Cluster, namespace: str) -> str:
     pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
     events = cluster.kubectl("get", "events", "-n", namespace, check=False).stdout[-3000:]
     logs = cluster.kubectl("logs", "-n", namespace, "-l", "app.kubernetes.io/name", "--tail=30", check=False)
-    return f"pods:\n{pods}\nevents:\n{events}\nlogs:\n{logs.stdout[-4000:]}{logs.stderr[-1000:]}"
+    previous = cluster.kubectl(
+        "logs", "-n", namespace, "-l", "app.kubernetes.io/name", "--previous", "--tail=40", check=False
+    )
+    return (
+        f"pods:\n{pods}\nevents:\n{events}\nlogs:\n{logs.stdout[-4000:]}{logs.stderr[-1000:]}"
+        f"\nlogs of restarted containers:\n{previous.stdout[-6000:]}"
+    )

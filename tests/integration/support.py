@@ -146,7 +146,9 @@ class Kube:
         return wait_for(matches, timeout=timeout, what=f"{kind}/{name} {type_}={status} {reason or ''}")
 
 
-def create_cache_as_lost_reply(env: dict[str, str], uid: str, namespace: str, name: str, path: str) -> str:
+def create_cache_as_lost_reply(
+    env: dict[str, str], cluster: str, uid: str, namespace: str, name: str, path: str
+) -> str:
     """Create the cache exactly as the operator would, then 'lose' the reply: the id is
     not written anywhere but the cloud."""
     from alibabacloud_eci20180808 import models as eci_models
@@ -172,7 +174,7 @@ def create_cache_as_lost_reply(env: dict[str, str], uid: str, namespace: str, na
         ),
         tag=[
             eci_models.CreateDataCacheRequestTag(key=k, value=v)
-            for k, v in owner_tags(uid, namespace, name).items()
+            for k, v in owner_tags(cluster, uid, namespace, name).items()
         ],
         client_token=client_token(uid, 0),
     )

@@ -226,7 +226,8 @@ def test_a_lost_create_response_is_recovered_by_tag(
     name = unique("lost")
     kube.apply(datacache(name))
     uid = kube.get("datacache", name)["metadata"]["uid"]  # type: ignore[index]
-    lost_id = create_cache_as_lost_reply(operator_env, uid, kube.namespace, name, f"/models/{name}")
+    cluster = kube.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    lost_id = create_cache_as_lost_reply(operator_env, cluster, uid, kube.namespace, name, f"/models/{name}")
 
     running = OperatorProcess(operator_env, tmp_path / "operator.log")
     running.start()

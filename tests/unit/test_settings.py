@@ -37,6 +37,7 @@ ENV_NAMES = {
     "log_json": "DATACACHE_LOG_JSON",
     "cluster_region": "DATACACHE_CLUSTER_REGION",
     "operator_namespace": "DATACACHE_OPERATOR_NAMESPACE",
+    "cluster_id": "DATACACHE_CLUSTER_ID",
     "webhook_port": "DATACACHE_WEBHOOK_PORT",
     "webhook_certificate": "DATACACHE_WEBHOOK_CERTIFICATE",
     "webhook_secret": "DATACACHE_WEBHOOK_SECRET",

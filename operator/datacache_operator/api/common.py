@@ -34,9 +34,16 @@ DATACACHES = "datacaches"
 DATACACHE_REPLICATIONS = "datacachereplications"
 
 OWNER_UID_TAG = "eci.datacache.dev/owner-uid"
+OWNER_CLUSTER_TAG = "eci.datacache.dev/owner-cluster"
 OWNER_NAMESPACE_TAG = "eci.datacache.dev/owner-namespace"
 OWNER_NAME_TAG = "eci.datacache.dev/owner-name"
-OWNER_TAG_KEYS = (OWNER_UID_TAG, OWNER_NAMESPACE_TAG, OWNER_NAME_TAG)
+OWNER_TAG_KEYS = (OWNER_UID_TAG, OWNER_CLUSTER_TAG, OWNER_NAMESPACE_TAG, OWNER_NAME_TAG)
+#: On a DataCacheReplication's copies only: which destination a copy is (and that it is a copy).
+DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
+
+#: On a Namespace (which its tenants cannot edit): the other namespaces whose caches its objects
+#: may adopt or copy by id, comma-separated (`team-a`, `<cluster id>/team-a`, `*`, `*/*`).
+MAY_ADOPT_FROM_ANNOTATION = "eci.datacache.dev/may-adopt-from"
 
 
 def fit_name(name: str, limit: int) -> str:
@@ -206,6 +213,23 @@ class Condition(ApiModel):
 def conditions_schema_extra() -> dict[str, Any]:
     """Schema keys for a `conditions` list: merged by type under server-side apply."""
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+class ManagementPolicy(StrEnum):
+    """What the operator may do to a cloud cache (Crossplane's managementPolicies)."""
+
+    ALL = "*"
+    OBSERVE = "Observe"  # read it and report it in status
+    UPDATE = "Update"  # send spec changes (and the operator's owner tags) to it
+    DELETE = "Delete"  # delete it with the object, when deletionPolicy is Delete
+
+
+def may(policies: list[ManagementPolicy] | None, adopted: bool, action: ManagementPolicy) -> bool:
+    """Whether `action` is allowed: unset policies are everything for a cache the object made and
+    Observe for one it adopted (a cache it did not make is not changed unless it says so)."""
+    if policies is None:
+        return not adopted or action == ManagementPolicy.OBSERVE
+    return ManagementPolicy.ALL in policies or action in policies or action == ManagementPolicy.OBSERVE
 
 
 class DeletionPolicy(StrEnum):

@@ -27,6 +27,7 @@ from datacache_operator.api.common import (  # noqa: F401 - DeletionPolicy, Obje
     Condition,
     ConditionType,
     DeletionPolicy,
+    ManagementPolicy,
     ObjectMeta,
     cloud_tags_field,
     conditions_schema_extra,
@@ -322,6 +323,14 @@ class DataCacheSpec(ApiModel):
         default=None,
         description="Delete removes the cloud cache with the object, Retain leaves it. Unset uses the "
         "operator's default.",
+    )
+    management_policies: list[ManagementPolicy] | None = Field(
+        default=None,
+        max_length=4,
+        description="What the operator may do to the cloud cache: Observe (read it; always), Update (send "
+        "spec changes), Delete (delete it with the object under deletionPolicy Delete), * (all). Unset: * "
+        "for a cache this object creates, [Observe] for one it adopts with dataCacheId.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     pod_disk: PodDisk | None = Field(
         default=None,

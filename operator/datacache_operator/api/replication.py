@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 from datacache_operator import API_VERSION, GROUP, VERSION
 from datacache_operator.api.common import (
     DATACACHE_REPLICATIONS,
+    DESTINATION_REGION_TAG,
     MAX_CLOUD_NAME_LENGTH,
     OWNER_TAG_KEYS,
     REGION_PATTERN,
@@ -42,7 +43,6 @@ KIND = "DataCacheReplication"
 PLURAL = DATACACHE_REPLICATIONS
 MAX_DESTINATIONS = 32
 MAX_REGION_LENGTH = 64
-DESTINATION_REGION_TAG = "eci.datacache.dev/destination-region"
 # The tags the operator puts on each copy besides the user's (reconcile/replication.py).
 COPY_TAG_KEYS = (*OWNER_TAG_KEYS, DESTINATION_REGION_TAG)
 

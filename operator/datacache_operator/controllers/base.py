@@ -7,21 +7,22 @@ import copy
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from datacache_operator import kube
 from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
-from datacache_operator.api.common import reconcile_request
+from datacache_operator.api.common import MAY_ADOPT_FROM_ANNOTATION, reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.cloud.models import ObservedCache, parse_time
+from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.controllers.sync import ResourceManager, StepT, sync
+from datacache_operator.kube import NamespaceReader
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.common import ConditionValue, Event, reason_from_code
+from datacache_operator.reconcile.ownership import Owner, may_take, owned_by, parse_grants, refusal
 from datacache_operator.settings import OperatorSettings
-
-CLOCK_SKEW = timedelta(seconds=5)
 
 # (namespace, cache, region, replication or None) -> the pods bound to it ("namespace/name")
 UsersLister = Callable[[str, str, str, str | None], Awaitable[list[str]]]
@@ -71,29 +72,36 @@ class PollingController:
         cloud: CloudClient,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
-        users: UsersLister = _nobody,
+        users: UsersLister | None = None,
+        read_namespace: NamespaceReader = kube.read_namespace,
     ) -> None:
         self.settings = settings
-        self.users = users  # in-use protection: who still uses what a deletion would remove
+        self.read_namespace = read_namespace
+        self.users = users or _nobody  # in-use protection: who still uses what a deletion would remove
         self.cloud = cloud
         self.clock = clock
         self.rng = rng or random.Random()
         self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
         self._last_status: dict[str, dict[str, Any]] = {}  # uid -> the status our last pass computed
-        self.started_at = clock()
-        self._sent: dict[str, set[str]] = {}  # uid -> scopes (a region, or "") with a create or copy sent
 
-    def needs_lookup(self, meta: Mapping[str, Any], scope: str = "") -> bool:
-        """Whether a create (or a copy to `scope`) must first look for one made earlier, by tag.
+    async def grants(self, namespace: str) -> frozenset[str]:
+        """The namespaces whose caches an administrator let `namespace` adopt or copy by id (an
+        annotation on the Namespace, which its tenants cannot edit)."""
+        found = await self.read_namespace(namespace)
+        annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
+        return parse_grants(annotations.get(MAY_ADOPT_FROM_ANNOTATION))
 
-        Not when nothing can have made one: the object is younger than this process (a
-        process that crashed looks up every object that existed before it), and this process
-        sent none for it (a call sent but not answered is looked up). ``CLOCK_SKEW`` absorbs
-        a skew between the apiserver's clock and ours; the ClientToken covers the rest.
-        """
-        created = parse_time(meta.get("creationTimestamp"))
-        young = created is not None and created > self.started_at + CLOCK_SKEW
-        return not young or scope in self._sent.get(meta["uid"], set())
+    async def may_take(self, owner: Owner | None, namespace: str) -> bool:
+        """Whether `namespace` may adopt or copy a cache of `owner` (the grants are read only
+        for another namespace's cache)."""
+        cluster = self.settings.cluster_id
+        if owner is None or owned_by(owner, cluster, namespace):
+            return True
+        return may_take(owner, cluster, namespace, await self.grants(namespace))
+
+    def refusal(self, owner: Owner | None, what: str) -> str:
+        assert owner is not None  # an unowned cache may always be taken
+        return refusal(owner, self.settings.cluster_id, what, MAY_ADOPT_FROM_ANNOTATION)
 
     @staticmethod
     def pending_reconcile_request(meta: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
@@ -135,19 +143,12 @@ class PollingController:
         return reason, message, self.settings.poll_interval_stable
 
     async def sync(
-        self, manager: ResourceManager[StepT], meta: Mapping[str, Any], now: datetime, scope: str = ""
+        self, manager: ResourceManager[StepT], now: datetime
     ) -> tuple[StepT, ObservedCache | None]:
-        """The generic sync of one resource of the object; `scope` tells its creates apart
-        from the object's others (a destination's region)."""
-        # The tag lookup runs before a first create unless nothing can have made one yet.
-        recovered = not manager.record.creates and not self.needs_lookup(meta, scope)
-        return await sync(
-            manager, recovered=recovered, now=now, sending=lambda: self.sending(meta["uid"], scope)
-        )
-
-    def sending(self, uid: str, scope: str = "") -> None:
-        """A create or copy is about to be sent for `uid` (in `scope`)."""
-        self._sent.setdefault(uid, set()).add(scope)
+        """The generic sync of one resource of the object. Before any create it looks for the
+        resource by the object's identity tags: a create whose reply was lost, or the object
+        re-created (after a Retain delete, a restore, a move to a cluster of the same id)."""
+        return await sync(manager, recovered=False, now=now)
 
     def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The status a pass starts from: the one our last pass computed, else the object's.
@@ -207,7 +208,6 @@ class PollingController:
     def forget(self, uid: str) -> None:
         """The object is gone: drop what is remembered of it."""
         self._last_status.pop(uid, None)
-        self._sent.pop(uid, None)
         self._failures.pop(uid, None)
 
     def _jittered(self, delay: float) -> float:

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from datacache_operator.api.common import OWNER_UID_TAG, is_paused
+from datacache_operator import kube
+from datacache_operator.api.common import (
+    DESTINATION_REGION_TAG,
+    OWNER_UID_TAG,
+    ManagementPolicy,
+    is_paused,
+    may,
+)
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.api.datacache import DataCacheSpec, DataCacheStatus, MissingSecretKeyError
 from datacache_operator.cloud import models as cloud_models
@@ -21,28 +28,32 @@ from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache, parse_time
 from datacache_operator.controllers.base import PassResult, PollingController, UsersLister
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
-from datacache_operator.kube import SecretNotFound, SecretReader
+from datacache_operator.kube import NamespaceReader, SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
+from datacache_operator.reconcile.ownership import Identity, may_take, owned_by, owner_of
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
 # Stalled reasons that come from the cache itself (and keep being watched), as opposed to
 # a terminal error of a call, which is not repeated until the spec changes.
-_CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound"})
+_CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound", "NotOwned"})
 
 logger = logging.getLogger(__name__)
 
 
 def desired_cache(
-    spec: DataCacheSpec, meta: Mapping[str, Any], default_region: str, secret_data: Mapping[str, str] | None
+    spec: DataCacheSpec,
+    meta: Mapping[str, Any],
+    settings: OperatorSettings,
+    secret_data: Mapping[str, str] | None,
 ) -> DesiredCache:
     source = spec.data_source
     net = spec.net_config
     return DesiredCache(
-        region=spec.region or default_region,
+        region=spec.region or settings.default_region,
         bucket=spec.bucket,
         path=spec.path,
         name=spec.name or decide_common.cloud_name(meta["name"]),
@@ -50,7 +61,7 @@ def desired_cache(
         retention_days=spec.retention_days,
         data_source_type=str(source.type) if source else None,
         options=source.resolved_options(secret_data) if source else {},
-        tags={**spec.tags, **decide_common.owner_tags(meta["uid"], meta["namespace"], meta["name"])},
+        tags={**spec.tags, **Identity.of(settings.cluster_id, meta).tags()},
         resource_group_id=spec.resource_group_id,
         net_config=net.model_dump(exclude_none=True) if net else {},
     )
@@ -110,8 +121,9 @@ class DataCacheController(PollingController):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         users: UsersLister | None = None,
+        read_namespace: NamespaceReader = kube.read_namespace,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
+        super().__init__(settings, cloud, clock, rng, users, read_namespace)
         self.read_secret = read_secret
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
@@ -149,7 +161,7 @@ class DataCacheController(PollingController):
 
         try:
             desired = desired_cache(
-                spec, meta, self.settings.default_region, await self._secret_data(spec, meta["namespace"])
+                spec, meta, self.settings, await self._secret_data(spec, meta["namespace"])
             )
         except (SecretNotFound, MissingSecretKeyError) as error:
             message = str(error).strip("'\"")
@@ -162,17 +174,21 @@ class DataCacheController(PollingController):
             )
         status.update(DataCacheStatus(region=desired.region).to_patch())
 
+        adopted = spec.data_cache_id is not None
         manager = CacheManager(
             self.cloud,
             desired,
             status,
             meta,
+            Identity.of(self.settings.cluster_id, meta),
             spec.data_cache_id,
             self._failed_generation(conditions, retry),
             now,
+            grants=lambda: self.grants(meta["namespace"]),
+            may_update=may(spec.management_policies, adopted, ManagementPolicy.UPDATE),
         )
         try:
-            step, observed = await self.sync(manager, meta, now)
+            step, observed = await self.sync(manager, now)
         except EciError as error:
             events += manager.events
             reason, message, delay = self._failed_call(uid, error, events)
@@ -182,6 +198,11 @@ class DataCacheController(PollingController):
         events += manager.events
         self._failures.pop(uid, None)
         status.update(DataCacheStatus(last_sync_time=_seconds(now)).to_patch())
+        if step == Step.NOT_OWNED:
+            assert observed is not None
+            status.update({key: None for key in observed_status(observed)})  # nothing of its data
+            message = self.refusal(owner_of(observed.tags), "spec.dataCacheId names a data cache that")
+            return finish(decide.not_owned_conditions(message), stable)
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
@@ -212,22 +233,41 @@ class DataCacheController(PollingController):
     async def _delete_cache(
         self, meta: Mapping[str, Any], spec: DataCacheSpec, status: Mapping[str, Any], region: str
     ) -> tuple[bool, list[Event]]:
-        default_policy = "Retain" if spec.data_cache_id else self.settings.default_deletion_policy
+        adopted = spec.data_cache_id is not None
+        default_policy = "Retain" if adopted else self.settings.default_deletion_policy
         policy = str(spec.deletion_policy or default_policy)
-        known_id = status.get("dataCacheId") or spec.data_cache_id
+        known_id = spec.data_cache_id or status.get("dataCacheId")
+        what = f"data cache {known_id}" if known_id else "no data cache"
         if policy == "Retain":
-            what = f"data cache {known_id}" if known_id else "no data cache"
             return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")]
+        if not may(spec.management_policies, adopted, ManagementPolicy.DELETE):
+            message = f"managementPolicies do not include Delete: {what} left in {region}."
+            return True, [Event("Normal", "Retained", message)]
+        cluster, namespace = self.settings.cluster_id, meta["namespace"]
+        grants = await self.grants(namespace) if adopted else frozenset()
+
+        def deletable(cache: ObservedCache) -> bool:
+            # Never on the word of a status alone: what is deleted is this namespace's, or the
+            # adopted cache this namespace may take.
+            owner = owner_of(cache.tags)
+            return owned_by(owner, cluster, namespace) or (
+                adopted and cache.data_cache_id == known_id and may_take(owner, cluster, namespace, grants)
+            )
+
         # No id known: a create whose reply was lost may have made one, found by its tag.
         tags = None if known_id else {OWNER_UID_TAG: meta["uid"]}
         try:
-            removal = await remove(self.cloud, region, [known_id] if known_id else [], tags)
+            removal = await remove(self.cloud, region, [known_id] if known_id else [], tags, deletable)
         except EciError as error:
             if not error.retryable:
                 raise
             return False, []
         events = [Event("Normal", "Deleted", f"Data cache {gone} is gone.") for gone in removal.gone]
         events += [Event("Normal", "Deleting", f"Deleting data cache {d}.") for d in removal.deleting]
+        events += [
+            Event("Warning", "NotOwned", f"Data cache {r} is not this namespace's: left in {region}.")
+            for r in removal.refused
+        ]
         return not removal.pending, events
 
 
@@ -240,18 +280,40 @@ class CacheManager(ResourceManager[Step]):
         desired: DesiredCache,
         status: dict[str, Any],
         meta: Mapping[str, Any],
+        identity: Identity,
         adopt_id: str | None,
         failed_generation: int | None,
         now: datetime,
+        *,
+        grants: Callable[[], Awaitable[frozenset[str]]] | None = None,
+        may_update: bool = True,
     ) -> None:
         record = CloudRecord(status, counter=DataCacheStatus.alias("cache_generation"), pinned_id=adopt_id)
-        super().__init__(cloud, desired.region, record, meta["uid"])
+        super().__init__(cloud, desired.region, record, identity)
         self.desired = desired
         self.status = status
         self.generation = meta.get("generation") or 0
         self.adopt_id = adopt_id
         self.failed_generation = failed_generation
         self.now = now
+        self._read_grants = grants
+        self.grants: frozenset[str] = frozenset()
+        self.may_update = may_update
+
+    def is_own(self, found: ObservedCache) -> bool:
+        return DESTINATION_REGION_TAG not in found.tags  # a replication's copy of the same name
+
+    async def read_one(self, cache_id: str) -> ObservedCache | None:
+        observed = await super().read_one(cache_id)
+        identity = self.identity
+        if (
+            observed is not None
+            and self.adopt_id
+            and self._read_grants is not None
+            and not owned_by(owner_of(observed.tags), identity.cluster, identity.namespace)
+        ):
+            self.grants = await self._read_grants()  # only to adopt another's cache
+        return observed
 
     def decide(self, observed: ObservedCache | None, recovered: bool) -> Step:
         known_id = self.record.id
@@ -265,6 +327,9 @@ class CacheManager(ResourceManager[Step]):
             expire_time=parse_time(self.status.get("expireTime")),
             failed_generation=self.failed_generation,
             now=self.cloud.server_now(self.region) or self.now,
+            may_take=observed is None
+            or may_take(owner_of(observed.tags), self.identity.cluster, self.identity.namespace, self.grants),
+            may_update=self.may_update,
         )
         return decide.next_step(situation, self.desired, self.record.applied_retention)
 

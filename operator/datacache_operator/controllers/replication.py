@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from datacache_operator.api.common import DATACACHES, OWNER_UID_TAG, is_paused
+from datacache_operator import kube
+from datacache_operator.api.common import DATACACHES, DESTINATION_REGION_TAG, OWNER_UID_TAG, is_paused
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.api.replication import (
     DataCacheReplicationSpec,
@@ -28,11 +29,12 @@ from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
 from datacache_operator.controllers.base import PassResult, PollingController, UsersLister, error_text
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
-from datacache_operator.kube import ObjectReader
+from datacache_operator.kube import NamespaceReader, ObjectReader
 from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.common import Event
+from datacache_operator.reconcile.ownership import Identity, owned_by, owner_of
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
@@ -41,21 +43,21 @@ logger = logging.getLogger(__name__)
 
 # Stalled reasons that the copies themselves give (they keep being watched), as opposed to a
 # terminal error of a call, which is not repeated until the spec changes.
-_COPY_STALL_REASONS = frozenset({"CopyFailed"})
+_COPY_STALL_REASONS = frozenset({"CopyFailed", "NotOwned"})
 
 
 def deletion_policy(spec: DataCacheReplicationSpec, settings: OperatorSettings) -> str:
     return str(spec.deletion_policy or settings.default_deletion_policy)
 
 
-def copy_request(dest: ReplicationDestination, meta: Mapping[str, Any]) -> cloud_models.CopyRequest:
+def copy_request(dest: ReplicationDestination, tags: Mapping[str, str]) -> cloud_models.CopyRequest:
     return cloud_models.CopyRequest(
         destination_region=dest.region,
         bucket=dest.bucket,
         path=dest.path,
         name=dest.name,
         retention_days=dest.retention_days,
-        tags=decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region),
+        tags=dict(tags),
         resource_group_id=dest.resource_group_id,
     )
 
@@ -88,8 +90,9 @@ class ReplicationController(PollingController):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         users: UsersLister | None = None,
+        read_namespace: NamespaceReader = kube.read_namespace,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng, **({"users": users} if users else {}))
+        super().__init__(settings, cloud, clock, rng, users, read_namespace)
         self.read_object = read_object
 
     async def _resolve_source(
@@ -115,6 +118,13 @@ class ReplicationController(PollingController):
             label = f"data cache {known_id} in {region}"
         assert region is not None
         observed = await self.cloud.describe(region, known_id) if known_id else None
+        if observed is not None:
+            # Whoever wrote the id (the spec, or a status a tenant may have written), the cache
+            # must be one this namespace may copy.
+            owner = owner_of(observed.tags)
+            if not await self.may_take(owner, namespace):
+                refused = self.refusal(owner, f"The source ({label})")
+                return SourceState.NOT_OWNED, known_id, region, refused, None
         return decide.source_state(known_id, True, observed), known_id, region, label, observed
 
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
@@ -148,7 +158,8 @@ class ReplicationController(PollingController):
                 if users:  # kept, like a PVC in use, until the last pod ends
                     entries[region].update(reason="InUse", message=in_use_message(users, "the copy"))
                     continue
-                if await self._remove(region, entries[region], deletion_policy(spec, self.settings), events):
+                policy = deletion_policy(spec, self.settings)
+                if await self._remove(region, entries[region], policy, meta["namespace"], events):
                     del entries[region]
             state, source_id, source_region, label, source = await self._resolve_source(
                 spec, meta["namespace"]
@@ -245,15 +256,17 @@ class ReplicationController(PollingController):
         events: list[Event],
     ) -> DestStep:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
-        region = target.destination.region
-        manager = CopyManager(self.cloud, target, entry, meta, now)
+        identity = Identity.of(self.settings.cluster_id, meta)
+        manager = CopyManager(self.cloud, target, entry, identity, now)
         try:
-            step, _ = await self.sync(manager, meta, now, scope=region)
+            step, _ = await self.sync(manager, now)
         finally:
             events += manager.events
         return step
 
-    async def _remove(self, region: str, entry: dict[str, Any], policy: str, events: list[Event]) -> bool:
+    async def _remove(
+        self, region: str, entry: dict[str, Any], policy: str, namespace: str, events: list[Event]
+    ) -> bool:
         """Delete (or retain) the copy of a removed destination; True once its entry can go."""
         known_id = entry.get("dataCacheId")
         if policy == "Retain" or not known_id:
@@ -262,8 +275,9 @@ class ReplicationController(PollingController):
                     Event("Normal", "Retained", f"deletionPolicy Retain: copy {known_id} left in {region}.")
                 )
             return True
-        removal = await remove(self.cloud, region, [known_id])
+        removal = await remove(self.cloud, region, [known_id], deletable=self._own_copy(namespace))
         events += [Event("Normal", "Deleted", f"Copy {gone} in {region} is gone.") for gone in removal.gone]
+        events += [self._not_owned(cache_id, region) for cache_id in removal.refused]
         events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]
         if not removal.pending:
             return True
@@ -312,15 +326,31 @@ class ReplicationController(PollingController):
                 pending = True  # this region again on the next attempt; the others went on
         return not pending, events, None
 
+    def _own_copy(self, namespace: str) -> Callable[[ObservedCache], bool]:
+        """A copy this namespace made (never deleted on the word of a status alone)."""
+        cluster = self.settings.cluster_id
+        return lambda cache: owned_by(owner_of(cache.tags), cluster, namespace)
+
+    @staticmethod
+    def _not_owned(cache_id: str, region: str) -> Event:
+        return Event(
+            "Warning", "NotOwned", f"Data cache {cache_id} in {region} is not this namespace's: left alone."
+        )
+
     async def _delete_copies(
         self, region: str, known_id: str | None, meta: Mapping[str, Any], events: list[Event]
     ) -> bool:
         """Delete the copies in one region, also one whose id was lost (a crash right after
         the call), found by its tags; True while one still exists."""
         removal = await remove(
-            self.cloud, region, [known_id] if known_id else [], {OWNER_UID_TAG: meta["uid"]}
+            self.cloud,
+            region,
+            [known_id] if known_id else [],
+            {OWNER_UID_TAG: meta["uid"]},
+            self._own_copy(meta["namespace"]),
         )
         events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]
+        events += [self._not_owned(cache_id, region) for cache_id in removal.refused]
         return removal.pending
 
 
@@ -332,21 +362,19 @@ class CopyManager(ResourceManager[DestStep]):
         cloud: CloudClient,
         target: _Target,
         entry: dict[str, Any],
-        meta: Mapping[str, Any],
+        identity: Identity,
         now: datetime,
     ) -> None:
         dest = target.destination
-        super().__init__(
-            cloud,
-            dest.region,
-            CloudRecord(entry, counter=DestinationStatus.alias("copy_generation")),
-            meta["uid"],
-        )
+        record = CloudRecord(entry, counter=DestinationStatus.alias("copy_generation"))
+        super().__init__(cloud, dest.region, record, identity)
         self.target = target
         self.entry = entry
-        self.meta = meta
         self.now = now
-        self.tags = decide.copy_tags(dest.tags, meta["uid"], meta["namespace"], meta["name"], dest.region)
+        self.tags = decide.copy_tags(dest.tags, identity, dest.region)
+
+    def own_tags(self) -> dict[str, str]:
+        return {**self.identity.lookup_tags(), DESTINATION_REGION_TAG: self.region}
 
     def _note(self, **fields: Any) -> None:
         """Set fields of the destination's status, by their names in `DestinationStatus`."""
@@ -392,7 +420,7 @@ class CopyManager(ResourceManager[DestStep]):
 
     async def create(self, client_token: str) -> str:
         source = self._source
-        request = copy_request(self.target.destination, self.meta)
+        request = copy_request(self.target.destination, self.tags)
         return await self.cloud.copy(source.region, source.data_cache_id, request, client_token)
 
     def recovered(self, found: ObservedCache) -> None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from datacache_operator.api.common import OWNER_UID_TAG
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache, UpdateRequest
 from datacache_operator.reconcile.common import Event
+from datacache_operator.reconcile.ownership import Identity
 from datacache_operator.reconcile.sync import CacheFields, Verb, delta
 
 StepT = TypeVar("StepT")
@@ -67,12 +67,16 @@ class ResourceManager(ABC, Generic[StepT]):
     """One cloud resource of one object: how to make it and what to decide (the kind's part),
     and what each step leaves in the record and tells the user."""
 
-    def __init__(self, cloud: CloudClient, region: str, record: CloudRecord, owner_uid: str) -> None:
+    def __init__(self, cloud: CloudClient, region: str, record: CloudRecord, identity: Identity) -> None:
         self.cloud = cloud
         self.region = region
         self.record = record
-        self.owner_uid = owner_uid
+        self.identity = identity
         self.events: list[Event] = []
+
+    @property
+    def owner_uid(self) -> str:
+        return self.identity.uid
 
     # ---- the kind's part ------------------------------------------------------------------
 
@@ -136,20 +140,28 @@ class ResourceManager(ABC, Generic[StepT]):
     async def delete(self, cache_id: str) -> None:
         await self.cloud.delete(self.region, cache_id)
 
+    def own_tags(self) -> dict[str, str]:
+        """The tags every resource of this kind made for the object carries."""
+        return self.identity.lookup_tags()
+
+    def is_own(self, found: ObservedCache) -> bool:
+        """A resource with `own_tags` is this manager's (not another kind's of the same name)."""
+        return True
+
     async def find_own(self, now: datetime) -> ObservedCache | None:
-        """The resource whose create reply was lost, by its owner tag: the oldest when a
-        retry made more than one, none being deleted."""
-        return await find_own(self.cloud, self.region, self.owner_uid, now)
+        """The resource made for the object earlier (a create whose reply was lost, or the object
+        re-created), by its tags: the oldest when a retry made more than one, none being deleted."""
+        candidates = [
+            c
+            for c in await self.cloud.find_by_tags(self.region, self.own_tags())
+            if c.status != STATUS_DELETING and self.is_own(c)
+        ]
+        return (
+            min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None
+        )
 
     def delta(self, observed: ObservedCache) -> CacheFields:
         return delta(self.wanted(), observed, self.record.applied_retention)
-
-
-async def find_own(cloud: CloudClient, region: str, owner_uid: str, now: datetime) -> ObservedCache | None:
-    candidates = [
-        c for c in await cloud.find_by_tags(region, {OWNER_UID_TAG: owner_uid}) if c.status != STATUS_DELETING
-    ]
-    return min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None
 
 
 async def sync(
@@ -157,13 +169,10 @@ async def sync(
     *,
     recovered: bool,
     now: datetime,
-    sending: Callable[[], None],
 ) -> tuple[StepT, ObservedCache | None]:
     """Take steps until one that waits for ECI; that step and the last read of the resource.
 
-    `recovered`: the tag lookup need not run before a first create (nothing can have made
-    one yet). `sending()` is called right before a create goes out (a reply lost after it
-    means the next pass looks up by tag)."""
+    `recovered`: the tag lookup need not run before a first create."""
     record = manager.record
     for _ in range(MAX_STEPS):
         known_id = record.id
@@ -178,7 +187,6 @@ async def sync(
                 manager.recovered(found)
             continue
         if verb == Verb.CREATE:
-            sending()
             new_id = await manager.create(manager.client_token(record.creates))
             record.created(new_id, manager.wanted().retention_days)
             manager.created(new_id)
@@ -215,15 +223,21 @@ class Removal:
 
     deleting: list[str] = field(default_factory=list)  # deletes sent in this round
     gone: list[str] = field(default_factory=list)  # named ids ECI no longer lists
+    refused: list[str] = field(default_factory=list)  # not the caller's to delete: left alone
     pending: bool = False  # one still exists (Deleting or just asked to): come back
 
 
 async def remove(
-    cloud: CloudClient, region: str, ids: Iterable[str], tags: Mapping[str, str] | None = None
+    cloud: CloudClient,
+    region: str,
+    ids: Iterable[str],
+    tags: Mapping[str, str] | None = None,
+    deletable: Callable[[ObservedCache], bool] = lambda cache: True,
 ) -> Removal:
     """Delete the resources named by `ids` and, with `tags`, every one carrying them (one
-    whose id was lost: a crash right after its create). A delete of one already gone is
-    success; a retryable error is raised for the caller to come back."""
+    whose id was lost: a crash right after its create), each only if `deletable` (its owner
+    tags) says so. A delete of one already gone is success; a retryable error is raised for
+    the caller to come back."""
     found = {c.data_cache_id: c for c in await cloud.find_by_tags(region, tags)} if tags else {}
     outcome = Removal()
     for cache_id in ids:
@@ -235,6 +249,9 @@ async def remove(
         else:
             found[cache_id] = observed
     for cache_id, observed in sorted(found.items()):
+        if not deletable(observed):
+            outcome.refused.append(cache_id)
+            continue
         if observed.status != STATUS_DELETING:
             try:
                 await cloud.delete(region, cache_id)

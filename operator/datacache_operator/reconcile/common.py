@@ -12,6 +12,7 @@ from typing import Any
 from datacache_operator.api.common import (
     MAX_CLOUD_NAME_LENGTH,
     MAX_TAG_VALUE_LENGTH,
+    OWNER_CLUSTER_TAG,
     OWNER_NAME_TAG,
     OWNER_NAMESPACE_TAG,
     OWNER_UID_TAG,
@@ -30,10 +31,13 @@ def cloud_name(object_name: str) -> str:
     return fit_name(object_name, MAX_CLOUD_NAME_LENGTH)
 
 
-def owner_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
-    # A namespace has at most 63 characters and a uid 36; only the name needs fitting.
+def owner_tags(cluster: str, uid: str, namespace: str, name: str) -> dict[str, str]:
+    """The tags naming the object that made a cache: what finds it again, and what keeps other
+    namespaces' objects off it (`reconcile.ownership`)."""
+    # A namespace has at most 63 characters, a uid 36, a cluster id 128; only the name needs fitting.
     return {
         OWNER_UID_TAG: uid,
+        OWNER_CLUSTER_TAG: cluster,
         OWNER_NAMESPACE_TAG: namespace,
         OWNER_NAME_TAG: fit_name(name, MAX_TAG_VALUE_LENGTH),
     }

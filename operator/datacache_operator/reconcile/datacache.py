@@ -65,6 +65,7 @@ class Step(StrEnum):
     RECOVER = "Recover"  # look for a cache tagged with our uid before creating one
     CREATE = "Create"
     ADOPTED_MISSING = "AdoptedMissing"
+    NOT_OWNED = "NotOwned"  # spec.dataCacheId names a cache of a namespace this one may not take
     EXPIRED = "Expired"
     RECREATE = "Recreate"  # our cache vanished outside the operator
     WAIT = "Wait"  # busy: Creating, Loading, Updating, Deleting
@@ -97,6 +98,8 @@ class Situation:
     expire_time: datetime | None  # from status: when the cache was due to expire
     failed_generation: int | None  # generation whose spec produced a Failed cache
     now: datetime
+    may_take: bool = True  # the adopted cache is unowned, this namespace's, or granted to it
+    may_update: bool = True  # managementPolicies let spec changes go to the cache
 
 
 def next_step(situation: Situation, desired: DesiredCache, applied_retention: int | None) -> Step:
@@ -112,6 +115,8 @@ def next_step(situation: Situation, desired: DesiredCache, applied_retention: in
         if s.expire_time is not None and s.now >= s.expire_time:
             return Step.EXPIRED
         return Step.RECREATE
+    if s.adopt_id and not s.may_take:
+        return Step.NOT_OWNED  # before anything is read out of it or sent to it
     status = s.observed.status
     if status in BUSY_STATUSES:
         return Step.WAIT
@@ -120,7 +125,7 @@ def next_step(situation: Situation, desired: DesiredCache, applied_retention: in
             return Step.REPLACE_FAILED
         return Step.FAILED
     if status in UPDATABLE_STATUSES:
-        if delta(desired.fields(), s.observed, applied_retention):
+        if s.may_update and delta(desired.fields(), s.observed, applied_retention):
             return Step.UPDATE
         return Step.READY if status == STATUS_AVAILABLE else Step.FAILED
     return Step.WAIT  # an unknown status: keep watching it
@@ -180,4 +185,15 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
         ]
     if step == Step.PAUSED:
         return list(PAUSED_CONDITIONS)
+    if step == Step.NOT_OWNED:
+        raise ValueError("a refused adoption has its own conditions: not_owned_conditions")
     raise ValueError(f"no conditions for {step}")
+
+
+def not_owned_conditions(refusal: str) -> list[ConditionValue]:
+    """spec.dataCacheId names another namespace's cache: nothing is read out of it or sent to it."""
+    return [
+        ConditionValue("Ready", "False", "NotOwned", refusal),
+        ConditionValue("Synced", "False", "NotOwned", refusal),
+        ConditionValue("Stalled", "True", "NotOwned", refusal),
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from datacache_operator.api.replication import DESTINATION_REGION_TAG
+from datacache_operator.api.common import DESTINATION_REGION_TAG
 from datacache_operator.cloud.models import (
     BUSY_STATUSES,
     STATUS_AVAILABLE,
@@ -20,7 +20,8 @@ from datacache_operator.cloud.models import (
     ObservedCache,
     is_sensitive_option,
 )
-from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token, owner_tags
+from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token
+from datacache_operator.reconcile.ownership import Identity
 from datacache_operator.reconcile.sync import CacheFields, Verb
 
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"
@@ -31,6 +32,7 @@ class SourceState(StrEnum):
     NOT_FOUND = "SourceNotFound"
     NOT_READY = "SourceNotReady"
     FAILED = "SourceFailed"
+    NOT_OWNED = "NotOwned"  # another namespace's cache: nothing is read out of it or copied
 
 
 def source_state(known_id: str | None, exists: bool, observed: ObservedCache | None) -> SourceState:
@@ -111,11 +113,9 @@ def next_destination_step(s: DestinationSituation) -> DestStep:
     return DestStep.WAIT  # an unknown status: keep watching it
 
 
-def copy_tags(
-    user_tags: Mapping[str, str], uid: str, namespace: str, name: str, region: str
-) -> dict[str, str]:
+def copy_tags(user_tags: Mapping[str, str], owner: Identity, region: str) -> dict[str, str]:
     """The copy's tags: the user's, then the owner tags and the destination region (ours win)."""
-    return {**user_tags, **owner_tags(uid, namespace, name), DESTINATION_REGION_TAG: region}
+    return {**user_tags, **owner.tags(), DESTINATION_REGION_TAG: region}
 
 
 def copy_token(uid: str, region: str, copy_generation: int) -> str:
@@ -180,7 +180,14 @@ NOT_STALLED = ConditionValue("Stalled", "False", "NotStalled", "")
 
 
 def source_conditions(state: SourceState, source: str) -> list[ConditionValue]:
-    """Conditions while the source is not Available: nothing is copied."""
+    """Conditions while the source is not Available: nothing is copied. For NOT_OWNED, `source`
+    is the refusal."""
+    if state == SourceState.NOT_OWNED:
+        return [
+            ConditionValue("Ready", "False", str(state), source),
+            ConditionValue("Synced", "False", str(state), source),
+            ConditionValue("Stalled", "True", str(state), source),
+        ]
     if state == SourceState.NOT_FOUND:
         message = f"Source {source} does not exist; waiting for it."
     elif state == SourceState.FAILED:

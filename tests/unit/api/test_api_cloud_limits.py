@@ -25,10 +25,13 @@ from datacache_operator.api.datacache import REPO_SOURCES, REQUIRED_OPTIONS, Dat
 from datacache_operator.api.replication import COPY_TAG_KEYS
 from datacache_operator.controllers.datacache import desired_cache
 from datacache_operator.reconcile.common import cloud_name, owner_tags
+from datacache_operator.reconcile.ownership import Identity
 from datacache_operator.reconcile.replication import copy_tags
+from datacache_operator.settings import OperatorSettings
 
 # The longest name Kubernetes allows a custom object (a DNS subdomain).
 LONGEST_OBJECT_NAME = "a" * 253
+LONGEST_OWNER = Identity(cluster="c" * 128, namespace="n" * 63, name=LONGEST_OBJECT_NAME, uid="0" * 36)
 APISERVER_REASONS = {"FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate"}
 
 
@@ -88,24 +91,24 @@ def test_the_tag_limit_leaves_room_for_the_operators_own_tags(plural, tags_node,
 
 
 def test_the_operator_tags_are_the_ones_the_limits_count():
-    assert set(owner_tags("uid", "ns", "name")) == set(OWNER_TAG_KEYS)
-    assert set(copy_tags({}, "uid", "ns", "name", "cn-beijing")) == set(COPY_TAG_KEYS)
-    assert len(COPY_TAG_KEYS) == len(OWNER_TAG_KEYS) + 1 == 4
+    assert set(owner_tags("cluster", "uid", "ns", "name")) == set(OWNER_TAG_KEYS)
+    assert set(copy_tags({}, LONGEST_OWNER, "cn-beijing")) == set(COPY_TAG_KEYS)
+    assert len(COPY_TAG_KEYS) == len(OWNER_TAG_KEYS) + 1 == 5
 
 
 def test_the_most_a_datacache_may_hold_fits_eci():
     spec = DataCacheSpec.model_validate(
-        {"path": "/m", "dataSource": {"type": "URL", "options": {"url": "u"}}, "tags": full_tags(17)}
+        {"path": "/m", "dataSource": {"type": "URL", "options": {"url": "u"}}, "tags": full_tags(16)}
     )
     meta = {"uid": "0" * 36, "namespace": "n" * 63, "name": LONGEST_OBJECT_NAME}
-    desired = desired_cache(spec, meta, "cn-hangzhou", None)
+    desired = desired_cache(spec, meta, OperatorSettings(cluster_id="c" * 128), None)
     assert len(desired.tags) == MAX_CLOUD_TAGS
     assert all(len(key) <= 128 and len(value) <= MAX_TAG_VALUE_LENGTH for key, value in desired.tags.items())
     assert len(desired.name) == MAX_CLOUD_NAME_LENGTH
 
 
 def test_the_most_a_destination_may_hold_fits_eci():
-    tags = copy_tags(full_tags(16), "0" * 36, "n" * 63, LONGEST_OBJECT_NAME, "cn-beijing")
+    tags = copy_tags(full_tags(15), LONGEST_OWNER, "cn-beijing")
     assert len(tags) == MAX_CLOUD_TAGS
     assert all(len(value) <= MAX_TAG_VALUE_LENGTH for value in tags.values())
 
@@ -119,13 +122,15 @@ def test_names_that_fit_are_kept_and_longer_ones_get_a_digest():
     assert fit_name(long_one, 128) == fitted  # the same name, the same cloud name
     assert fit_name(other, 128) != fitted  # same head, still apart
     assert cloud_name(LONGEST_OBJECT_NAME) == fit_name(LONGEST_OBJECT_NAME, MAX_CLOUD_NAME_LENGTH)
-    assert owner_tags("u", "ns", LONGEST_OBJECT_NAME)[OWNER_NAME_TAG] == fit_name(LONGEST_OBJECT_NAME, 128)
+    assert owner_tags("c", "u", "ns", LONGEST_OBJECT_NAME)[OWNER_NAME_TAG] == fit_name(
+        LONGEST_OBJECT_NAME, 128
+    )
 
 
 def test_an_explicit_name_is_sent_as_it_is():
     spec = DataCacheSpec.model_validate({"path": "/m", "name": "Qwen 2.5", "dataCacheId": "edc-1"})
     meta = {"uid": "u", "namespace": "ns", "name": LONGEST_OBJECT_NAME}
-    assert desired_cache(spec, meta, "cn-hangzhou", None).name == "Qwen 2.5"
+    assert desired_cache(spec, meta, OperatorSettings(), None).name == "Qwen 2.5"
 
 
 @pytest.mark.parametrize("source_type", list(DataSourceType))

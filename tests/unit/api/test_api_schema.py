@@ -96,7 +96,7 @@ def test_spec_shape(root: dict[str, Any]):
     spec = root["properties"]["spec"]
     assert set(spec["properties"]) == {
         "region", "bucket", "path", "name", "size", "retentionDays", "dataSource", "netConfig",
-        "tags", "resourceGroupId", "dataCacheId", "deletionPolicy", "podDisk",
+        "tags", "resourceGroupId", "dataCacheId", "deletionPolicy", "managementPolicies", "podDisk",
     }  # fmt: skip
     assert spec["required"] == ["path"]
     assert root["required"] == ["spec"]

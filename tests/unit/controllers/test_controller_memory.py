@@ -32,23 +32,3 @@ def test_a_pass_starts_from_what_the_last_pass_computed_until_the_object_is_forg
     assert controller.current_status(other) == {"dataCacheId": "edc-2"}
     controller.forget("u1")
     assert controller.current_status(stale_body)["dataCacheId"] == "edc-old"
-
-
-def test_a_create_needs_no_lookup_by_tag_only_for_objects_younger_than_the_process_and_not_sent():
-    controller = PollingController(OperatorSettings(), cloud=None, clock=lambda: NOW)
-    young = {"uid": "u1", "creationTimestamp": "2026-11-23T00:00:06Z"}
-    assert not controller.needs_lookup(young)
-    assert not controller.needs_lookup(young, "cn-beijing")
-    # Older than the process (or within the clock skew of its start): a crashed process may
-    # have created the cache already.
-    assert controller.needs_lookup({"uid": "u2", "creationTimestamp": "2026-11-22T23:59:00Z"})
-    assert controller.needs_lookup({"uid": "u3", "creationTimestamp": "2026-11-23T00:00:04Z"})
-    assert controller.needs_lookup({"uid": "u4"})
-    # Sent once without an answer recorded: the next try looks first, per region for copies.
-    controller.sending("u1", "cn-beijing")
-    assert controller.needs_lookup(young, "cn-beijing")
-    assert not controller.needs_lookup(young, "cn-shanghai")
-    controller.sending("u1")
-    assert controller.needs_lookup(young)
-    controller.forget("u1")
-    assert not controller.needs_lookup(young)

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from datacache_operator.api.common import DESTINATION_REGION_TAG
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud import models
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.replication import ReplicationController
-from datacache_operator.reconcile.common import OWNER_UID_TAG
+from datacache_operator.reconcile.common import owner_tags
 from datacache_operator.settings import OperatorSettings
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -156,7 +157,7 @@ async def test_create_wait_and_ready():
     cloud, obj = FakeCloud(), DataCacheObject()
     controller = datacache_controller(cloud)
     result = await obj.pass_(controller)
-    assert cloud.actions() == ["create"]  # younger than the process: no lookup by tag
+    assert cloud.actions() == ["find_by_tags", "create"]  # a re-created object finds its cache
     assert obj.body["status"]["status"] == "Creating" and obj.body["status"]["cacheGeneration"] == 1
     assert [e.reason for e in result.events] == ["Creating"] and result.delay == 1
 
@@ -201,12 +202,25 @@ async def test_a_cache_deleted_outside_is_built_again_with_a_new_token():
     assert obj.body["status"]["dataCacheId"] != cache_id and obj.body["status"]["cacheGeneration"] == 2
 
 
-async def test_an_older_object_with_a_lost_id_is_recovered_by_tag_not_created_again():
+async def test_a_lost_id_is_recovered_by_tag_not_created_again():
     cloud = FakeCloud()
-    obj = DataCacheObject(created=NOW - timedelta(hours=1))  # older than the process
-    lost = cloud._new(HERE, "lost-token", path="/models/qwen", tags={OWNER_UID_TAG: "uid-1"})
+    obj = DataCacheObject()
+    lost = cloud._new(HERE, "lost-token", path="/models/qwen", tags=owner_tags("", "uid-1", "ml", "qwen"))
     result = await obj.pass_(datacache_controller(cloud))
     assert obj.body["status"]["dataCacheId"] == lost and "create" not in cloud.actions()
+    assert [e.reason for e in result.events] == ["Recovered"]
+
+
+async def test_a_re_created_object_finds_its_cache_and_not_a_copy_or_another_namespaces():
+    """Deleted with Retain and applied again (a new uid): the same namespace and name own it."""
+    cloud = FakeCloud()
+    kept = cloud._new(HERE, "t1", path="/models/qwen", tags=owner_tags("", "old-uid", "ml", "qwen"))
+    copy_tags = {**owner_tags("", "rep-uid", "ml", "qwen"), DESTINATION_REGION_TAG: HERE}
+    cloud._new(HERE, "t2", path="/models/qwen", tags=copy_tags)  # a replication's copy, same name
+    cloud._new(HERE, "t3", path="/models/qwen", tags=owner_tags("", "uid-b", "team-b", "qwen"))
+    obj = DataCacheObject()
+    result = await obj.pass_(datacache_controller(cloud))
+    assert obj.body["status"]["dataCacheId"] == kept and "create" not in cloud.actions()
     assert [e.reason for e in result.events] == ["Recovered"]
 
 

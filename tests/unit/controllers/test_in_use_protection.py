@@ -10,11 +10,12 @@ from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.replication import ReplicationController
+from datacache_operator.reconcile.common import owner_tags
 from datacache_operator.settings import OperatorSettings
 
 
 class Cloud:
-    """Every cache exists and is Available until deleted."""
+    """Every cache exists, is Available until deleted and belongs to namespace ml."""
 
     def __init__(self) -> None:
         self.deleted: list[tuple[str, str]] = []
@@ -25,7 +26,8 @@ class Cloud:
     async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None:
         if (region, data_cache_id) in self.deleted:
             return None
-        return ObservedCache(data_cache_id=data_cache_id, region=region, status="Available")
+        tags = owner_tags("", "uid-1", "ml", "qwen")
+        return ObservedCache(data_cache_id=data_cache_id, region=region, status="Available", tags=tags)
 
     async def delete(self, region: str, data_cache_id: str) -> bool:
         self.deleted.append((region, data_cache_id))

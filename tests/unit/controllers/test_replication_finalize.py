@@ -8,6 +8,7 @@ from typing import Any
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.controllers.replication import ReplicationController
+from datacache_operator.reconcile.common import owner_tags
 from datacache_operator.settings import OperatorSettings
 
 
@@ -16,7 +17,10 @@ class FlakyRegionCloud:
 
     def __init__(self) -> None:
         self.deleted: list[tuple[str, str]] = []
-        self.shanghai = ObservedCache(data_cache_id="edc-sh", region="cn-shanghai", status="Available")
+        tags = owner_tags("", "uid-1", "ns", "rep")
+        self.shanghai = ObservedCache(
+            data_cache_id="edc-sh", region="cn-shanghai", status="Available", tags=tags
+        )
 
     async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]:
         if region == "cn-beijing":

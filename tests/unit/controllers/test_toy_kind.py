@@ -21,6 +21,7 @@ from datacache_operator.controllers.base import PassResult, PollingController
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager
 from datacache_operator.metrics import Metrics
 from datacache_operator.reconcile.common import ConditionValue, Event, client_token
+from datacache_operator.reconcile.ownership import Identity
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
@@ -53,7 +54,10 @@ class ToyManager(ResourceManager[Verb]):
         self, store: Store, status: dict[str, Any], meta: Mapping[str, Any], spec: Mapping[str, Any]
     ):
         super().__init__(
-            cloud=None, region="here", record=CloudRecord(status, counter="creates"), owner_uid=meta["uid"]
+            cloud=None,
+            region="here",
+            record=CloudRecord(status, counter="creates"),
+            identity=Identity("toy-cluster", "", meta["name"], meta["uid"]),
         )  # type: ignore[arg-type]
         self.store, self.status, self.spec = store, status, spec
 
@@ -123,7 +127,7 @@ class ToyController(PollingController):
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         meta, status, events = body["metadata"], self.current_status(body), []
         manager = ToyManager(self.store, status, meta, body["spec"])
-        step, _ = await self.sync(manager, meta, self.clock())
+        step, _ = await self.sync(manager, self.clock())
         events += manager.events
         ready = "True" if step == Verb.SETTLE else "False"
         values = [ConditionValue("Ready", ready, "Built" if ready == "True" else str(step), "")]

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from datacache_operator.api.common import DESTINATION_REGION_TAG
 from datacache_operator.api.crds import all_crds
 from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.reconcile import replication as decide
+from datacache_operator.reconcile.ownership import Identity
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.reconcile.sync import CacheFields, delta
 
@@ -85,15 +87,15 @@ def test_copy_token_is_deterministic_per_object_region_and_generation():
 
 
 def test_copy_tags_keep_the_owner_tags_over_the_users():
-    tags = decide.copy_tags(
-        {"team": "ml", "eci.datacache.dev/owner-uid": "forged"}, "uid-1", "ns", "rep", "cn-beijing"
-    )
+    owner = Identity(cluster="c1", namespace="ns", name="rep", uid="uid-1")
+    tags = decide.copy_tags({"team": "ml", "eci.datacache.dev/owner-uid": "forged"}, owner, "cn-beijing")
     assert tags == {
         "team": "ml",
         "eci.datacache.dev/owner-uid": "uid-1",
+        "eci.datacache.dev/owner-cluster": "c1",
         "eci.datacache.dev/owner-namespace": "ns",
         "eci.datacache.dev/owner-name": "rep",
-        decide.DESTINATION_REGION_TAG: "cn-beijing",
+        DESTINATION_REGION_TAG: "cn-beijing",
     }
 
 
