@@ -64,6 +64,22 @@ def _copy_to(
     return None
 
 
+def _cloud_location(
+    name: str, namespace: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The bucket and path a pod mounts: the cache's own as ECI reported them (status). Before
+    the first read, the spec's for a cache the operator creates there; never the spec's for an
+    adopted cache, whose real path may be anything (a hostPath of `/` mounts the node's root)."""
+    if status.get("path"):
+        return str(status.get("bucket") or "default"), str(status["path"])
+    if spec.get("dataCacheId"):
+        raise BindingError(
+            f"DataCache {namespace}/{name} adopts a data cache not read from the cloud yet; "
+            "create the pod once it is Ready"
+        )
+    return str(spec.get("bucket") or "default"), str(spec["path"])
+
+
 def binding_of(
     name: str,
     namespace: str,
@@ -79,7 +95,7 @@ def binding_of(
         raise BindingError(f"DataCache {namespace}/{name} is being deleted")
     spec, status = datacache.get("spec") or {}, datacache.get("status") or {}
     region = region_of(datacache, default_region)
-    bucket, path = str(spec.get("bucket") or "default"), str(spec["path"])
+    bucket, path = _cloud_location(name, namespace, spec, status)
     if region == cluster_region:
         stalled = _condition_true(datacache, "Stalled")
         return Binding(

@@ -306,3 +306,21 @@ def test_waiting_pods_are_looked_at_when_a_cache_turns_ready_or_fails():
     elsewhere = {"destinations": [{"region": "cn-beijing", "status": "Available"}]}
     assert copy_usable_change(loading, available, HERE) == (True, False)
     assert copy_usable_change(loading, elsewhere, HERE) == (False, False)
+
+
+# ---- where the pod's hostPath points -------------------------------------------------------
+
+
+def test_the_mounted_path_is_the_caches_as_eci_reported_it_not_the_spec() -> None:
+    observed = datacache("qwen", bucket="team-b")
+    observed["status"].update(bucket="team-b", path="/models/qwen-real")
+    bound = binding_of("qwen", "ml", observed, [], HERE, HERE).bound
+    assert (bound.bucket, bound.path) == ("team-b", "/models/qwen-real")
+
+
+def test_an_adopted_cache_not_read_yet_binds_no_pod_whatever_its_spec_path() -> None:
+    adopted = datacache("theirs", dataCacheId="edc-theirs", path="/")
+    with pytest.raises(BindingError, match="not read from the cloud yet"):
+        binding_of("theirs", "ml", adopted, [], HERE, HERE)
+    created = datacache("ours")  # the operator creates it at spec.path: fine before the first read
+    assert binding_of("ours", "ml", created, [], HERE, HERE).bound.path == "/models/ours"
