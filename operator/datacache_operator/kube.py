@@ -322,28 +322,41 @@ async def create_tls_secret(
     return await _in_thread(_create_tls_secret_sync, namespace, name, data, labels)
 
 
+INJECT_CA_ATTEMPTS = 5
+
+
 def _inject_ca_sync(configuration: str, ca_bundle: bytes) -> int:
     api = AdmissionregistrationV1Api(_api_client())
-    try:
-        found = api.read_mutating_webhook_configuration(configuration)
-    except ApiException as error:
-        if error.status == 404:
-            return -1
-        raise
     encoded = base64.b64encode(ca_bundle).decode()
-    operations = [
-        {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
-        for index, webhook in enumerate(found.webhooks or [])
-        if webhook.client_config.ca_bundle != encoded
-    ]
-    if operations:
+    for _ in range(INJECT_CA_ATTEMPTS):
+        try:
+            found = api.read_mutating_webhook_configuration(configuration)
+        except ApiException as error:
+            if error.status == 404:
+                return -1
+            raise
+        operations = [
+            {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
+            for index, webhook in enumerate(found.webhooks or [])
+            if webhook.client_config.ca_bundle != encoded
+        ]
+        if not operations:
+            return 0
         # The test guards against a concurrent change of the list (another writer, a re-apply).
         version = found.metadata.resource_version if found.metadata else None
         test = {"op": "test", "path": "/metadata/resourceVersion", "value": version}
-        api.patch_mutating_webhook_configuration(
-            configuration, [test, *operations], _content_type="application/json-patch+json"
-        )
-    return len(operations)
+        try:
+            api.patch_mutating_webhook_configuration(
+                configuration, [test, *operations], _content_type="application/json-patch+json"
+            )
+        except ApiException as error:
+            # Changed since read (the test failed: 422), e.g. by the other replica putting the
+            # same CA in at start: read it again.
+            if error.status not in (409, 422):
+                raise
+            continue
+        return len(operations)
+    raise RuntimeError(f"MutatingWebhookConfiguration {configuration} kept changing while the CA was put in")
 
 
 async def inject_ca(configuration: str, ca_bundle: bytes) -> int:

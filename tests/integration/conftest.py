@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 from tests.integration.support import (
     ACCESS_KEY_ID,
@@ -18,6 +19,8 @@ from tests.integration.support import (
     webhook_configuration_manifest,
 )
 from tests.support.controlplane import ControlPlane, free_port
+
+from datacache_operator import kube as operator_kube
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +137,14 @@ def binding_operator(
         running.stop()
         log = running.log()
         assert ACCESS_KEY_SECRET not in log, "the access key secret leaked into the operator log"
+
+
+@pytest.fixture
+def kube_in_process(controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kube's calls from this process to the test's apiserver (the client read its default
+    kubeconfig's location when it was imported)."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(controlplane.kubeconfig), client_configuration=configuration
+    )
+    monkeypatch.setattr(operator_kube, "_configuration", [configuration])

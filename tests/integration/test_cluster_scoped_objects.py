@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import kubernetes
 import pytest
 from tests.support.controlplane import ControlPlane
 
@@ -47,17 +46,6 @@ def cluster_scoped_kind(controlplane: ControlPlane) -> str:
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ToyAccount", "metadata": {"name": "team-a"}, "spec": {}}
     )
     return PLURAL
-
-
-@pytest.fixture
-def kube_in_process(controlplane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
-    """kube's calls from this process to the test's apiserver (the client read its default
-    kubeconfig's location when it was imported)."""
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
-        config_file=str(controlplane.kubeconfig), client_configuration=configuration
-    )
-    monkeypatch.setattr(kube, "_configuration", [configuration])
 
 
 @pytest.mark.usefixtures("kube_in_process")

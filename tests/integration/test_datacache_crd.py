@@ -198,7 +198,7 @@ def many_tags(count: int) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [
-        (many_tags(18), ["spec.tags: Invalid value", "at most 17 tags: ECI allows 20 on a cache and the operator adds 3"]),
+        (many_tags(17), ["spec.tags: Invalid value", "at most 16 tags: ECI allows 20 on a cache and the operator adds 4"]),
         ({"k" * 129: "v"}, ["spec.tags: Invalid value", "a tag key is 1 to 128 characters long"]),
         ({"": "v"}, ["spec.tags: Invalid value", "a tag key is 1 to 128 characters long"]),
         ({"team": "v" * 129}, ["spec.tags.team: Too long", "128"]),
@@ -218,7 +218,7 @@ def test_tags_against_alibaba_clouds_rules_are_refused(
 def test_as_many_and_as_long_tags_as_eci_takes_are_accepted(
     controlplane: ControlPlane, datacache_crd: str, namespace: str
 ):
-    accepted(controlplane, namespace, datacache("full-tags", tags={**many_tags(16), "team": ""}))
+    accepted(controlplane, namespace, datacache("full-tags", tags={**many_tags(15), "team": ""}))
 
 
 def test_a_cloud_name_over_128_characters_is_refused(
