@@ -100,13 +100,23 @@ class CacheRequest:
     read_only: bool = False
 
 
+#: A pod names at most this many caches: each is a read of the apiserver in the webhook, which
+#: anyone who may create a pod can call.
+MAX_CACHES_PER_POD = 8
+
+
 def parse_caches(text: str | None) -> list[CacheRequest]:
     """The entries of the caches annotation; BindingError names what is malformed."""
     where = f"annotation {CACHES_ANNOTATION}"
     if text is None or not text.strip():
         raise BindingError(f"{where} is missing or empty: list the caches as NAME:MOUNTPATH[:ro]")
+    entries = text.split(",")
+    if len(entries) > MAX_CACHES_PER_POD:
+        raise BindingError(
+            f"{where}: {len(entries)} entries; a pod may name at most {MAX_CACHES_PER_POD} caches"
+        )
     requests: list[CacheRequest] = []
-    for raw in text.split(","):
+    for raw in entries:
         entry = raw.strip()
         parts = entry.split(":")
         if not entry or len(parts) not in (2, 3):

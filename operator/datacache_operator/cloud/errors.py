@@ -112,12 +112,13 @@ _CODE_TABLE: tuple[tuple[str, ErrorCategory, bool], ...] = (
 _SIGNING_DETAIL = re.compile(r"(server\s+)?(string\s*to\s*sign|canonical\s*request)\b.*", re.I | re.S)
 # key=value / "key": "value" pairs of anything that looks like a credential.
 _SECRET_PAIR = re.compile(
-    r"(?P<key>access[_-]?token|access[_-]?key[_-]?secret|ak[_-]?secret|secret|password|"
-    r"security[_-]?token|x-acs-security-token|signature|authorization|bearer[_-]?token)"
+    r"(?P<key>[\w-]*token|access[_-]?key[_-]?secret|ak[_-]?secret|secret|password|"
+    r"signature|authorization)"
     r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s,\"'&;)}\]]+)",
     re.I,
 )
 _URL_QUERY = re.compile(r"(?P<base>https?://[^\s?'\"]+)\?[^\s'\"]*", re.I)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^\s/@'\"]+@", re.I)
 # Not a bare "ssl": aiohttp writes "ssl:default" in every connection error.
 _TLS_FAILURE = re.compile(r"\[SSL|SSLError|SSL error|certificate|wrong.version.number|handshake|tlsv1", re.I)
 _FORMATTED_PREFIX = re.compile(r"^code:\s*\d+,\s*")
@@ -167,13 +168,15 @@ def category_of(code: str, http_status: int | None) -> tuple[ErrorCategory, bool
 
 
 def scrub(text: str | None, secrets: Iterable[str] = ()) -> str:
-    """A message safe for logs, events and status: no string-to-sign, no URL query, no
-    ``token=...``-style values, none of ``secrets``, at most MAX_MESSAGE_LENGTH chars."""
+    """A message safe for logs, events and status: no string-to-sign, no URL query or user
+    and password, no ``token=...``-style values, none of ``secrets``, at most
+    MAX_MESSAGE_LENGTH chars."""
     if not text:
         return ""
     text = str(text)
     if _SIGNING_DETAIL.search(text):
         text = _SIGNING_DETAIL.sub("", text).rstrip(" :.\n") + "."
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
     text = _URL_QUERY.sub(r"\g<base>?…", text)
     text = _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['sep']}***", text)
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datacache_operator.cloud.errors import scrub
+
 # ---- cloud statuses ------------------------------------------------------------------
 
 STATUS_CREATING = "Creating"
@@ -318,7 +320,9 @@ def _parse_event(event: Mapping[str, Any]) -> CacheEvent:
         type=_str(event.get("Type")),
         name=_str(event.get("Name")),
         reason=_str(event.get("Reason")),
-        message=_str(event.get("Message")),
+        # ECI's build messages quote the data source (URLs with their credentials or tokens):
+        # they go to status and events, so only scrubbed.
+        message=scrub(_str(event.get("Message"))) or None,
         count=_int(event.get("Count")),
         first_timestamp=parse_time(event.get("FirstTimestamp")),
         last_timestamp=parse_time(event.get("LastTimestamp")),

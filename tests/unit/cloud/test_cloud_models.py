@@ -158,3 +158,15 @@ def test_secret_options_are_hidden_from_repr_and_str() -> None:
 def test_update_request_is_empty() -> None:
     assert UpdateRequest().is_empty
     assert not UpdateRequest(retention_days=3).is_empty
+
+
+def test_ecis_build_messages_lose_the_credentials_of_the_urls_they_quote() -> None:
+    event = {
+        "Message": "pull https://bob:s3cret@hf.example/x?token=abc failed; token=hf_xyz",
+        "LastTimestamp": "2026-01-01T00:00:00Z",
+    }
+    cache = ObservedCache.from_api({"DataCacheId": "edc-1", "Events": [event]}, "cn-hangzhou")
+    message = cache.last_event_message or ""
+    assert "https://***@hf.example/x" in message
+    assert not {"s3cret", "bob", "abc", "hf_xyz"} & set(message.replace("?", " ").replace(";", " ").split())
+    assert "s3cret" not in message and "hf_xyz" not in message

@@ -324,3 +324,12 @@ def test_an_adopted_cache_not_read_yet_binds_no_pod_whatever_its_spec_path() -> 
         binding_of("theirs", "ml", adopted, [], HERE, HERE)
     created = datacache("ours")  # the operator creates it at spec.path: fine before the first read
     assert binding_of("ours", "ml", created, [], HERE, HERE).bound.path == "/models/ours"
+
+
+def test_a_pod_names_at_most_a_few_caches_each_one_a_read_in_the_webhook() -> None:
+    from datacache_operator.api.binding import MAX_CACHES_PER_POD
+
+    most = ", ".join(f"c{n}:/m/{n}" for n in range(MAX_CACHES_PER_POD))
+    assert len(parse_caches(most)) == MAX_CACHES_PER_POD
+    with pytest.raises(BindingError, match=f"at most {MAX_CACHES_PER_POD} caches"):
+        parse_caches(most + ", one:/more")
