@@ -20,11 +20,13 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from datacache_operator.api.binding import Placement
 from datacache_operator.api.common import DeletionPolicy
 
 DEFAULT_ENDPOINT_TEMPLATE = "eci.{region}.aliyuncs.com"
 
 Protocol = Literal["https", "http"]
+EciPlacement = Literal["label-and-node", "label", "node", "none"]
 WebhookCertificate = Literal["operator", "cert-manager"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -188,6 +190,25 @@ class OperatorSettings(BaseSettings):
         description="A stable id of this cluster, written on every cache the operator makes (the owner "
         "tags that keep other clusters' and namespaces' objects off it). Empty: the uid of the "
         "kube-system namespace. Keep it when moving to a new cluster, so re-created objects find their caches.",
+    )
+    eci_placement: EciPlacement = Field(
+        default="label-and-node",
+        validation_alias=_env("DATACACHE_ECI_PLACEMENT"),
+        description="What keeps a pod bound to a cache on ECI (on any other node its hostPath is the "
+        "node's own directory): label-and-node (ACK's pod label alibabacloud.com/eci and the "
+        "nodeSelector with the virtual node's toleration), label, node, or none.",
+    )
+    eci_node_selector: str = Field(
+        default="type=virtual-kubelet",
+        pattern=r"^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*$",
+        validation_alias=_env("DATACACHE_ECI_NODE_SELECTOR"),
+        description="The virtual node's label, key=value (ACK: type=virtual-kubelet; Alibaba's VNode: "
+        "k8s.aliyun.com/vnode=true).",
+    )
+    eci_toleration: str = Field(
+        default="virtual-kubelet.io/provider",
+        validation_alias=_env("DATACACHE_ECI_TOLERATION"),
+        description="The key of the virtual node's NoSchedule taint, tolerated by bound pods.",
     )
     cluster_region: str | None = Field(
         default=None,
@@ -377,6 +398,16 @@ class OperatorSettings(BaseSettings):
     @property
     def effective_cluster_region(self) -> str:
         return self.cluster_region or self.default_region
+
+    @property
+    def placement(self) -> Placement:
+        node = self.eci_placement in ("label-and-node", "node")
+        key, _, value = self.eci_node_selector.partition("=")
+        return Placement(
+            label=self.eci_placement in ("label-and-node", "label"),
+            node_selector={key: value} if node else {},
+            toleration_key=self.eci_toleration if node else None,
+        )
 
     @property
     def effective_webhook_hosts(self) -> list[str]:

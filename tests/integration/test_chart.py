@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.integration.support import REPO
+from tests.integration.support import REPO, wait_for
 from tests.monitoring.queries import DASHBOARD, RULES
 from tests.support.controlplane import ControlPlane
 
@@ -531,3 +531,34 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
     assert not names("deployment,serviceaccount,service,role,rolebinding", "-n", namespace)
     assert not names("clusterrole,clusterrolebinding,mutatingwebhookconfiguration")
     assert controlplane.kubectl("get", "crd", "-o", "name").stdout == crds_before  # shared: untouched
+
+
+def test_tenant_roles_aggregate_into_edit_and_view_without_status(controlplane: ControlPlane, namespace: str):
+    """A team bound to Kubernetes' own `edit` in its namespace manages DataCaches there but
+    cannot write their status; `view` reads them; the real apiserver aggregates the roles."""
+    rendered = render(controlplane, namespace, "--show-only", "templates/tenant-roles.yaml")
+    controlplane.kubectl("apply", "-f", "-", input=rendered)
+    for role in ("edit", "view"):
+        controlplane.kubectl("create", "serviceaccount", f"team-{role}", "-n", namespace)
+        controlplane.kubectl(
+            "create", "rolebinding", f"team-{role}", f"--clusterrole={role}",
+            f"--serviceaccount={namespace}:team-{role}", "-n", namespace,
+        )  # fmt: skip
+
+    def can(role: str, verb: str, resource: str) -> bool:
+        found = controlplane.kubectl(
+            "auth", "can-i", verb, resource, "-n", namespace,
+            f"--as=system:serviceaccount:{namespace}:team-{role}", check=False,
+        )  # fmt: skip
+        return found.stdout.strip() == "yes"
+
+    def aggregated() -> bool:
+        return can("edit", "create", "datacaches.eci.datacache.dev") and can(
+            "view", "list", "datacachereplications.eci.datacache.dev"
+        )
+
+    wait_for(aggregated, what="the tenant roles aggregated into edit and view")
+    assert can("edit", "delete", "datacachereplications.eci.datacache.dev")
+    assert not can("edit", "patch", "datacaches.eci.datacache.dev/status")
+    assert not can("edit", "update", "datacachereplications.eci.datacache.dev/status")
+    assert not can("view", "create", "datacaches.eci.datacache.dev")

@@ -13,16 +13,20 @@ from datacache_operator.api.binding import (
     BOUND_ANNOTATION,
     CACHES_ANNOTATION,
     ECI_BUCKET_ANNOTATION,
+    ECI_POD_LABEL,
     GATED_LABEL,
     SCHEDULING_GATE,
     BindingError,
     CacheRequest,
+    Placement,
     bound_annotation,
     parse_caches,
     uses_label,
     volume_name,
 )
 from datacache_operator.reconcile.binding import Binding
+
+NOWHERE_IN_PARTICULAR = Placement()
 
 
 def requested_caches(pod: Mapping[str, Any]) -> list[CacheRequest]:
@@ -76,9 +80,11 @@ def _disk_annotations(
 
 
 def mutation(
-    pod: Mapping[str, Any], bindings: Sequence[tuple[CacheRequest, Binding]]
+    pod: Mapping[str, Any],
+    bindings: Sequence[tuple[CacheRequest, Binding]],
+    placement: Placement = NOWHERE_IN_PARTICULAR,
 ) -> list[dict[str, Any]]:
-    """The JSON patch binding `pod` to its caches; BindingError when it must be denied.
+    """The JSON patch binding `pod` to its caches and to ECI; BindingError when it must be denied.
 
     Idempotent: a pod that already went through (a reinvocation) gets the same values and
     no second volume, mount or gate.
@@ -88,6 +94,14 @@ def mutation(
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     bucket = _one_bucket(bindings, annotations)
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    ours = {volume_name(request.name) for request, _ in bindings}
+    for name, volume in volumes.items():
+        if volume.get("hostPath") is not None and name not in ours:
+            # On ECI a hostPath in the bucket is any cache of the account at that path.
+            raise BindingError(
+                f"volume {name} is a hostPath: a pod that uses caches mounts them only through "
+                "the eci.datacache.dev/caches annotation"
+            )
     for request, binding in bindings:
         name = volume_name(request.name)
         existing = volumes.get(name)
@@ -113,6 +127,8 @@ def mutation(
     labels = {uses_label(r.name): b.bound.region for r, b in bindings}
     if gated:
         labels[GATED_LABEL] = "true"
+    if placement.label:
+        labels[ECI_POD_LABEL] = "true"
     if meta.get("labels") is None:
         patch.append({"op": "add", "path": "/metadata/labels", "value": labels})
     else:
@@ -137,10 +153,37 @@ def mutation(
             if volume_name(r.name) not in present
         ]
         _append(patch, container, f"/spec/{kind}/{index}", "volumeMounts", mounts)
+    _place(patch, spec, placement)
     gates = spec.get("schedulingGates") or []
     if gated and not any(g.get("name") == SCHEDULING_GATE for g in gates):
         _append(patch, spec, "/spec", "schedulingGates", [{"name": SCHEDULING_GATE}])
     return patch
+
+
+def _place(patch: list[dict[str, Any]], spec: Mapping[str, Any], placement: Placement) -> None:
+    """The nodeSelector and toleration that keep the pod on the virtual node."""
+    selector: Mapping[str, str] = spec.get("nodeSelector") or {}
+    for key, value in placement.node_selector.items():
+        if key in selector and selector[key] != value:
+            raise BindingError(
+                f"nodeSelector {key}={selector[key]}: a pod that uses caches runs on ECI ({key}={value})"
+            )
+    if placement.node_selector and spec.get("nodeSelector") is None:
+        patch.append({"op": "add", "path": "/spec/nodeSelector", "value": dict(placement.node_selector)})
+    else:
+        for key, value in placement.node_selector.items():
+            patch.append({"op": "add", "path": f"/spec/nodeSelector/{_pointer(key)}", "value": value})
+    taint = placement.toleration_key
+    if taint and not any(
+        t.get("key") == taint and t.get("operator") == "Exists" for t in spec.get("tolerations") or []
+    ):
+        _append(
+            patch,
+            spec,
+            "/spec",
+            "tolerations",
+            [{"key": taint, "operator": "Exists", "effect": "NoSchedule"}],
+        )
 
 
 def _append(

@@ -51,6 +51,7 @@ class CacheResolver:
         self.settings = settings
         self.read_object = read_object
         self.list_objects = list_objects
+        self.placement = settings.placement
 
     async def bindings(
         self, namespace: str, requests: list[CacheRequest]
@@ -85,7 +86,7 @@ async def review(body: Mapping[str, Any], resolver: CacheResolver) -> tuple[dict
     namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default"
     try:
         bindings = await resolver.bindings(namespace, requested_caches(pod))
-        patch = mutation(pod, bindings)
+        patch = mutation(pod, bindings, resolver.placement)
     except BindingError as error:
         return _response(
             uid, False, status={"code": 403, "reason": "Forbidden", "message": str(error)}

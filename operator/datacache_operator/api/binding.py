@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,21 @@ STATUS_KEYS_OF_THE_BINDER = frozenset({"consumers"})
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL_NAME_MAX = 63
+
+
+#: On ACK, the pod label that sends a pod to ECI whatever else it says.
+ECI_POD_LABEL = "alibabacloud.com/eci"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What keeps a bound pod on ECI (its hostPath is a cache's path only on ECI: on an
+    ordinary node it is the node's own directory): ACK's pod label, and a nodeSelector with
+    the toleration of the virtual node's taint, which any scheduler honours."""
+
+    label: bool = False
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    toleration_key: str | None = None
 
 
 class BindingError(ValueError):

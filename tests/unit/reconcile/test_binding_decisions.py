@@ -333,3 +333,39 @@ def test_a_pod_names_at_most_a_few_caches_each_one_a_read_in_the_webhook() -> No
     assert len(parse_caches(most)) == MAX_CACHES_PER_POD
     with pytest.raises(BindingError, match=f"at most {MAX_CACHES_PER_POD} caches"):
         parse_caches(most + ", one:/more")
+
+
+# ---- on ECI only ----------------------------------------------------------------------------
+
+
+def test_a_bound_pod_is_kept_on_eci_by_acks_label_and_the_virtual_nodes_selector() -> None:
+    from datacache_operator.settings import OperatorSettings
+
+    p = pod("qwen:/models/qwen")
+    placement = OperatorSettings().placement
+    bindings = [(r, binding_of(r.name, "ml", datacache("qwen"), [], HERE, HERE)) for r in requested_caches(p)]
+    bound = apply_patch(p, mutation(p, bindings, placement))
+    assert bound["metadata"]["labels"]["alibabacloud.com/eci"] == "true"
+    assert bound["spec"]["nodeSelector"] == {"type": "virtual-kubelet"}
+    assert {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"} in bound[
+        "spec"
+    ]["tolerations"]
+    again = apply_patch(bound, mutation(bound, bindings, placement))  # a reinvocation adds nothing twice
+    assert again["spec"]["tolerations"] == bound["spec"]["tolerations"]
+    elsewhere = pod("qwen:/models/qwen")
+    elsewhere["spec"]["nodeSelector"] = {"type": "gpu-node"}
+    with pytest.raises(BindingError, match="runs on ECI"):
+        mutation(elsewhere, bindings, placement)
+    assert (
+        "nodeSelector"
+        not in apply_patch(p, mutation(p, bindings, OperatorSettings(eci_placement="label").placement))[
+            "spec"
+        ]
+    )
+
+
+def test_an_opted_in_pod_may_not_add_a_hostpath_of_its_own() -> None:
+    p = pod("qwen:/models/qwen")
+    p["spec"]["volumes"] = [{"name": "theirs", "hostPath": {"path": "/models/team-a"}}]
+    with pytest.raises(BindingError, match="volume theirs is a hostPath"):
+        bind(p, datacache("qwen"))
