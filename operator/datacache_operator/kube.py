@@ -51,10 +51,19 @@ _local = threading.local()
 # finalizer patch waits on the apiserver rather than on a thread, few enough that thread
 # hand-offs cost less CPU than they save (benchmarks/README.md has the figures).
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kube")
+# The webhook's reads have threads of their own: a pod's admission never waits behind the
+# leader's passes, and a flood of AdmissionReviews (anyone who may create a pod can send them)
+# holds at most these, never the passes' threads.
+_ADMISSION_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="admission")
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_THREADS, functools.partial(function, *args))
+
+
+async def _in_admission_thread(function: Callable[..., T], *args: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_ADMISSION_THREADS, functools.partial(function, *args))
 
 
 _guards: list[Callable[[], None]] = []
@@ -158,6 +167,11 @@ def _get_object_sync(plural: str, namespace: str | None, name: str) -> dict[str,
 async def get_object(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     """One custom object of our group, or None when it does not exist."""
     return await _in_thread(_get_object_sync, plural, namespace, name)
+
+
+async def get_object_to_admit(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """`get_object` for the webhook, in the webhook's own threads."""
+    return await _in_admission_thread(_get_object_sync, plural, namespace, name)
 
 
 def _read_namespace_sync(name: str) -> dict[str, Any] | None:
@@ -276,6 +290,11 @@ async def list_objects(plural: str, namespace: str | None) -> list[dict[str, Any
     """Every custom object of our group of one kind in a namespace (None: of a cluster-scoped
     kind, or of every namespace)."""
     return await _in_thread(_list_objects_sync, plural, namespace)
+
+
+async def list_objects_to_admit(plural: str, namespace: str | None) -> list[dict[str, Any]]:
+    """`list_objects` for the webhook, in the webhook's own threads."""
+    return await _in_admission_thread(_list_objects_sync, plural, namespace)
 
 
 # ---- the webhook's serving certificate and its CA ------------------------------------------

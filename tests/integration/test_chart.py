@@ -486,6 +486,8 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
         assert names("deployment,serviceaccount,service", "-n", namespace) == set(namespaced.split(","))
         assert names("clusterrole,clusterrolebinding") == {
             f"clusterrole.rbac.authorization.k8s.io/{fullname}",
+            f"clusterrole.rbac.authorization.k8s.io/{fullname}-tenant-edit",
+            f"clusterrole.rbac.authorization.k8s.io/{fullname}-tenant-view",
             f"clusterrolebinding.rbac.authorization.k8s.io/{fullname}",
         }
         deployment = json.loads(

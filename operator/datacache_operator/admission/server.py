@@ -45,8 +45,8 @@ class CacheResolver:
     def __init__(
         self,
         settings: OperatorSettings,
-        read_object: kube.ObjectReader = kube.get_object,
-        list_objects: ObjectLister = kube.list_objects,
+        read_object: kube.ObjectReader = kube.get_object_to_admit,
+        list_objects: ObjectLister = kube.list_objects_to_admit,
     ) -> None:
         self.settings = settings
         self.read_object = read_object
