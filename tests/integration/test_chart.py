@@ -535,7 +535,9 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
     assert controlplane.kubectl("get", "crd", "-o", "name").stdout == crds_before  # shared: untouched
 
 
-def test_tenant_roles_aggregate_into_edit_and_view_without_status(controlplane: ControlPlane, namespace: str):
+def test_tenant_roles_aggregate_into_edit_and_view_without_status(
+    controlplane: ControlPlane, namespace: str, datacache_crds: list[str]
+):
     """A team bound to Kubernetes' own `edit` in its namespace manages DataCaches there but
     cannot write their status; `view` reads them; the real apiserver aggregates the roles."""
     rendered = render(controlplane, namespace, "--show-only", "templates/tenant-roles.yaml")
@@ -548,8 +550,9 @@ def test_tenant_roles_aggregate_into_edit_and_view_without_status(controlplane: 
         )  # fmt: skip
 
     def can(role: str, verb: str, resource: str) -> bool:
+        resource, _, subresource = resource.partition("/")
         found = controlplane.kubectl(
-            "auth", "can-i", verb, resource, "-n", namespace,
+            "auth", "can-i", verb, resource, *([f"--subresource={subresource}"] if subresource else []), "-n", namespace,
             f"--as=system:serviceaccount:{namespace}:team-{role}", check=False,
         )  # fmt: skip
         return found.stdout.strip() == "yes"

@@ -43,8 +43,10 @@ DEFAULT_CACHE_ROOT = (
 )
 REQUIRED_BINARIES = ("etcd", "kube-apiserver")
 CONTROLLER_MANAGER = "kube-controller-manager"
-# What makes pods and cleans up after them; no node, so no scheduling or node controllers.
+# What makes pods and cleans up after them, and what aggregates add-ons' roles into admin,
+# edit and view; no node, so no scheduling or node controllers.
 CONTROLLERS = (
+    "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
     "statefulset-controller",
