@@ -25,6 +25,7 @@ from datacache_operator.api.common import is_paused, object_name, reconcile_requ
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
+from datacache_operator.cloud.ratelimit import CURRENT_FLOW
 from datacache_operator.controllers.base import (
     backoff_delay,
     error_text,
@@ -382,6 +383,8 @@ async def run_pass(registered: Registered, shared: Shared, entry: Entry) -> tupl
     body = json.loads(entry.body)
     meta = body["metadata"]
     name = object_name(meta.get("namespace"), meta["name"])
+    # The object's namespace is whom its ECI calls are for: the rate limiter serves namespaces in turn.
+    CURRENT_FLOW.set(meta.get("namespace") or "")
     if meta.get("deletionTimestamp"):
         return await finalize_pass(registered, shared, entry, body)
     if FINALIZER not in (meta.get("finalizers") or []):

@@ -62,7 +62,7 @@ from datacache_operator.cloud.models import (
     UpdateRequest,
     sensitive_values,
 )
-from datacache_operator.cloud.ratelimit import CallPriority, Clock, RegionRateLimiter, Sleep
+from datacache_operator.cloud.ratelimit import CURRENT_FLOW, CallPriority, Clock, RegionRateLimiter, Sleep
 from datacache_operator.settings import OperatorSettings, is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -448,7 +448,7 @@ class EciClient:
         secrets: Iterable[str] = (),
     ) -> R:
         sdk = self.sdk_client(region)
-        call = self._limited_call(action, region, sdk, invoke, secrets)
+        call = self._limited_call(action, region, sdk, invoke, secrets, CURRENT_FLOW.get())
         result = await self._calls.run(self._first_call_alone(region, call))
         self._note_server_time(region, result)
         return result
@@ -482,10 +482,11 @@ class EciClient:
         sdk: Any,
         invoke: Callable[[Any], R],
         secrets: Iterable[str],
+        flow: str,
     ) -> R:
         """In the call thread: wait for the region's turn, then send."""
         priority = CallPriority.POLL if action == ACTION_DESCRIBE else CallPriority.CHANGE
-        async with self._limiter.slot(region, priority) as granted:
+        async with self._limiter.slot(region, priority, flow) as granted:
             self._guard()  # after the wait: a leadership lost meanwhile must not send
             log.debug(f"ECI call {action} in {region}")
             started = time.monotonic()

@@ -5,7 +5,11 @@ change something served before polls.
 ECI's flow control is per account and region, so each region gets its own bucket and a
 busy region never slows another one down.
 
-Priority: callers wait in one heap per bucket, ordered by priority, then arrival. When a
+Priority: callers wait in one heap per bucket, ordered by priority, then by their flow's turn,
+then arrival. A flow is who the call is for (the namespace of the object whose pass makes it):
+within a priority, flows are served in turn (start-time fair queuing, as the apiserver's
+priority and fairness does between tenants), so one namespace's thousand creates do not keep
+another namespace's ten waiting behind them. When a
 token is free the best waiter gets it, so a create, update, copy or delete that arrives
 behind a hundred queued polls is the next call sent (controller-runtime's priority queue,
 applied to the calls). Polls still coalesce (the describe batcher), and they are served in
@@ -40,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -48,6 +53,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 WaitCallback = Callable[[str, float], None]
 _TOLERANCE = 1e-6  # seconds: float error in planned times is not a late wake-up
+# Flows remembered past their turn are forgotten once there are more than this (idle ones only).
+_FLOWS_KEPT = 1024
+
+#: Who the calls made in this context are for (the runtime sets the object's namespace).
+CURRENT_FLOW: ContextVar[str] = ContextVar("eci_call_flow", default="")
 
 
 class CallPriority(IntEnum):
@@ -95,7 +105,9 @@ class TokenBucket:
         self.window = self.burst + math.ceil(self.rate) - 1
         self._completed: deque[float] = deque(maxlen=self.window)
         self._in_flight = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
+        self._turn = 0  # the turn of the last call granted (start-time fair queuing's clock)
+        self._flow_turns: dict[str, int] = {}  # flow -> the turn of its last call queued
         self._order = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
         self._released = asyncio.Event()
@@ -121,7 +133,7 @@ class TokenBucket:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, _, future in self._waiters if not future.done())
+        return sum(1 for *_, future in self._waiters if not future.done())
 
     @property
     def queued(self) -> int:
@@ -147,7 +159,16 @@ class TokenBucket:
         self._tokens -= 1.0
         self._in_flight += 1
 
-    async def acquire(self, priority: int = CallPriority.POLL) -> float:
+    def _next_turn(self, flow: str) -> int:
+        """A flow's calls take turns one after the other, starting no earlier than the turn
+        being served: a flow that has just arrived is served next, whatever the backlog of others."""
+        turn = max(self._turn, self._flow_turns.get(flow, 0)) + 1
+        self._flow_turns[flow] = turn
+        if len(self._flow_turns) > _FLOWS_KEPT:
+            self._flow_turns = {f: t for f, t in self._flow_turns.items() if t > self._turn}
+        return turn
+
+    async def acquire(self, priority: int = CallPriority.POLL, flow: str = "") -> float:
         """Wait for a token and a slot in the window; the seconds waited. The caller must
         :meth:`release` once the call's answer is back (or it failed)."""
         if not self._waiters and self._delay() == 0:
@@ -155,7 +176,7 @@ class TokenBucket:
             return 0.0
         started = self._clock()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (int(priority), next(self._order), future))
+        heapq.heappush(self._waiters, (int(priority), self._next_turn(flow), next(self._order), future))
         self._start_dispatcher()
         try:
             await future
@@ -181,9 +202,9 @@ class TokenBucket:
         self._released.set()
 
     @asynccontextmanager
-    async def slot(self, priority: int = CallPriority.POLL) -> AsyncIterator[CallSlot]:
+    async def slot(self, priority: int = CallPriority.POLL, flow: str = "") -> AsyncIterator[CallSlot]:
         """``async with bucket.slot(priority) as granted:`` around one call."""
-        granted = CallSlot(await self.acquire(priority))
+        granted = CallSlot(await self.acquire(priority, flow))
         try:
             yield granted
         finally:
@@ -197,13 +218,14 @@ class TokenBucket:
         """Grant tokens to the best waiters, one at a time, as they become free."""
         waiters = self._waiters
         while True:
-            while waiters and waiters[0][2].done():  # cancelled while waiting
+            while waiters and waiters[0][-1].done():  # cancelled while waiting
                 heapq.heappop(waiters)
             if not waiters:
                 return
             delay = self._delay()
             if delay == 0:
-                _, _, future = heapq.heappop(waiters)
+                _, turn, _, future = heapq.heappop(waiters)
+                self._turn = max(self._turn, turn)
                 self._take()
                 future.set_result(None)
                 continue
@@ -260,10 +282,12 @@ class RegionRateLimiter:
         return self._clock()
 
     @asynccontextmanager
-    async def slot(self, region: str, priority: int = CallPriority.POLL) -> AsyncIterator[CallSlot]:
+    async def slot(
+        self, region: str, priority: int = CallPriority.POLL, flow: str = ""
+    ) -> AsyncIterator[CallSlot]:
         """Around one call to ``region``: waits for its turn (reporting waits longer than zero
         to ``on_wait``) and frees the slot when the call is over."""
-        async with self.bucket(region).slot(priority) as granted:
+        async with self.bucket(region).slot(priority, flow) as granted:
             if granted.waited > 0 and self._on_wait is not None:
                 self._on_wait(region, granted.waited)
             yield granted

@@ -291,3 +291,27 @@ async def test_a_slot_frees_a_second_after_the_answer_not_after_its_caller_got_r
     starts.clear()
     await clock.run(two(answered=False))  # unknown answer time: a second after the hand-back
     assert [t - starts[0] for t in starts] == pytest.approx([0, 1.5])
+
+
+async def test_namespaces_take_turns_so_a_flood_from_one_does_not_starve_another() -> None:
+    """Team A queues 100 creates; team B's 3, arriving later, go within its first turns, not
+    after team A's backlog (at 10 a second that backlog is 10 s)."""
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=10, burst=1, clock=clock.now, sleep=clock.sleep)
+    served: list[tuple[str, float]] = []
+
+    async def caller(flow: str) -> None:
+        async with bucket.slot(CallPriority.CHANGE, flow):
+            served.append((flow, clock.time - 1000.0))
+
+    async def arrivals() -> None:
+        flood = [asyncio.ensure_future(caller("team-a")) for _ in range(100)]
+        await clock.sleep(0.25)  # team A's first calls have gone; 97 wait
+        few = [asyncio.ensure_future(caller("team-b")) for _ in range(3)]
+        await asyncio.gather(*flood, *few)
+
+    await clock.run(arrivals())
+    team_b = [at for flow, at in served if flow == "team-b"]
+    assert len(team_b) == 3 and max(team_b) <= 1.0  # served in turn with team A's, within a second
+    team_a = [flow for flow, _ in served if flow == "team-a"]
+    assert len(team_a) == 100  # and team A loses nothing
