@@ -131,6 +131,18 @@ class OperatorSettings(BaseSettings):
         validation_alias=_env("DATACACHE_NAMESPACES"),
         description="Comma-separated namespaces to watch; empty: all namespaces.",
     )
+    regions: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("DATACACHE_REGIONS"),
+        description="Comma-separated regions objects may use; empty: any, up to max_regions of them.",
+    )
+    max_regions: int = Field(
+        default=32,
+        ge=1,
+        validation_alias=_env("DATACACHE_MAX_REGIONS"),
+        description="At most this many regions get a client, a rate limiter and metric series: a "
+        "region beyond them (a typo, or a tenant trying every name) is refused, not kept for good.",
+    )
     default_deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
         validation_alias=_env("DATACACHE_DEFAULT_DELETION_POLICY"),
@@ -307,7 +319,7 @@ class OperatorSettings(BaseSettings):
 
     # ---- normalisation -------------------------------------------------------------
 
-    @field_validator("namespaces", "webhook_hosts", mode="before")
+    @field_validator("namespaces", "webhook_hosts", "regions", mode="before")
     @classmethod
     def _split_namespaces(cls, value: Any) -> Any:
         if isinstance(value, str):

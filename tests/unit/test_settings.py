@@ -38,6 +38,8 @@ ENV_NAMES = {
     "cluster_region": "DATACACHE_CLUSTER_REGION",
     "operator_namespace": "DATACACHE_OPERATOR_NAMESPACE",
     "cluster_id": "DATACACHE_CLUSTER_ID",
+    "regions": "DATACACHE_REGIONS",
+    "max_regions": "DATACACHE_MAX_REGIONS",
     "eci_placement": "DATACACHE_ECI_PLACEMENT",
     "eci_node_selector": "DATACACHE_ECI_NODE_SELECTOR",
     "eci_toleration": "DATACACHE_ECI_TOLERATION",

@@ -49,6 +49,7 @@ from datacache_operator.cloud.batcher import MAX_IDS_PER_DESCRIBE, DescribeBatch
 from datacache_operator.cloud.callthread import CallThread
 from datacache_operator.cloud.errors import (
     CODE_INVALID_RESPONSE,
+    CODE_REGION_NOT_ALLOWED,
     EciError,
     ErrorCategory,
     classify,
@@ -198,6 +199,7 @@ class EciClient:
             # the first pass of a burst (py-spy saw the import hold the loop there).
             importlib.import_module("alibabacloud_eci20180808.client")
         self._sdk_clients: dict[str, Any] = {}
+        self._regions: set[str] = set()  # every region admitted so far (see `_admit`)
         self._server_times: dict[str, tuple[datetime, float]] = {}
         self._calls = CallThread()  # the limiter and the calls' waits: see callthread.py
         self._sessions_opened: dict[str, asyncio.Event] = {}  # region -> its first call is over
@@ -237,6 +239,7 @@ class EciClient:
         """
         if not data_cache_id:
             raise ValueError("data_cache_id is required")
+        self._admit(region)
         if self.settings.batching:
             return await self._batcher.get((region, bucket), data_cache_id)
         found = await self._describe_chunk((region, bucket), [data_cache_id])
@@ -255,6 +258,7 @@ class EciClient:
         is never returned, even if the server ignored the filter."""
         if not tags:
             raise ValueError("find_by_tags needs at least one tag (it would list every cache)")
+        self._admit(region)
         from alibabacloud_eci20180808 import models as eci
 
         def request(next_token: str | None) -> Any:
@@ -322,6 +326,7 @@ class EciClient:
         request returns the same id (ECI idempotency), so a retried create never makes a
         second cache."""
         _check_client_token(client_token)
+        self._admit(region)
         from alibabacloud_eci20180808 import models as eci
 
         sdk_request = eci.CreateDataCacheRequest(
@@ -345,6 +350,7 @@ class EciClient:
         refuses updates while the cache is busy: ``EciError`` ``IncorrectStatus``, retryable."""
         if request.is_empty:
             return
+        self._admit(region)
         if client_token is not None:
             _check_client_token(client_token)
         from alibabacloud_eci20180808 import models as eci
@@ -366,6 +372,7 @@ class EciClient:
         """Delete a cache. True: ECI accepted the delete (the cache may stay listed as
         ``Deleting`` for a while: poll :meth:`describe` until None). False: it was already
         gone, which is success too."""
+        self._admit(region)
         if client_token is not None:
             _check_client_token(client_token)
         from alibabacloud_eci20180808 import models as eci
@@ -394,6 +401,7 @@ class EciClient:
         """Start copying a cache to ``request.destination_region``; returns the new cache's
         id there (poll it with ``describe(request.destination_region, id)``)."""
         _check_client_token(client_token)
+        self._admit(source_region, request.destination_region)
         from alibabacloud_eci20180808 import models as eci
 
         sdk_request = eci.CopyDataCacheRequest(
@@ -412,6 +420,28 @@ class EciClient:
         return _returned_id(response, ACTION_COPY, source_region)
 
     # ---- plumbing ----------------------------------------------------------------------
+
+    def _admit(self, *regions: str) -> None:
+        """Refuse a region that is not allowed, or one more than `max_regions`: each region
+        keeps a client, a rate limiter and metric series for the process's life."""
+        for region in regions:
+            if region in self._regions:
+                continue
+            allowed = self.settings.regions
+            if (allowed and region not in allowed) or len(self._regions) >= self.settings.max_regions:
+                why = (
+                    f"not one of DATACACHE_REGIONS ({', '.join(allowed)})"
+                    if allowed and region not in allowed
+                    else f"one more than the {self.settings.max_regions} regions in use (DATACACHE_MAX_REGIONS)"
+                )
+                raise EciError(
+                    CODE_REGION_NOT_ALLOWED,
+                    f"region {region} is {why}",
+                    retryable=False,
+                    category=ErrorCategory.CONFIGURATION,
+                    region=region,
+                )
+            self._regions.add(region)
 
     def sdk_client(self, region: str) -> Any:
         """The SDK client of ``region`` (built on first use, then reused)."""

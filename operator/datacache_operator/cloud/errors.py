@@ -52,6 +52,7 @@ CODE_INVALID_RESPONSE = "InvalidResponse"
 CODE_CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
 CODE_UNEXPECTED = "UnexpectedError"
 CODE_CONFIGURATION = "InvalidConfiguration"
+CODE_REGION_NOT_ALLOWED = "RegionNotAllowed"
 
 # ECI documents no not-found code for DataCache operations (docs/architecture.md). These
 # are the plausible spellings, our emulator's among them; any ``*.NotFound`` naming a

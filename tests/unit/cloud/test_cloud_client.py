@@ -481,3 +481,26 @@ async def test_the_first_call_to_a_region_goes_alone_and_later_ones_at_once() ->
     assert fake.log[:2] == [("start", "t0"), ("end", "t0")]
     assert {token for event, token in fake.log[2:] if event == "start"} == {"t1", "t2"}
     await client.aclose()
+
+
+async def test_regions_are_bounded_so_per_region_state_cannot_grow_without_end() -> None:
+    """A tenant trying region after region gets a refusal, not a client, a rate limiter and
+    metric series kept for good."""
+    hooks = Hooks()
+    client, built = make_client(FakeSdk(), hooks=hooks, max_regions=2)
+    async with client:
+        await client.delete("cn-hangzhou", "edc-1")
+        await client.delete("cn-beijing", "edc-1")
+        with pytest.raises(EciError) as refused:
+            await client.delete("cn-nowhere-1", "edc-1")
+        assert (refused.value.code, refused.value.retryable) == ("RegionNotAllowed", False)
+        assert "DATACACHE_MAX_REGIONS" in refused.value.message
+        await client.delete("cn-beijing", "edc-2")  # the regions in use keep working
+    assert set(built) == {"cn-hangzhou", "cn-beijing"}
+    assert "cn-nowhere-1" not in {region for _, region, *_ in hooks.calls}
+
+    only, built = make_client(FakeSdk(), regions="cn-hangzhou")
+    async with only:
+        with pytest.raises(EciError, match="not one of DATACACHE_REGIONS"):
+            await only.describe("cn-beijing", "edc-1")
+    assert built == []
