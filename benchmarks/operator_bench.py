@@ -324,13 +324,14 @@ def kube_api(kubeconfig: Path) -> Any:
     return client.CustomObjectsApi(client.ApiClient(configuration))
 
 
+STARTUP_SETTLE_SECONDS = 3.0
+
+
 def run_one(
     args: argparse.Namespace, n: int, batching: bool, assets: Path | None, work: Path
 ) -> dict[str, Any]:
     from eci_datacache_emulator.admin_client import EmulatorAdmin
     from tests.support.controlplane import ControlPlane, free_port
-
-    from datacache_operator.controllers.base import CLOCK_SKEW
 
     label = f"n={n} batching={'on' if batching else 'off'}"
     busy_before = idle_machine_check(label)
@@ -372,12 +373,10 @@ def run_one(
         }
         operator = start_operator(args, env, run_dir)
         wait_healthy(operator, int(env["DATACACHE_HEALTH_PORT"]))
-        # Objects are applied to a running operator, as users do: later than the clock-skew
-        # margin after its controllers start, within which a first create still looks up by
-        # tag first. /healthz answers once the imports are done, just before kopf's start-up
-        # builds the controllers; counting from the launch instead left the first objects of
-        # a slow start inside the margin (39 lookups by tag in one run).
-        time.sleep(CLOCK_SKEW.total_seconds() + 3)
+        # Objects are applied to a running operator, as users do: /healthz answers once the
+        # imports are done, just before kopf's start-up builds the controllers and starts
+        # watching; the figures are of an operator at work, not of its start.
+        time.sleep(STARTUP_SETTLE_SECONDS)
         rss_start_mib = memory_kib(operator.pid, "VmRSS") / 1024
         cpu_start = cpu_seconds(operator.pid)
         busy_start = machine_cpu_busy()
