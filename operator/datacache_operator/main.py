@@ -171,6 +171,7 @@ def register(
             # 5 s for every task begun after it started, the webhook's kept-alive connections
             # among them, and the next leader would wait that long.
             await on_stopped()
+        await runtime.flush_events()
 
     for kind in KINDS:
         _register_kind(registry, kind)

@@ -44,6 +44,7 @@ logger = logging.getLogger("datacache_operator")
 FINALIZER = f"{GROUP}/finalizer"
 POLL_DEFER_QUEUE_SECONDS = 0.25
 STATUS_WRITES_AT_STOP_SECONDS = 5.0  # at shutdown, for the statuses the passes left to write
+EVENTS_AT_STOP_SECONDS = 2.0  # then for the events, after the Lease is handed over
 
 
 async def _patch_status(plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
@@ -343,15 +344,19 @@ def start_background(shared: Shared) -> None:
 
 
 async def stop(shared: Shared) -> None:
-    """At shutdown: the passes, then the statuses and events they left to write, then the
-    ECI client."""
+    """At shutdown: the passes, then the statuses they left to write, then the ECI client.
+    The events they left go later (`flush_events`): not on the way to handing the Lease over."""
     for task in shared.background:
         task.cancel()
     await shared.scheduler.stop()
     await shared.status_writer.close(STATUS_WRITES_AT_STOP_SECONDS)
-    await EVENTS.close(STATUS_WRITES_AT_STOP_SECONDS)
     if shared.cloud is not None:
         await shared.cloud.aclose()
+
+
+async def flush_events() -> None:
+    """At shutdown, once the Lease is handed over: post the events still queued (bounded)."""
+    await EVENTS.close(EVENTS_AT_STOP_SECONDS)
 
 
 def poll_deferral(shared: Shared, entry: Entry) -> float | None:
