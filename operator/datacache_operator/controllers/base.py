@@ -148,7 +148,7 @@ class PollingController:
         """The generic sync of one resource of the object. Before any create it looks for the
         resource by the object's identity tags: a create whose reply was lost, or the object
         re-created (after a Retain delete, a restore, a move to a cluster of the same id)."""
-        return await sync(manager, recovered=False, now=now)
+        return await sync(manager, now)
 
     def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The status a pass starts from: the one our last pass computed, else the object's.

@@ -275,7 +275,7 @@ class ReplicationController(PollingController):
                     Event("Normal", "Retained", f"deletionPolicy Retain: copy {known_id} left in {region}.")
                 )
             return True
-        removal = await remove(self.cloud, region, [known_id], deletable=self._own_copy(namespace))
+        removal = await remove(self.cloud, region, [known_id], None, self._own_copy(namespace))
         events += [Event("Normal", "Deleted", f"Copy {gone} in {region} is gone.") for gone in removal.gone]
         events += [self._not_owned(cache_id, region) for cache_id in removal.refused]
         events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]

@@ -164,16 +164,11 @@ class ResourceManager(ABC, Generic[StepT]):
         return delta(self.wanted(), observed, self.record.applied_retention)
 
 
-async def sync(
-    manager: ResourceManager[StepT],
-    *,
-    recovered: bool,
-    now: datetime,
-) -> tuple[StepT, ObservedCache | None]:
+async def sync(manager: ResourceManager[StepT], now: datetime) -> tuple[StepT, ObservedCache | None]:
     """Take steps until one that waits for ECI; that step and the last read of the resource.
-
-    `recovered`: the tag lookup need not run before a first create."""
+    A first create is always preceded by the lookup by tags (`recovered` starts False)."""
     record = manager.record
+    recovered = False
     for _ in range(MAX_STEPS):
         known_id = record.id
         observed = await manager.read_one(known_id) if known_id else None
@@ -231,8 +226,8 @@ async def remove(
     cloud: CloudClient,
     region: str,
     ids: Iterable[str],
-    tags: Mapping[str, str] | None = None,
-    deletable: Callable[[ObservedCache], bool] = lambda cache: True,
+    tags: Mapping[str, str] | None,
+    deletable: Callable[[ObservedCache], bool],
 ) -> Removal:
     """Delete the resources named by `ids` and, with `tags`, every one carrying them (one
     whose id was lost: a crash right after its create), each only if `deletable` (its owner
