@@ -33,7 +33,7 @@ from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
-from datacache_operator.reconcile.ownership import Identity, may_take, owned_by, owner_of
+from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
@@ -184,7 +184,7 @@ class DataCacheController(PollingController):
             spec.data_cache_id,
             self._failed_generation(conditions, retry),
             now,
-            grants=lambda: self.grants(meta["namespace"]),
+            may_take=lambda owner: self.may_take(owner, meta["namespace"]),
             may_update=may(spec.management_policies, adopted, ManagementPolicy.UPDATE),
         )
         try:
@@ -285,7 +285,7 @@ class CacheManager(ResourceManager[Step]):
         failed_generation: int | None,
         now: datetime,
         *,
-        grants: Callable[[], Awaitable[frozenset[str]]] | None = None,
+        may_take: Callable[[Owner | None], Awaitable[bool]] | None = None,
         may_update: bool = True,
     ) -> None:
         record = CloudRecord(status, counter=DataCacheStatus.alias("cache_generation"), pinned_id=adopt_id)
@@ -296,8 +296,8 @@ class CacheManager(ResourceManager[Step]):
         self.adopt_id = adopt_id
         self.failed_generation = failed_generation
         self.now = now
-        self._read_grants = grants
-        self.grants: frozenset[str] = frozenset()
+        self._may_take = may_take
+        self.taken = True  # the adopted cache, as last read, is one this namespace may take
         self.may_update = may_update
 
     def is_own(self, found: ObservedCache) -> bool:
@@ -305,14 +305,8 @@ class CacheManager(ResourceManager[Step]):
 
     async def read_one(self, cache_id: str) -> ObservedCache | None:
         observed = await super().read_one(cache_id)
-        identity = self.identity
-        if (
-            observed is not None
-            and self.adopt_id
-            and self._read_grants is not None
-            and not owned_by(owner_of(observed.tags), identity.cluster, identity.namespace)
-        ):
-            self.grants = await self._read_grants()  # only to adopt another's cache
+        if observed is not None and self.adopt_id and self._may_take is not None:
+            self.taken = await self._may_take(owner_of(observed.tags))
         return observed
 
     def decide(self, observed: ObservedCache | None, recovered: bool) -> Step:
@@ -327,8 +321,7 @@ class CacheManager(ResourceManager[Step]):
             expire_time=parse_time(self.status.get("expireTime")),
             failed_generation=self.failed_generation,
             now=self.cloud.server_now(self.region) or self.now,
-            may_take=observed is None
-            or may_take(owner_of(observed.tags), self.identity.cluster, self.identity.namespace, self.grants),
+            may_take=observed is None or self.taken,
             may_update=self.may_update,
         )
         return decide.next_step(situation, self.desired, self.record.applied_retention)
