@@ -8,7 +8,7 @@ PROMTOOL := $(VENV)/bin/promtool
 # The benchmarks and the local stacks import tests/support (the control plane) from the checkout.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: test compat controlplane venv lint crds run cluster image bench bench-binding bench-failover bench-emulator bench-sdk clean
+.PHONY: test compat controlplane venv lint crds run cluster image bench bench-binding bench-failover bench-fairness bench-emulator bench-sdk clean
 
 # The operator with its test extras, and the ECI emulator (a distribution of its own, emulator/)
 # that the tests, the benchmarks and the local stacks run against.
@@ -54,6 +54,7 @@ compat: $(STAMP)
 
 crds: $(STAMP)
 	$(VENV)/bin/datacache-operator crds --output-dir deploy/crds
+	$(VENV)/bin/datacache-operator policies --output charts/eci-datacache-operator/files/admission-policies.yaml
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache
@@ -89,7 +90,15 @@ bench: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/operator_bench.py $(BENCH_ARGS) && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/binding_bench.py && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/failover_bench.py
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/failover_bench.py && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/fairness_bench.py
+
+# One namespace creating 1,000 DataCaches and another 10 at once: the small one's reaction
+# against its own when alone (fair queuing between namespaces); about 3 minutes. Writes
+# benchmarks/results/fairness.json and its table in benchmarks/README.md.
+bench-fairness: $(STAMP)
+	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/fairness_bench.py
 
 # Admission latency at 20 pod creates/s and cache Ready -> pods ungated; about 3 minutes.
 # Writes benchmarks/results/binding.json and its table in benchmarks/README.md.

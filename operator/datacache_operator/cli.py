@@ -17,6 +17,10 @@ from datacache_operator import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("datacache_operator.main", "run the operator (kopf underneath)"),
     "crds": ("datacache_operator.api.crds", "print or write the generated CustomResourceDefinitions"),
+    "policies": (
+        "datacache_operator.api.policies",
+        "print or write the ValidatingAdmissionPolicies that keep each namespace to its buckets",
+    ),
 }
 
 

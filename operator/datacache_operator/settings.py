@@ -203,6 +203,14 @@ class OperatorSettings(BaseSettings):
         "tags that keep other clusters' and namespaces' objects off it). Empty: the uid of the "
         "kube-system namespace. Keep it when moving to a new cluster, so re-created objects find their caches.",
     )
+    tenancy: bool = Field(
+        default=True,
+        validation_alias=_env("DATACACHE_TENANCY"),
+        description="Each namespace to its own ECI buckets: a cache without spec.bucket goes to the "
+        "namespace's own (its name), and one in a bucket not assigned to the namespace is refused "
+        "(BucketNotAllowed). Off (single-team clusters): spec.bucket defaults to ECI's bucket default "
+        "and any bucket is allowed. The chart's admission policies hold pods to the same rule.",
+    )
     eci_placement: EciPlacement = Field(
         default="label-and-node",
         validation_alias=_env("DATACACHE_ECI_PLACEMENT"),

@@ -195,6 +195,71 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
     assert {k for k in env if k.startswith(("DATACACHE_", "ECI_"))} <= known
 
 
+def test_tenancy_policies_and_network_policy_rendering(controlplane: ControlPlane, namespace: str):
+    docs = documents(render(controlplane, namespace))
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"] for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert (
+        policies
+        == bindings
+        == {
+            "datacaches.buckets.eci.datacache.dev",
+            "datacachereplications.buckets.eci.datacache.dev",
+            "pods.buckets.eci.datacache.dev",
+        }
+    )
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    assert {"name": "DATACACHE_TENANCY", "value": "true"} in container["env"]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == namespace
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "eci-datacache-operator",
+        "app.kubernetes.io/instance": "edc",
+    }
+    ingress = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    assert ingress == {
+        "webhook": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+        "metrics": [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "health": None,  # the kubelet's probes; the port says nothing
+    }
+    # Every port the pod serves is named by the policy (anything else is refused).
+    assert {p["name"] for p in container["ports"]} == set(ingress)
+
+    apiserver = [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    docs = documents(
+        render(
+            controlplane,
+            namespace,
+            "--set",
+            "tenancy.enabled=false",
+            "--set-json",
+            f"networkPolicy.webhookFrom={json.dumps(apiserver)}",
+            "--set-json",
+            "networkPolicy.metricsFrom=[]",
+        )
+    )
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    assert {"name": "DATACACHE_TENANCY", "value": "false"} in container["env"]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert [(r["ports"][0]["port"], r.get("from")) for r in policy["spec"]["ingress"]] == [
+        ("webhook", apiserver),
+        ("health", None),
+    ]
+    assert "NetworkPolicy" not in {
+        d["kind"] for d in documents(render(controlplane, namespace, "--set", "networkPolicy.enabled=false"))
+    }
+
+
 def test_watch_namespaces_renders_roles_per_namespace(controlplane: ControlPlane, namespace: str):
     other = f"{namespace}-b"
     controlplane.kubectl("create", "namespace", other)

@@ -244,7 +244,8 @@ def test_an_object_name_as_long_as_kubernetes_allows_is_accepted(
             {"path": "/models/elsewhere"},
             'spec.path: Invalid value: "/models/elsewhere": path is immutable',
         ),
-        ({}, {"bucket": "other"}, 'spec.bucket: Invalid value: "other": bucket is immutable'),
+        ({}, {"bucket": "other"}, "spec.bucket: Invalid value: bucket is immutable"),
+        ({"bucket": "one"}, {"bucket": "two"}, "spec.bucket: Invalid value: bucket is immutable"),
         (
             {"region": "cn-hangzhou"},
             {"region": "cn-hongkong"},
@@ -256,7 +257,7 @@ def test_an_object_name_as_long_as_kubernetes_allows_is_accepted(
             "spec.dataCacheId: Invalid value: dataCacheId is immutable once set",
         ),
     ],
-    ids=["path", "bucket", "region", "dataCacheId"],
+    ids=["path", "bucket-added", "bucket", "region", "dataCacheId"],
 )
 def test_immutable_fields_reject_a_change(
     controlplane: ControlPlane,
@@ -339,7 +340,7 @@ def test_defaults_are_applied_and_unknown_fields_pruned(
     )
     assert result.returncode == 0
     spec = get(controlplane, namespace, "defaults")["spec"]
-    assert spec["bucket"] == "default"
+    assert "bucket" not in spec  # the namespace's own, decided by the operator
     assert spec["size"] == 20
     assert "madeUp" not in spec
     assert "extra" not in spec["dataSource"]
@@ -364,6 +365,7 @@ def test_status_subresource_accepts_the_documented_shape(
         ],
         "dataCacheId": "edc-123",
         "region": "cn-hangzhou",
+        "bucket": "team-a",
         "status": "Loading",
         "progress": "45%",
         "creationTime": "2026-01-02T03:04:00Z",
@@ -384,7 +386,7 @@ def test_status_subresource_accepts_the_documented_shape(
         "edc-123",
         "cn-hangzhou",
         "InvalidParameter.Size",
-        "default",
+        "team-a",  # the bucket ECI reports
     ]
 
 

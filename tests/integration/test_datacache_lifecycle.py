@@ -57,7 +57,8 @@ def test_create_becomes_ready_with_one_tagged_cache(kube: Kube, operator: Operat
     assert status["status"] == "Available"
     assert status["dataCacheId"].startswith("edc-")
     assert status["region"] == REGION
-    assert status["path"] == f"/models/{name}" and status["bucket"] == "default" and status["size"] == 20
+    assert status["path"] == f"/models/{name}" and status["size"] == 20
+    assert status["bucket"] == kube.namespace  # the namespace's own bucket
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Synced", "Stalled"}
 

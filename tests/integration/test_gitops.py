@@ -78,7 +78,7 @@ def test_reapplying_the_git_manifest_changes_nothing(kube: Kube, operator: Opera
     server_side_apply(kube, text)
     after = json.loads(kube.kubectl("get", "datacache", name, "--show-managed-fields", "-o", "json").stdout)
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
-    assert after["spec"] == before["spec"] == yaml.safe_load(text)["spec"] | {"bucket": "default", "size": 20}
+    assert after["spec"] == before["spec"] == yaml.safe_load(text)["spec"] | {"size": 20}
     managers = {m["manager"]: m for m in after["metadata"]["managedFields"]}
     spec_owners = [m for m, entry in managers.items() if "f:spec" in str(entry.get("fieldsV1", {}))]
     assert spec_owners == ["argocd-controller"], spec_owners

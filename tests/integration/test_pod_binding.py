@@ -11,9 +11,19 @@ from tests.integration.support import Kube, OperatorProcess, opted_in_pod, wait_
 from tests.integration.test_datacache_lifecycle import caches_owned_by, datacache, unique
 from tests.integration.test_replication import replication
 
+from datacache_operator.api.buckets import BUCKETS_ANNOTATION
+
 GATE = "eci.datacache.dev/cache-ready"
 BOUND = "eci.datacache.dev/bound"
 BUCKET = "k8s.aliyun.com/eci-data-cache-bucket"
+
+
+@pytest.fixture(autouse=True)
+def assigned_buckets(kube: Kube) -> None:
+    """The buckets these tests name, assigned to their namespace by an administrator."""
+    kube.controlplane.kubectl(
+        "annotate", "namespace", kube.namespace, f"{BUCKETS_ANNOTATION}=models, one, two", "--overwrite"
+    )
 
 
 def deployment(name: str, caches: str, replicas: int = 2) -> dict[str, Any]:
@@ -174,7 +184,7 @@ def test_a_server_side_dry_run_binds_but_creates_nothing(kube: Kube, binding_ope
     kube.wait_condition("datacache", name, "Ready", "True")
     result = create_pod(kube, opted_in_pod("dry", f"{name}:/m"), "--dry-run=server", "-o", "json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metadata"]["annotations"][BUCKET] == "default"
+    assert json.loads(result.stdout)["metadata"]["annotations"][BUCKET] == kube.namespace
     assert kube.get("pod", "dry") is None
 
 

@@ -327,8 +327,16 @@ def test_operator_killed_right_after_a_copy_makes_one_copy_per_destination(
         ready_source(kube, source)
         names = [unique("crash") for _ in range(3)]
         before = len(eci.calls(action="CopyDataCache"))
-        for name in names:
-            kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, {"region": "cn-shanghai"}))
+        for name in names:  # each at its own path: two caches never share a bucket and path
+            path = f"/copies/{name}"
+            kube.apply(
+                replication(
+                    name,
+                    ref(source),
+                    {"region": "cn-beijing", "path": path},
+                    {"region": "cn-shanghai", "path": path},
+                )
+            )
         wait_for(lambda: len(eci.calls(action="CopyDataCache")) > before, interval=0.01, what="a copy call")
         running.kill()
         running.start()

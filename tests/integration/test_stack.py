@@ -48,7 +48,8 @@ def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPl
         found = wait_for(lambda: len(pods()) == 2 and pods(), timeout=60, what="the example's two pods")
         for pod in found:
             annotations = pod["metadata"]["annotations"]
-            assert annotations["k8s.aliyun.com/eci-data-cache-bucket"] == "default"
+            # The namespace default's own bucket (ECI's `default` is every unannotated pod's).
+            assert annotations["k8s.aliyun.com/eci-data-cache-bucket"] == "ns.default"
             assert (
                 json.loads(annotations["eci.datacache.dev/bound"])[0]["path"] == "/models/qwen2.5-7b-instruct"
             )

@@ -16,6 +16,7 @@ from tests.integration.test_datacache_lifecycle import datacache, unique
 from tests.integration.test_replication import replication, tags_of
 from tests.support.controlplane import ControlPlane
 
+from datacache_operator.api.buckets import BUCKETS_ANNOTATION
 from datacache_operator.api.common import MAY_ADOPT_FROM_ANNOTATION
 
 
@@ -97,21 +98,51 @@ def test_team_b_cannot_adopt_change_copy_or_delete_team_as_cache_until_granted(
     assert snapshot(eci, cache_id) == before
     assert len(eci.calls(action="UpdateDataCache")) + len(eci.calls(action="CopyDataCache")) == calls_before
 
+    # A cache of team B's at team A's bucket and path (admitted here without the chart's
+    # admission policies, which refuse it at apply): nothing is created.
+    squat = unique("squat")
+    team_b.apply(datacache(squat, bucket=team_a.namespace, path=f"/models/{theirs}"))
+    stalled = team_b.wait_condition("datacache", squat, "Stalled", "True", reason="BucketNotAllowed")
+    assert f"bucket {team_a.namespace} is not a bucket of namespace {team_b.namespace}" in str(stalled)
+
     # Team B's own caches keep working meanwhile.
     own = unique("own")
     team_b.apply(datacache(own))
     team_b.wait_condition("datacache", own, "Ready", "True")
 
-    # An administrator grants team B team A's caches: adopted, observed only by default.
+    # An administrator grants team B team A's caches: adopted, observed only by default, and
+    # usable once team A's bucket is assigned to team B too (its pods mount it there).
     kube.controlplane.kubectl(
         "annotate", "namespace", team_b.namespace, f"{MAY_ADOPT_FROM_ANNOTATION}={team_a.namespace}"
     )
     watcher = unique("watch")
     team_b.apply(datacache(watcher, dataCacheId=cache_id, size=99))
+    team_b.wait_condition("datacache", watcher, "Stalled", "True", reason="BucketNotAllowed")
+    kube.controlplane.kubectl(
+        "annotate", "namespace", team_b.namespace, f"{BUCKETS_ANNOTATION}={team_a.namespace}"
+    )
     adopted = team_b.wait_condition("datacache", watcher, "Ready", "True")
     assert adopted["status"]["dataCacheId"] == cache_id
     team_b.kubectl("delete", "datacache", watcher, "--timeout=60s")
+    team_b.kubectl("delete", "datacache", squat, "--timeout=60s")
     assert snapshot(eci, cache_id) == before
+    assert [c for c in eci.caches() if c.get("Bucket") == team_a.namespace] == [eci.cache(cache_id)]
+
+
+def test_two_objects_never_hold_one_bucket_and_path(kube: Kube, operator: OperatorProcess, eci: Any) -> None:
+    first, second = unique("first"), unique("second")
+    kube.apply(datacache(first))
+    cache_id = kube.wait_condition("datacache", first, "Ready", "True")["status"]["dataCacheId"]
+    kube.apply(datacache(second, path=f"/models/{first}"))
+    stalled = kube.wait_condition("datacache", second, "Stalled", "True", reason="PathInUse")
+    message = next(c["message"] for c in stalled["status"]["conditions"] if c["type"] == "Ready")
+    assert f"Data cache {cache_id} (of {kube.namespace}/{first}) is already at bucket" in message
+    at_path = [c for c in eci.caches() if c.get("Path") == f"/models/{first}"]
+    assert [c["DataCacheId"] for c in at_path] == [cache_id]
+
+    # The first one deleted, the second builds at the next poll.
+    kube.kubectl("delete", "datacache", first, "--timeout=60s")
+    kube.wait_condition("datacache", second, "Ready", "True", timeout=90)
 
 
 def test_a_re_created_object_finds_its_cache_instead_of_building_another(

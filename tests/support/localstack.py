@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(plane.kubeconfig, local / "kubeconfig")
         (local / "kubeconfig").chmod(0o600)
         plane.install_crds(repo / "deploy" / "crds")
+        # What the chart installs by default: each namespace to its own buckets (tenancy).
+        plane.kubectl(
+            "apply",
+            "-f",
+            str(repo / "charts" / "eci-datacache-operator" / "files" / "admission-policies.yaml"),
+        )
         plane.kubectl("create", "namespace", OPERATOR_NAMESPACE)
         webhook_port = free_port()
         plane.apply(

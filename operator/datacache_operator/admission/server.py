@@ -62,7 +62,18 @@ class CacheResolver:
         elsewhere = any(obj is not None and region_of(obj, default_region) != cluster_region for obj in found)
         replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace) if elsewhere else []
         return [
-            (request, binding_of(request.name, namespace, obj, replications, cluster_region, default_region))
+            (
+                request,
+                binding_of(
+                    request.name,
+                    namespace,
+                    obj,
+                    replications,
+                    cluster_region,
+                    default_region,
+                    self.settings.tenancy,
+                ),
+            )
             for request, obj in zip(requests, found, strict=True)
         ]
 

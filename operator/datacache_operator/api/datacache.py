@@ -44,7 +44,6 @@ from datacache_operator.api.schema import (
 
 KIND = "DataCache"
 PLURAL = DATACACHES
-DEFAULT_BUCKET = "default"
 DEFAULT_SIZE_GIB = 20
 
 
@@ -253,6 +252,11 @@ class DataCacheSpec(ApiModel):
                 ".dataCacheId",
             ),
             cel_rule(
+                "has(self.bucket) == has(oldSelf.bucket) && (!has(self.bucket) || self.bucket == oldSelf.bucket)",
+                "bucket is immutable",
+                ".bucket",
+            ),
+            cel_rule(
                 "has(self.dataSource) || has(self.dataCacheId)",
                 "dataSource is required unless dataCacheId adopts an existing cache",
                 ".dataSource",
@@ -266,14 +270,18 @@ class DataCacheSpec(ApiModel):
         description="Alibaba Cloud region of the cache, e.g. cn-hangzhou. Defaults to the operator's "
         "region. Immutable once set: caches cannot move between regions.",
     )
-    bucket: str = Field(
-        default=DEFAULT_BUCKET,
+    bucket: str | None = Field(
+        default=None,
         min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9._-]+$",
         description="ECI bucket, a namespace for cache paths; pods select it with the annotation "
-        "k8s.aliyun.com/eci-data-cache-bucket. eci-system is reserved. Immutable.",
+        "k8s.aliyun.com/eci-data-cache-bucket. Defaults to the namespace's own bucket (its name; "
+        "ns.default for the namespace default), or to ECI's bucket default when the operator runs "
+        "without tenancy. Another bucket must be assigned to the namespace by an administrator "
+        "(annotation eci.datacache.dev/buckets on the Namespace). eci-system is reserved. Immutable.",
         json_schema_extra=cel_rules(
             cel_rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI"),
-            cel_rule("self == oldSelf", "bucket is immutable"),
         ),
     )
     path: str = Field(
@@ -444,7 +452,7 @@ DATACACHE = ResourceDefinition(
         condition_column(
             "Reason", ConditionType.READY, "reason", description="Reason of the Ready condition.", priority=1
         ),
-        PrinterColumn("Bucket", ".spec.bucket", description="ECI bucket of the cache.", priority=1),
+        PrinterColumn("Bucket", ".status.bucket", description="ECI bucket of the cache.", priority=1),
         PrinterColumn("Path", ".spec.path", description="Path of the cache in the bucket.", priority=1),
         PrinterColumn("Progress", ".status.progress", description="Build progress.", priority=1),
         AGE_COLUMN,

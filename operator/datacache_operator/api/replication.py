@@ -102,7 +102,10 @@ class ReplicationDestination(ApiModel):
     bucket: str | None = Field(
         default=None,
         min_length=1,
-        description="ECI bucket of the copy; defaults to the source's.",
+        max_length=63,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="ECI bucket of the copy; defaults to the source's. Like a DataCache's, one of the "
+        "namespace's buckets: its own, or one an administrator assigned to it.",
         json_schema_extra=cel_rules(
             cel_rule(f"self != '{RESERVED_BUCKET}'", f"bucket {RESERVED_BUCKET} is reserved by ECI")
         ),

@@ -98,6 +98,7 @@ class CloudClient(Protocol):
 
     async def describe(self, region: str, data_cache_id: str) -> ObservedCache | None: ...
     async def find_by_tags(self, region: str, tags: Mapping[str, str]) -> list[ObservedCache]: ...
+    async def find_at(self, region: str, bucket: str, path: str) -> list[ObservedCache]: ...
     async def create(self, region: str, request: CreateRequest, client_token: str) -> str: ...
     async def copy(
         self, source_region: str, source_id: str, request: CopyRequest, client_token: str
@@ -258,6 +259,17 @@ class EciClient:
         is never returned, even if the server ignored the filter."""
         if not tags:
             raise ValueError("find_by_tags needs at least one tag (it would list every cache)")
+        caches = await self._find(region, tags, bucket, path)
+        return [c for c in caches if all(c.tags.get(k) == v for k, v in tags.items())]
+
+    async def find_at(self, region: str, bucket: str, path: str) -> list[ObservedCache]:
+        """Every cache at a bucket and path (all pages), checked here as `find_by_tags` is."""
+        caches = await self._find(region, {}, bucket, path)
+        return [c for c in caches if (c.bucket, c.path) == (bucket, path)]
+
+    async def _find(
+        self, region: str, tags: Mapping[str, str], bucket: str | None, path: str | None
+    ) -> list[ObservedCache]:
         self._admit(region)
         from alibabacloud_eci20180808 import models as eci
 
@@ -266,13 +278,12 @@ class EciClient:
                 region_id=region,
                 bucket=bucket,
                 path=path,
-                tag=[eci.DescribeDataCachesRequestTag(key=k, value=v) for k, v in tags.items()],
+                tag=[eci.DescribeDataCachesRequestTag(key=k, value=v) for k, v in tags.items()] or None,
                 limit=MAX_IDS_PER_DESCRIBE,
                 next_token=next_token,
             )
 
-        caches = await self._describe_pages(region, request)
-        return [c for c in caches if all(c.tags.get(k) == v for k, v in tags.items())]
+        return await self._describe_pages(region, request)
 
     async def _describe_chunk(self, key: tuple[str, str | None], ids: list[str]) -> dict[str, ObservedCache]:
         """One DescribeDataCaches round (following NextToken) for at most 20 ids."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from datacache_operator import kube
 from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
+from datacache_operator.api.buckets import bucket_allowed, bucket_refusal, default_bucket, namespace_bucket
 from datacache_operator.api.common import MAY_ADOPT_FROM_ANNOTATION, reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
 from datacache_operator.cloud.client import CloudClient
@@ -84,12 +85,27 @@ class PollingController:
         self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
         self._last_status: dict[str, dict[str, Any]] = {}  # uid -> the status our last pass computed
 
-    async def grants(self, namespace: str) -> frozenset[str]:
-        """The namespaces whose caches an administrator let `namespace` adopt or copy by id (an
-        annotation on the Namespace, which its tenants cannot edit)."""
+    async def _namespace_annotations(self, namespace: str) -> dict[str, str]:
+        """Set by administrators: tenants cannot edit their Namespace."""
         found = await self.read_namespace(namespace)
-        annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
-        return parse_grants(annotations.get(MAY_ADOPT_FROM_ANNOTATION))
+        annotations: dict[str, str] = ((found or {}).get("metadata") or {}).get("annotations") or {}
+        return annotations
+
+    async def grants(self, namespace: str) -> frozenset[str]:
+        """The namespaces whose caches an administrator let `namespace` adopt or copy by id."""
+        return parse_grants((await self._namespace_annotations(namespace)).get(MAY_ADOPT_FROM_ANNOTATION))
+
+    def default_bucket(self, namespace: str) -> str:
+        return default_bucket(namespace, self.settings.tenancy)
+
+    async def bucket_refusal(self, bucket: str | None, namespace: str) -> str | None:
+        """Why `namespace` may not use `bucket` (None: it may). The Namespace is read only for a
+        bucket other than its own."""
+        if bucket is None or not self.settings.tenancy or bucket == namespace_bucket(namespace):
+            return None
+        if bucket_allowed(bucket, namespace, await self._namespace_annotations(namespace)):
+            return None
+        return bucket_refusal(bucket, namespace)
 
     async def may_take(self, owner: Owner | None, namespace: str) -> bool:
         """Whether `namespace` may adopt or copy a cache of `owner` (the grants are read only

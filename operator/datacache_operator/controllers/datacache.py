@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datacache_operator import kube
+from datacache_operator.api.buckets import default_bucket
 from datacache_operator.api.common import (
     DESTINATION_REGION_TAG,
     OWNER_UID_TAG,
@@ -33,13 +34,15 @@ from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
-from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of
+from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of, path_in_use
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
 # Stalled reasons that come from the cache itself (and keep being watched), as opposed to
 # a terminal error of a call, which is not repeated until the spec changes.
-_CACHE_STALL_REASONS = frozenset({"Failed", "UpdateFailed", "Expired", "NotFound", "NotOwned"})
+_CACHE_STALL_REASONS = frozenset(
+    {"Failed", "UpdateFailed", "Expired", "NotFound", "NotOwned", "BucketNotAllowed", "PathInUse"}
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def desired_cache(
     net = spec.net_config
     return DesiredCache(
         region=spec.region or settings.default_region,
-        bucket=spec.bucket,
+        bucket=spec.bucket or default_bucket(meta["namespace"], settings.tenancy),
         path=spec.path,
         name=spec.name or decide_common.cloud_name(meta["name"]),
         size=spec.size,
@@ -175,6 +178,10 @@ class DataCacheController(PollingController):
         status.update(DataCacheStatus(region=desired.region).to_patch())
 
         adopted = spec.data_cache_id is not None
+        # An adopted cache's bucket is the one ECI reports (checked after the read below).
+        refused = None if adopted else await self.bucket_refusal(desired.bucket, meta["namespace"])
+        if refused is not None:
+            return finish(decide.not_owned_conditions(f"spec.{refused}.", "BucketNotAllowed"), stable)
         manager = CacheManager(
             self.cloud,
             desired,
@@ -198,11 +205,20 @@ class DataCacheController(PollingController):
         events += manager.events
         self._failures.pop(uid, None)
         status.update(DataCacheStatus(last_sync_time=_seconds(now)).to_patch())
+        if step == Step.PATH_IN_USE:
+            return finish(decide.not_owned_conditions(manager.occupied, "PathInUse"), stable)
         if step == Step.NOT_OWNED:
             assert observed is not None
             status.update({key: None for key in observed_status(observed)})  # nothing of its data
             message = self.refusal(owner_of(observed.tags), "spec.dataCacheId names a data cache that")
             return finish(decide.not_owned_conditions(message), stable)
+        refused = (
+            await self.bucket_refusal(observed.bucket, meta["namespace"]) if adopted and observed else None
+        )
+        if refused is not None:
+            # Its pods could not mount it: the admission policies hold them to their buckets.
+            message = f"The adopted data cache's {refused}."
+            return finish(decide.not_owned_conditions(message, "BucketNotAllowed"), stable)
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
@@ -299,9 +315,18 @@ class CacheManager(ResourceManager[Step]):
         self._may_take = may_take
         self.taken = True  # the adopted cache, as last read, is one this namespace may take
         self.may_update = may_update
+        self.occupied = ""  # why nothing was created (PATH_IN_USE)
 
     def is_own(self, found: ObservedCache) -> bool:
         return DESTINATION_REGION_TAG not in found.tags  # a replication's copy of the same name
+
+    def address(self) -> tuple[str, str]:
+        return self.desired.bucket, self.desired.path
+
+    def path_taken(self, occupant: ObservedCache) -> Step:
+        owner = owner_of(occupant.tags)
+        self.occupied = path_in_use(occupant.data_cache_id, owner, self.identity.cluster, *self.address())
+        return Step.PATH_IN_USE
 
     async def read_one(self, cache_id: str) -> ObservedCache | None:
         observed = await super().read_one(cache_id)

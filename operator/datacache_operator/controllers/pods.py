@@ -149,6 +149,7 @@ class PodBinder:
                     replications,
                     self.settings.effective_cluster_region,
                     self.settings.default_region,
+                    self.settings.tenancy,
                 )
             except BindingError as error:
                 if replication and not replications:

@@ -34,7 +34,7 @@ from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.common import Event
-from datacache_operator.reconcile.ownership import Identity, owned_by, owner_of
+from datacache_operator.reconcile.ownership import Identity, owned_by, owner_of, path_in_use
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
@@ -184,6 +184,15 @@ class ReplicationController(PollingController):
             retry_error: EciError | None = None
             for dest in spec.destinations:
                 entry = entries.setdefault(dest.region, {"region": dest.region})
+                refused = await self.bucket_refusal(dest.bucket or source.bucket, meta["namespace"])
+                if refused is not None:  # the copy's pods could not mount it; nothing is sent
+                    entry.update(
+                        DestinationStatus(
+                            region=dest.region, reason="BucketNotAllowed", message=f"The copy's {refused}."
+                        ).to_patch()
+                    )
+                    steps[dest.region] = DestStep.FAILED
+                    continue
                 target = _Target(dest, source, revision, generation, retry)
                 try:
                     steps[dest.region] = await self._destination(target, entry, meta, now, events)
@@ -375,6 +384,20 @@ class CopyManager(ResourceManager[DestStep]):
 
     def own_tags(self) -> dict[str, str]:
         return {**self.identity.lookup_tags(), DESTINATION_REGION_TAG: self.region}
+
+    def address(self) -> tuple[str, str] | None:
+        dest, source = self.target.destination, self._source
+        bucket, path = dest.bucket or source.bucket, dest.path or source.path
+        return (bucket, path) if bucket and path else None
+
+    def path_taken(self, occupant: ObservedCache) -> DestStep:
+        address = self.address()
+        assert address is not None
+        message = path_in_use(
+            occupant.data_cache_id, owner_of(occupant.tags), self.identity.cluster, *address
+        )
+        self._note(reason="PathInUse", message=message)
+        return DestStep.FAILED
 
     def _note(self, **fields: Any) -> None:
         """Set fields of the destination's status, by their names in `DestinationStatus`."""

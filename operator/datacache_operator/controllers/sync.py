@@ -8,8 +8,11 @@ A DataCache has one resource (its cache), a DataCacheReplication one per destina
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -25,6 +28,23 @@ StepT = TypeVar("StepT")
 
 # A pass runs at most: replace or forget -> recover -> create (and one read between each).
 MAX_STEPS = 5
+
+# One create at a time per (region, bucket, path): the check that no cache is there and the
+# create that puts one there happen together (the leader is the only process that creates).
+_ADDRESSES: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _creating_at(region: str, address: tuple[str, str] | None) -> AsyncIterator[None]:
+    if address is None:
+        yield
+        return
+    key = (region, *address)
+    lock = _ADDRESSES.get(key)
+    if lock is None:
+        lock = _ADDRESSES[key] = asyncio.Lock()
+    async with lock:
+        yield
 
 
 @dataclass
@@ -98,6 +118,22 @@ class ResourceManager(ABC, Generic[StepT]):
     @abstractmethod
     async def create(self, client_token: str) -> str:
         """Create (or copy) the resource; its new id."""
+
+    def address(self) -> tuple[str, str] | None:
+        """The bucket and path a create puts the resource at (pods mount a cache by them):
+        no create where another cache already is. None: not checked."""
+        return None
+
+    def path_taken(self, occupant: ObservedCache) -> StepT:
+        """The step when another cache is at `address` (the create is not sent)."""
+        raise NotImplementedError
+
+    async def occupant(self) -> ObservedCache | None:
+        address = self.address()
+        if address is None:
+            return None
+        found = [c for c in await self.cloud.find_at(self.region, *address) if c.status != STATUS_DELETING]
+        return min(found, key=lambda c: c.data_cache_id) if found else None
 
     def update_request(self, sent: CacheFields) -> UpdateRequest:
         return UpdateRequest(
@@ -182,7 +218,14 @@ async def sync(manager: ResourceManager[StepT], now: datetime) -> tuple[StepT, O
                 manager.recovered(found)
             continue
         if verb == Verb.CREATE:
-            new_id = await manager.create(manager.client_token(record.creates))
+            async with _creating_at(manager.region, manager.address()):
+                # Which of two caches at one bucket and path ECI gives a pod is undocumented.
+                occupant = await manager.occupant()
+                if occupant is not None:
+                    taken = manager.path_taken(occupant)
+                    manager.settled(taken, None)
+                    return taken, None
+                new_id = await manager.create(manager.client_token(record.creates))
             record.created(new_id, manager.wanted().retention_days)
             manager.created(new_id)
             return step, None

@@ -18,6 +18,7 @@ from datacache_operator.api.binding import (
     bound_annotation,
     parse_bound,
 )
+from datacache_operator.api.buckets import ECI_DEFAULT_BUCKET, default_bucket
 from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.api.conditions import get_condition
 
@@ -65,19 +66,19 @@ def _copy_to(
 
 
 def _cloud_location(
-    name: str, namespace: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+    name: str, namespace: str, spec: Mapping[str, Any], status: Mapping[str, Any], tenancy: bool
 ) -> tuple[str, str]:
     """The bucket and path a pod mounts: the cache's own as ECI reported them (status). Before
     the first read, the spec's for a cache the operator creates there; never the spec's for an
     adopted cache, whose real path may be anything (a hostPath of `/` mounts the node's root)."""
     if status.get("path"):
-        return str(status.get("bucket") or "default"), str(status["path"])
+        return str(status.get("bucket") or ECI_DEFAULT_BUCKET), str(status["path"])
     if spec.get("dataCacheId"):
         raise BindingError(
             f"DataCache {namespace}/{name} adopts a data cache not read from the cloud yet; "
             "create the pod once it is Ready"
         )
-    return str(spec.get("bucket") or "default"), str(spec["path"])
+    return str(spec.get("bucket") or default_bucket(namespace, tenancy)), str(spec["path"])
 
 
 def binding_of(
@@ -87,6 +88,7 @@ def binding_of(
     replications: Sequence[Mapping[str, Any]],
     cluster_region: str,
     default_region: str,
+    tenancy: bool = True,
 ) -> Binding:
     """Resolve a cache name of a pod in `namespace`; BindingError when it cannot be used."""
     if datacache is None:
@@ -95,7 +97,7 @@ def binding_of(
         raise BindingError(f"DataCache {namespace}/{name} is being deleted")
     spec, status = datacache.get("spec") or {}, datacache.get("status") or {}
     region = region_of(datacache, default_region)
-    bucket, path = _cloud_location(name, namespace, spec, status)
+    bucket, path = _cloud_location(name, namespace, spec, status, tenancy)
     if region == cluster_region:
         stalled = _condition_true(datacache, "Stalled")
         return Binding(

@@ -66,6 +66,7 @@ class Step(StrEnum):
     CREATE = "Create"
     ADOPTED_MISSING = "AdoptedMissing"
     NOT_OWNED = "NotOwned"  # spec.dataCacheId names a cache of a namespace this one may not take
+    PATH_IN_USE = "PathInUse"  # another cache is at the bucket and path: nothing is created
     EXPIRED = "Expired"
     RECREATE = "Recreate"  # our cache vanished outside the operator
     WAIT = "Wait"  # busy: Creating, Loading, Updating, Deleting
@@ -190,10 +191,11 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
     raise ValueError(f"no conditions for {step}")
 
 
-def not_owned_conditions(refusal: str) -> list[ConditionValue]:
-    """spec.dataCacheId names another namespace's cache: nothing is read out of it or sent to it."""
+def not_owned_conditions(refusal: str, reason: str = "NotOwned") -> list[ConditionValue]:
+    """spec.dataCacheId names another namespace's cache (NotOwned), or the cache's bucket is not
+    the namespace's (BucketNotAllowed): nothing is read out of it or sent to it."""
     return [
-        ConditionValue("Ready", "False", "NotOwned", refusal),
-        ConditionValue("Synced", "False", "NotOwned", refusal),
-        ConditionValue("Stalled", "True", "NotOwned", refusal),
+        ConditionValue("Ready", "False", reason, refusal),
+        ConditionValue("Synced", "False", reason, refusal),
+        ConditionValue("Stalled", "True", reason, refusal),
     ]

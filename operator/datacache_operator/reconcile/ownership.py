@@ -91,6 +91,21 @@ def parse_grants(value: str | None) -> frozenset[str]:
     return frozenset(part for part in (value or "").replace(",", " ").split() if part)
 
 
+def path_in_use(occupant_id: str, owner: Owner | None, cluster: str, bucket: str, path: str) -> str:
+    """Why nothing is created at a bucket and path: the cache there and whose it is (its owner
+    object is named only within this cluster's namespace, as the bucket is the namespace's)."""
+    if owner is None:
+        whose = "not made by this operator"
+    elif owner.cluster in (cluster, None):
+        whose = f"of {owner.namespace}/{owner.name}" if owner.name else f"of namespace {owner.namespace}"
+    else:
+        whose = "of another cluster"
+    return (
+        f"Data cache {occupant_id} ({whose}) is already at bucket {bucket}, path {path}: pods could get "
+        "either cache. Choose another path, or delete that cache; this is checked again at each poll."
+    )
+
+
 def refusal(owner: Owner, cluster: str, what: str, annotation: str) -> str:
     """Why an object may not take a cache: its owner, never its data."""
     where = f"namespace {owner.namespace}" + (

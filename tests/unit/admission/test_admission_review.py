@@ -66,7 +66,7 @@ async def test_a_create_is_answered_with_a_json_patch_read_in_the_requests_names
     assert {
         "op": "add",
         "path": "/metadata/annotations/k8s.aliyun.com~1eci-data-cache-bucket",
-        "value": "default",
+        "value": "ml",  # the namespace's own bucket
     } in patch
     assert reads == [("datacaches", "ml", "qwen")]
 

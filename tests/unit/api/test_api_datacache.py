@@ -26,7 +26,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("datac
 
 def test_minimal_spec_gets_the_schema_defaults():
     spec = DataCacheSpec.model_validate({"path": "/models/x", "dataSource": {"type": "URL"}})
-    assert (spec.bucket, spec.size) == ("default", 20)
+    assert (spec.bucket, spec.size) == (None, 20)  # the bucket: the namespace's own (api.buckets)
     assert spec.region is None and spec.deletion_policy is None and spec.data_cache_id is None
     assert spec.tags == {} and spec.data_source is not None and spec.data_source.options == {}
 
@@ -75,7 +75,6 @@ def test_full_spec_parses_from_camel_case():
 def test_snake_case_names_work_in_python():
     spec = DataCacheSpec(path="/x", retention_days=3, deletion_policy=DeletionPolicy.DELETE)
     assert spec.to_dict() == {
-        "bucket": "default",
         "path": "/x",
         "size": 20,
         "retentionDays": 3,

@@ -69,6 +69,10 @@ class FakeCloud:
             if c.region == region and all(c.tags.get(k) == v for k, v in tags.items())
         ]
 
+    async def find_at(self, region: str, bucket: str, path: str) -> list[ObservedCache]:
+        self._call("find_at", region)
+        return [c for c in self.caches.values() if (c.region, c.bucket, c.path) == (region, bucket, path)]
+
     async def create(self, region: str, request: models.CreateRequest, client_token: str) -> str:
         self._call("create", region)
         source = request.data_source
@@ -157,7 +161,8 @@ async def test_create_wait_and_ready():
     cloud, obj = FakeCloud(), DataCacheObject()
     controller = datacache_controller(cloud)
     result = await obj.pass_(controller)
-    assert cloud.actions() == ["find_by_tags", "create"]  # a re-created object finds its cache
+    # A re-created object finds its cache; none other may be at its bucket and path.
+    assert cloud.actions() == ["find_by_tags", "find_at", "create"]
     assert obj.body["status"]["status"] == "Creating" and obj.body["status"]["cacheGeneration"] == 1
     assert [e.reason for e in result.events] == ["Creating"] and result.delay == 1
 
@@ -322,7 +327,7 @@ class ReplicationObject:
 
 
 def source_cache(cloud: FakeCloud, status: str = "Available") -> tuple[str, dict[str, Any]]:
-    cache_id = cloud._new("cn-hongkong", "source", path="/models/qwen", bucket="default")
+    cache_id = cloud._new("cn-hongkong", "source", path="/models/qwen", bucket="ml")
     cloud.set(cache_id, status=status)
     obj = {
         "metadata": {"name": "qwen"},

@@ -14,9 +14,12 @@ from tests.unit.controllers.test_controllers import (
     FakeCloud,
     ReplicationObject,
     condition,
+    replication_controller,
     settings,
+    source_cache,
 )
 
+from datacache_operator.api.buckets import BUCKETS_ANNOTATION
 from datacache_operator.api.common import MAY_ADOPT_FROM_ANNOTATION
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.replication import ReplicationController
@@ -25,9 +28,10 @@ from datacache_operator.reconcile.common import owner_tags
 TEAM_A = owner_tags("", "uid-a", "team-a", "their-model")
 
 
-def namespaces(grants: str | None = None) -> Any:
+def namespaces(grants: str | None = None, buckets: str | None = None) -> Any:
     async def read_namespace(name: str) -> dict[str, Any] | None:
         annotations = {MAY_ADOPT_FROM_ANNOTATION: grants} if grants else {}
+        annotations |= {BUCKETS_ANNOTATION: buckets} if buckets else {}
         return {"metadata": {"name": name, "annotations": annotations}}
 
     return read_namespace
@@ -41,13 +45,15 @@ def their_cache(cloud: FakeCloud) -> str:
     return cache_id
 
 
-def controller(cloud: FakeCloud, grants: str | None = None) -> DataCacheController:
+def controller(
+    cloud: FakeCloud, grants: str | None = None, buckets: str | None = "team-a"
+) -> DataCacheController:
     return DataCacheController(
         settings(),
         cloud,
         read_secret=None,
         clock=lambda: NOW,
-        read_namespace=namespaces(grants),  # type: ignore[arg-type]
+        read_namespace=namespaces(grants, buckets),  # type: ignore[arg-type]
     )
 
 
@@ -81,6 +87,34 @@ async def test_a_granted_cache_is_adopted_observe_only_by_default_and_changed_on
     assert ("update", HERE, theirs) in cloud.calls
 
 
+async def test_a_granted_cache_in_a_bucket_not_assigned_here_is_refused_naming_the_bucket() -> None:
+    """Its pods could not mount it (the admission policies hold them to their buckets)."""
+    cloud = FakeCloud()
+    theirs = their_cache(cloud)
+    obj = DataCacheObject(dataCacheId=theirs, size=40)
+    result = await obj.pass_(controller(cloud, grants="team-a", buckets=None))
+    assert condition(result.status, "Stalled") == ("True", "BucketNotAllowed")
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Ready")
+    assert message.startswith("The adopted data cache's bucket team-a is not a bucket of namespace ml")
+    assert BUCKETS_ANNOTATION in message and cloud.actions() == ["describe"]
+
+    await obj.pass_(controller(cloud, grants="team-a", buckets="team-a, shared"))  # assigned later
+    assert condition(obj.body["status"], "Ready") == ("True", "Available")
+
+
+async def test_a_cache_in_another_namespaces_bucket_is_not_created() -> None:
+    """The policies refuse it at apply; the operator too, should it be admitted without them."""
+    cloud = FakeCloud()
+    obj = DataCacheObject(bucket="team-a")
+    result = await obj.pass_(controller(cloud, buckets=None))
+    assert condition(result.status, "Stalled") == ("True", "BucketNotAllowed")
+    assert cloud.actions() == []
+
+    own = DataCacheObject()  # no bucket: the namespace's own, no read of the Namespace needed
+    result = await own.pass_(controller(cloud, buckets=None))
+    assert [c.bucket for c in cloud.caches.values()] == ["ml"]
+
+
 async def test_a_forged_status_id_is_never_deleted() -> None:
     """A tenant who can write status points its object at another team's cache."""
     cloud = FakeCloud()
@@ -97,6 +131,7 @@ async def test_another_namespaces_cache_is_not_copied_by_raw_id_until_granted() 
     theirs = their_cache(cloud)
     obj = ReplicationObject("cn-beijing")
     obj.body["spec"]["source"] = {"dataCacheId": theirs, "region": HERE}
+    obj.body["spec"]["destinations"][0]["bucket"] = "ml"  # the source's (the default) is team A's
 
     def replication(grants: str | None) -> ReplicationController:
         return ReplicationController(
@@ -113,3 +148,32 @@ async def test_another_namespaces_cache_is_not_copied_by_raw_id_until_granted() 
 
     await obj.pass_(replication("team-a"))  # a grant needs no spec change: the next poll sees it
     assert "copy" in cloud.actions()
+
+
+async def test_nothing_is_created_where_another_cache_already_is() -> None:
+    """Two objects never hold one bucket and path: which cache ECI gives a pod is undocumented."""
+    cloud = FakeCloud()
+    first = DataCacheObject()
+    await first.pass_(controller(cloud))
+    second = DataCacheObject()
+    second.body["metadata"] |= {"uid": "uid-2", "name": "twin"}
+    result = await second.pass_(controller(cloud))
+    assert condition(result.status, "Stalled") == ("True", "PathInUse")
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "Ready")
+    assert "(of ml/qwen) is already at bucket ml, path /models/qwen" in message
+    assert len(cloud.caches) == 1
+
+    cloud.caches.clear()  # the first one gone: the next poll builds it
+    await second.pass_(controller(cloud))
+    assert len(cloud.caches) == 1 and "dataCacheId" in second.body["status"]
+
+
+async def test_no_copy_is_made_where_another_cache_already_is() -> None:
+    cloud = FakeCloud()
+    _, source = source_cache(cloud)
+    squatter = cloud._new("cn-beijing", "theirs", path="/models/qwen", bucket="ml")
+    obj = ReplicationObject("cn-beijing")
+    await obj.pass_(replication_controller(cloud, source))
+    entry = obj.entries()["cn-beijing"]
+    assert entry["reason"] == "PathInUse" and squatter in entry["message"]
+    assert "copy" not in cloud.actions()
