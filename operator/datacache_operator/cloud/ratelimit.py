@@ -106,8 +106,11 @@ class TokenBucket:
         self._completed: deque[float] = deque(maxlen=self.window)
         self._in_flight = 0
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
-        self._turn = 0  # the turn of the last call granted (start-time fair queuing's clock)
-        self._flow_turns: dict[str, int] = {}  # flow -> the turn of its last call queued
+        # Per priority (each a queue of its own: a change granted must not move the polls'
+        # clock past the turns of polls already waiting): the turn of the last call granted
+        # (start-time fair queuing's clock), and each flow's turn of its last call queued.
+        self._turn: dict[int, int] = {}
+        self._flow_turns: dict[tuple[int, str], int] = {}
         self._order = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
         self._released = asyncio.Event()
@@ -159,13 +162,14 @@ class TokenBucket:
         self._tokens -= 1.0
         self._in_flight += 1
 
-    def _next_turn(self, flow: str) -> int:
+    def _next_turn(self, priority: int, flow: str) -> int:
         """A flow's calls take turns one after the other, starting no earlier than the turn
         being served: a flow that has just arrived is served next, whatever the backlog of others."""
-        turn = max(self._turn, self._flow_turns.get(flow, 0)) + 1
-        self._flow_turns[flow] = turn
+        key = (priority, flow)
+        turn = max(self._turn.get(priority, 0), self._flow_turns.get(key, 0)) + 1
+        self._flow_turns[key] = turn
         if len(self._flow_turns) > _FLOWS_KEPT:
-            self._flow_turns = {f: t for f, t in self._flow_turns.items() if t > self._turn}
+            self._flow_turns = {k: t for k, t in self._flow_turns.items() if t > self._turn.get(k[0], 0)}
         return turn
 
     async def acquire(self, priority: int = CallPriority.POLL, flow: str = "") -> float:
@@ -176,7 +180,9 @@ class TokenBucket:
             return 0.0
         started = self._clock()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (int(priority), self._next_turn(flow), next(self._order), future))
+        heapq.heappush(
+            self._waiters, (int(priority), self._next_turn(int(priority), flow), next(self._order), future)
+        )
         self._start_dispatcher()
         try:
             await future
@@ -224,8 +230,8 @@ class TokenBucket:
                 return
             delay = self._delay()
             if delay == 0:
-                _, turn, _, future = heapq.heappop(waiters)
-                self._turn = max(self._turn, turn)
+                priority, turn, _, future = heapq.heappop(waiters)
+                self._turn[priority] = max(self._turn.get(priority, 0), turn)
                 self._take()
                 future.set_result(None)
                 continue

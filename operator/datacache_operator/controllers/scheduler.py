@@ -10,6 +10,11 @@ object found at start-up). Polls and resyncs may hold all workers but a quarter,
 kept for changes. One object never has two passes at once: a change seen while its pass
 runs makes it due again as soon as the pass ends.
 
+Namespaces share the workers fairly (start-time fair queuing, as the rate limiter and the
+apiserver's priority and fairness do): within a priority, namespaces with work take turns,
+whatever the backlog of one of them, and no namespace holds more than half the workers, so a
+namespace whose thousand new objects wait for the rate limiter leaves workers for the others.
+
 Per object there is one small record (`Entry`, slotted) holding the object as compact JSON
 bytes, the last value of what counts as a change, and its place in the timeline; no task,
 no logger, no live copy of the body. Heap entries of a rescheduled object are left behind
@@ -32,6 +37,9 @@ from typing import Any
 logger = logging.getLogger("datacache_operator")
 
 Clock = Callable[[], float]
+
+# Namespaces remembered past their turn are forgotten once there are more than this.
+_FLOWS_KEPT = 10_000
 
 
 class PassPriority(IntEnum):
@@ -78,8 +86,17 @@ class Scheduler:
         self._clock = clock
         self._entries: dict[str, Entry] = {}
         self._timers: list[tuple[float, int, str]] = []  # (due, version, uid)
-        self._ready: list[tuple[int, float, int, int, str]] = []  # (priority, due, seq, version, uid)
+        # (priority, turn, due, seq, version, uid): by priority, then the namespace's turn
+        self._ready: list[tuple[int, int, float, int, int, str]] = []
         self._seq = itertools.count()
+        # Per priority (each is a queue of its own): the turn of the last pass taken (start-time
+        # fair queuing's clock), and each namespace's turn of its last pass queued.
+        self._turn: dict[int, int] = {}
+        self._flow_turns: dict[tuple[int, str], int] = {}
+        self._flow_limit = max(1, workers // 2)
+        self._flow_running: dict[str, int] = {}
+        # Ready passes of a namespace at its limit, until one of its passes ends.
+        self._parked: dict[str, list[tuple[int, int, float, int, int, str]]] = {}
         self._timer_signal = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -145,7 +162,12 @@ class Scheduler:
 
     def _make_ready(self, uid: str, entry: Entry) -> None:
         entry.queued = True
-        heapq.heappush(self._ready, (entry.priority, entry.due, next(self._seq), entry.version, uid))
+        key = (entry.priority, entry.namespace or "")
+        turn = max(self._turn.get(entry.priority, 0), self._flow_turns.get(key, 0)) + 1
+        self._flow_turns[key] = turn
+        if len(self._flow_turns) > _FLOWS_KEPT:
+            self._flow_turns = {k: t for k, t in self._flow_turns.items() if t > self._turn.get(k[0], 0)}
+        heapq.heappush(self._ready, (entry.priority, turn, entry.due, next(self._seq), entry.version, uid))
         self._wake_one()
 
     def _wake_one(self) -> None:
@@ -207,21 +229,49 @@ class Scheduler:
             if alarm is not None:
                 alarm.cancel()
 
+    def _stale(self, version: int, uid: str) -> bool:
+        entry = self._entries.get(uid)
+        return entry is None or entry.version != version or not entry.queued or entry.running
+
     def _take_ready(self) -> tuple[str, Entry] | None:
         """The most urgent object due now, unless it is a poll or resync and those already
-        hold as many workers as they may (the rest are kept for changes)."""
+        hold as many workers as they may (the rest are kept for changes), or its namespace
+        holds as many as one namespace may (it waits for one of them: parked)."""
         ready = self._ready
         while ready:
-            priority, _, _, version, uid = ready[0]
-            entry = self._entries.get(uid)
-            if entry is None or entry.version != version or not entry.queued or entry.running:
+            priority, turn, _, _, version, uid = ready[0]
+            if self._stale(version, uid):
                 heapq.heappop(ready)
                 continue
             if priority > PassPriority.CHANGE and self._background_running >= self._background_limit:
                 return None  # a worker ending a poll or resync takes it
+            entry = self._entries[uid]
+            flow = entry.namespace or ""
+            if self._flow_running.get(flow, 0) >= self._flow_limit:
+                heapq.heappush(self._parked.setdefault(flow, []), heapq.heappop(ready))
+                continue
             heapq.heappop(ready)
+            self._turn[priority] = max(self._turn.get(priority, 0), turn)
+            self._flow_running[flow] = self._flow_running.get(flow, 0) + 1
             return uid, entry
         return None
+
+    def _pass_ended(self, flow: str) -> None:
+        """A worker of `flow` is free: its next parked pass may go."""
+        left = self._flow_running[flow] - 1
+        if left:
+            self._flow_running[flow] = left
+        else:
+            del self._flow_running[flow]
+        parked = self._parked.get(flow)
+        while parked:
+            item = heapq.heappop(parked)
+            if not self._stale(item[4], item[5]):
+                heapq.heappush(self._ready, item)
+                self._wake_one()
+                break
+        if not parked:
+            self._parked.pop(flow, None)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -245,6 +295,7 @@ class Scheduler:
             finally:
                 entry.running = False
                 self._background_running -= background
+                self._pass_ended(entry.namespace or "")
             if self._entries.get(uid) is not entry:
                 continue  # forgotten during the pass
             if entry.rerun is not None:

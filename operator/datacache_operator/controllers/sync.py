@@ -93,6 +93,7 @@ class ResourceManager(ABC, Generic[StepT]):
         self.record = record
         self.identity = identity
         self.events: list[Event] = []
+        self._at_address: list[ObservedCache] | None = None
 
     @property
     def owner_uid(self) -> str:
@@ -128,11 +129,21 @@ class ResourceManager(ABC, Generic[StepT]):
         """The step when another cache is at `address` (the create is not sent)."""
         raise NotImplementedError
 
+    async def _live_at_address(self) -> list[ObservedCache]:
+        """The caches at `address`, none being deleted (one describe, shared by the lookup and
+        the check before the create that follows it in the same pass)."""
+        if self._at_address is None:
+            address = self.address()
+            assert address is not None
+            found = await self.cloud.find_at(self.region, *address)
+            self._at_address = [c for c in found if c.status != STATUS_DELETING]
+        return self._at_address
+
     async def occupant(self) -> ObservedCache | None:
-        address = self.address()
-        if address is None:
+        if self.address() is None:
             return None
-        found = [c for c in await self.cloud.find_at(self.region, *address) if c.status != STATUS_DELETING]
+        found = await self._live_at_address()
+        self._at_address = None  # a create follows: what is there changes
         return min(found, key=lambda c: c.data_cache_id) if found else None
 
     def update_request(self, sent: CacheFields) -> UpdateRequest:
@@ -186,11 +197,20 @@ class ResourceManager(ABC, Generic[StepT]):
 
     async def find_own(self, now: datetime) -> ObservedCache | None:
         """The resource made for the object earlier (a create whose reply was lost, or the object
-        re-created), by its tags: the oldest when a retry made more than one, none being deleted."""
+        re-created), by its tags: the oldest when a retry made more than one, none being deleted.
+        With an address, it is looked for there (where its create put it), in the same describe
+        that tells whether another cache is there."""
+        own = self.own_tags()
+        if self.address() is not None:
+            found = await self._live_at_address()
+        else:
+            found = await self.cloud.find_by_tags(self.region, own)
         candidates = [
             c
-            for c in await self.cloud.find_by_tags(self.region, self.own_tags())
-            if c.status != STATUS_DELETING and self.is_own(c)
+            for c in found
+            if c.status != STATUS_DELETING
+            and all(c.tags.get(k) == v for k, v in own.items())
+            and self.is_own(c)
         ]
         return (
             min(candidates, key=lambda c: (c.creation_time or now, c.data_cache_id)) if candidates else None

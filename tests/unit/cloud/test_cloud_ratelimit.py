@@ -315,3 +315,31 @@ async def test_namespaces_take_turns_so_a_flood_from_one_does_not_starve_another
     assert len(team_b) == 3 and max(team_b) <= 1.0  # served in turn with team A's, within a second
     team_a = [flow for flow, _ in served if flow == "team-a"]
     assert len(team_a) == 100  # and team A loses nothing
+
+
+async def test_a_floods_changes_do_not_move_another_namespaces_polls_behind_the_flood() -> None:
+    """Team A's passes each poll, then create: its creates (a priority of their own) carry turns
+    after all its queued polls. Granting one must not make team B's polls, arriving later,
+    wait behind team A's whole backlog of polls (the flood measured 9 s of that)."""
+    clock = VirtualClock()
+    bucket = TokenBucket(rate=10, burst=1, clock=clock.now, sleep=clock.sleep)
+    served: list[tuple[str, str, float]] = []
+
+    async def call(flow: str, priority: CallPriority) -> None:
+        async with bucket.slot(priority, flow):
+            served.append((flow, priority.name, clock.time - 1000.0))
+
+    async def team_a_pass() -> None:
+        await call("team-a", CallPriority.POLL)
+        await call("team-a", CallPriority.CHANGE)
+
+    async def arrivals() -> None:
+        flood = [asyncio.ensure_future(team_a_pass()) for _ in range(60)]
+        await clock.sleep(0.55)  # some of team A's creates have gone
+        few = [asyncio.ensure_future(call("team-b", CallPriority.POLL)) for _ in range(3)]
+        await asyncio.gather(*flood, *few)
+
+    await clock.run(arrivals())
+    assert any(p == "CHANGE" and at < 0.55 for flow, p, at in served if flow == "team-a")
+    team_b = [at for flow, _, at in served if flow == "team-b"]
+    assert len(team_b) == 3 and max(team_b) <= 1.6, served[:20]

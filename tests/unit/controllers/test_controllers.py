@@ -162,7 +162,7 @@ async def test_create_wait_and_ready():
     controller = datacache_controller(cloud)
     result = await obj.pass_(controller)
     # A re-created object finds its cache; none other may be at its bucket and path.
-    assert cloud.actions() == ["find_by_tags", "find_at", "create"]
+    assert cloud.actions() == ["find_at", "create"]  # one describe at its bucket and path
     assert obj.body["status"]["status"] == "Creating" and obj.body["status"]["cacheGeneration"] == 1
     assert [e.reason for e in result.events] == ["Creating"] and result.delay == 1
 
@@ -210,7 +210,9 @@ async def test_a_cache_deleted_outside_is_built_again_with_a_new_token():
 async def test_a_lost_id_is_recovered_by_tag_not_created_again():
     cloud = FakeCloud()
     obj = DataCacheObject()
-    lost = cloud._new(HERE, "lost-token", path="/models/qwen", tags=owner_tags("", "uid-1", "ml", "qwen"))
+    lost = cloud._new(
+        HERE, "lost-token", bucket="ml", path="/models/qwen", tags=owner_tags("", "uid-1", "ml", "qwen")
+    )
     result = await obj.pass_(datacache_controller(cloud))
     assert obj.body["status"]["dataCacheId"] == lost and "create" not in cloud.actions()
     assert [e.reason for e in result.events] == ["Recovered"]
@@ -219,10 +221,11 @@ async def test_a_lost_id_is_recovered_by_tag_not_created_again():
 async def test_a_re_created_object_finds_its_cache_and_not_a_copy_or_another_namespaces():
     """Deleted with Retain and applied again (a new uid): the same namespace and name own it."""
     cloud = FakeCloud()
-    kept = cloud._new(HERE, "t1", path="/models/qwen", tags=owner_tags("", "old-uid", "ml", "qwen"))
+    at = {"bucket": "ml", "path": "/models/qwen"}  # where its create put it
+    kept = cloud._new(HERE, "t1", **at, tags=owner_tags("", "old-uid", "ml", "qwen"))
     copy_tags = {**owner_tags("", "rep-uid", "ml", "qwen"), DESTINATION_REGION_TAG: HERE}
-    cloud._new(HERE, "t2", path="/models/qwen", tags=copy_tags)  # a replication's copy, same name
-    cloud._new(HERE, "t3", path="/models/qwen", tags=owner_tags("", "uid-b", "team-b", "qwen"))
+    cloud._new(HERE, "t2", **at, tags=copy_tags)  # a replication's copy, same name
+    cloud._new(HERE, "t3", **at, tags=owner_tags("", "uid-b", "team-b", "qwen"))
     obj = DataCacheObject()
     result = await obj.pass_(datacache_controller(cloud))
     assert obj.body["status"]["dataCacheId"] == kept and "create" not in cloud.actions()

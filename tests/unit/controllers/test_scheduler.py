@@ -29,12 +29,14 @@ class Recorder:
         self.running.add(uid)
         self.order.append(uid)
         await self.hold.wait()
+        await asyncio.sleep(0)  # a real pass awaits its calls: other workers run meanwhile
         self.running.discard(uid)
         return self.next.get(uid)
 
 
-def add(scheduler: Scheduler, uid: str) -> None:
-    _, new = scheduler.upsert(uid, "datacaches", "ml", uid, b"{}", None)
+def add(scheduler: Scheduler, uid: str, namespace: str | None = None) -> None:
+    """An object in `namespace` (by default one of its own: no sharing between namespaces)."""
+    _, new = scheduler.upsert(uid, "datacaches", namespace or f"ns-{uid}", uid, b"{}", None)
     assert new
 
 
@@ -169,3 +171,30 @@ async def test_a_forgotten_object_gets_no_more_passes_and_timers_fire() -> None:
 def test_at_least_one_worker() -> None:
     with pytest.raises(ValueError):
         Scheduler(Recorder(), workers=0)
+
+
+async def test_a_namespace_with_a_backlog_does_not_hold_back_another() -> None:
+    """One namespace's 40 new objects are due first; another's 4 arrive after: they take turns
+    with the backlog at once, and the flooding namespace never holds more than half the workers."""
+    passes = Recorder()
+    passes.hold.clear()
+    scheduler = Scheduler(passes, workers=4)
+    for n in range(40):
+        add(scheduler, f"big{n}", "big")
+        scheduler.schedule(f"big{n}", 0.0, PassPriority.CHANGE)
+    scheduler.start()
+    try:
+        await until(lambda: len(passes.running) == 2)
+        await asyncio.sleep(0.05)
+        assert passes.running == {"big0", "big1"}  # half the workers: two stay free
+        for n in range(4):
+            add(scheduler, f"small{n}", "small")
+            scheduler.schedule(f"small{n}", 0.0, PassPriority.CHANGE)
+        await until(lambda: {"small0", "small1"} <= passes.running)
+        passes.hold.set()
+        await until(lambda: len(passes.order) == 44)
+        started = passes.order
+        # The last small pass ran within the first few after it arrived, not after 40 big ones.
+        assert max(started.index(f"small{n}") for n in range(4)) < 10, started
+    finally:
+        await scheduler.stop()
