@@ -155,6 +155,7 @@ def create_cache_as_lost_reply(
     from alibabacloud_eci20180808.client import Client
     from alibabacloud_tea_openapi.models import Config
 
+    from datacache_operator.api.buckets import namespace_bucket
     from datacache_operator.reconcile.common import client_token, owner_tags
 
     client = Client(
@@ -167,6 +168,7 @@ def create_cache_as_lost_reply(
     )
     request = eci_models.CreateDataCacheRequest(
         region_id=env["DATACACHE_DEFAULT_REGION"],
+        bucket=namespace_bucket(namespace),
         path=path,
         name=name,
         data_source=eci_models.CreateDataCacheRequestDataSource(
