@@ -145,6 +145,21 @@ async def test_find_by_tags_recovers_a_lost_id(eci: EciClient, admin: EmulatorAd
     assert await eci.find_by_tags(REGION, {OWNER_TAG: "uid-nobody"}) == []
 
 
+async def test_find_at_lists_what_is_at_one_bucket_and_path(eci: EciClient, admin: EmulatorAdmin) -> None:
+    here = await eci.create(REGION, qwen_request("/m/here", bucket="team-a"), client_token="here")
+    await eci.create(REGION, qwen_request("/m/here", bucket="team-b"), client_token="other-bucket")
+    await eci.create(REGION, qwen_request("/m/here/deeper", bucket="team-a"), client_token="other-path")
+    await eci.create(COPY_REGION, qwen_request("/m/here", bucket="team-a"), client_token="other-region")
+    calls_before = len(admin.calls(action="DescribeDataCaches"))
+
+    assert [c.data_cache_id for c in await eci.find_at(REGION, "team-a", "/m/here")] == [here]
+    assert await eci.find_at(REGION, "team-a", "/m/nothing") == []
+    sent = admin.calls(action="DescribeDataCaches")[calls_before]["params"]
+    assert (sent["Bucket"], sent["Path"]) == ("team-a", "/m/here") and not any(
+        k.startswith("Tag") for k in sent
+    )
+
+
 async def test_describe_reports_gone_ids(eci: EciClient, admin: EmulatorAdmin) -> None:
     kept = await eci.create(REGION, qwen_request("/m/kept"), client_token="kept")
     vanished = await eci.create(REGION, qwen_request("/m/vanished"), client_token="vanished")
