@@ -13,14 +13,11 @@ from tests.integration.test_replication import copies_owned_by, ready_source, re
 from datacache_operator.api.common import OWNER_UID_TAG
 
 
-def _looked_up_by_owner_tags(eci: Any, name: str) -> bool:
-    """The lookup by the object's tags (cluster, namespace, name) that comes right before its
-    first create (or copy)."""
+def _looked_up_at(eci: Any, region: str, path: str) -> bool:
+    """The describe at the bucket and path that comes right before the first create (or copy):
+    for the object's own cache (its create's reply lost) or another one there."""
     return any(
-        any(
-            key.startswith("Tag.") and key.endswith(".Value") and value == name
-            for key, value in c["params"].items()
-        )
+        c["region"] == region and c["params"].get("Path") == path
         for c in eci.calls(action="DescribeDataCaches")
     )
 
@@ -34,7 +31,12 @@ def test_deleted_while_its_create_is_in_flight_leaves_no_cache(
     kube.apply(datacache(name))
     operator.start()
     uid = kube.get("datacache", name)["metadata"]["uid"]  # type: ignore[index]
-    wait_for(lambda: _looked_up_by_owner_tags(eci, name), interval=0.02, what="the lookup before the create")
+    region = operator.env["DATACACHE_DEFAULT_REGION"]
+    wait_for(
+        lambda: _looked_up_at(eci, region, f"/models/{name}"),
+        interval=0.02,
+        what="the lookup before the create",
+    )
     kube.kubectl("delete", "datacache", name, "--wait=false")  # the create is on its way now
 
     wait_for(lambda: kube.get("datacache", name) is None, timeout=60, what="the object to go")
@@ -60,7 +62,11 @@ def test_replication_deleted_while_its_copy_is_in_flight_leaves_no_copy(
     kube.apply(replication(name, ref(source), {"region": "cn-beijing"}, deletionPolicy="Delete"))
     operator.start()
     uid = kube.get("datacachereplication", name)["metadata"]["uid"]  # type: ignore[index]
-    wait_for(lambda: _looked_up_by_owner_tags(eci, name), interval=0.02, what="the lookup before the copy")
+    wait_for(
+        lambda: _looked_up_at(eci, "cn-beijing", f"/models/{source}"),
+        interval=0.02,
+        what="the lookup before the copy",
+    )
     kube.kubectl("delete", "datacachereplication", name, "--wait=false")  # the copy is on its way now
 
     wait_for(lambda: kube.get("datacachereplication", name) is None, timeout=60, what="the object to go")
