@@ -19,6 +19,8 @@
   the virtual clock forward, so loading and expiry happen at once.
 * ``POST /_emulator/caches/{id}/delete-out-of-band``: the cache vanishes at once, as if a
   person deleted it in the console.
+* ``GET /_emulator/containergroups[?region=]``: every container group as DescribeContainerGroups
+  shows it, plus its data cache bucket, hostPath volumes and the caches they got.
 
 Bad input answers 400 ``{"error": "..."}``; an unknown rule or cache 404.
 """
@@ -160,6 +162,19 @@ class AdminApi:
             {"now": format_second(self.state.clock.now()), "offsetSeconds": self.state.clock.offset}
         )
 
+    async def container_groups(self, request: web.Request) -> web.Response:
+        self.state.settle()
+        region = request.query.get("region")
+        service = self.emulator.service.containers
+        return _reply(
+            [
+                service.admin_view(group)
+                for region_id, groups in sorted(service.groups.items())
+                if region in (None, region_id)
+                for group in groups.values()
+            ]
+        )
+
     async def delete_out_of_band(self, request: web.Request) -> web.Response:
         self.state.settle()
         data_cache_id = request.match_info["data_cache_id"]
@@ -187,6 +202,7 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("GET", "/clock", api.clock),
         ("POST", "/clock/advance", api.advance_clock),
         ("POST", "/caches/{data_cache_id}/delete-out-of-band", api.delete_out_of_band),
+        ("GET", "/containergroups", api.container_groups),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _loopback_only(handler))

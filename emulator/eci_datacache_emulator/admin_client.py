@@ -55,6 +55,9 @@ class EmulatorAdmin:
     def cache(self, data_cache_id: str) -> dict[str, Any] | None:
         return next((cache for cache in self.caches() if cache["DataCacheId"] == data_cache_id), None)
 
+    def container_groups(self, region: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/containergroups", query={"region": region})
+
     def calls(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/calls", query={"action": action, "region": region})
 

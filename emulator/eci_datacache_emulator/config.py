@@ -31,6 +31,8 @@ class CloudDurations:
     deleting: float = 10.0
     copy_creating: float = 20.0
     copy_loading: float = 60.0
+    container_starting: float = 10.0  # a container group Pending before Running
+    container_running: float = 30.0  # a group that restarts Never or OnFailure runs, then Succeeded
 
 
 @dataclass

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .containers import ContainerGroupService
 from .errors import ApiError, data_cache_not_found, incorrect_status, invalid_parameter, missing_parameter
 from .outcomes import SourceAssessment, assess_source
 from .state import (
@@ -93,6 +94,8 @@ class DataCacheService:
             "DeleteDataCache": self.delete,
             "CopyDataCache": self.copy,
         }
+        self.containers = ContainerGroupService(state, self._once)
+        self._actions.update(self.containers.actions)
 
     def handles(self, action: str) -> bool:
         return action in self._actions

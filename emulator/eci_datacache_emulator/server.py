@@ -230,6 +230,7 @@ class Emulator:
     def reset(self) -> None:
         """Forget caches, tokens, calls, rules and run-time faults; back to the start-up settings."""
         self.state.reset()
+        self.service.containers.reset()
         self.rules.clear()
         self.calls.clear()
         self.rate_limiter.clear()

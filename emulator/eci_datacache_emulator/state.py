@@ -144,6 +144,7 @@ class DataCache:
     progress: int = 0
     copied_from: dict[str, str] | None = None
     events: list[Event] = field(default_factory=list)
+    last_matched_time: float | None = None  # a container group last got it (CreateContainerGroup)
 
     def rule_fields(self) -> dict[str, str | None]:
         return {
@@ -442,6 +443,9 @@ class CloudState:
             "Progress": f"{self.progress(cache)}%",
             "CreationTime": format_minute(cache.creation_time),
             "ExpireDateTime": format_minute(cache.expire_at) if cache.expire_at is not None else None,
+            "LastMatchedTime": format_second(cache.last_matched_time)
+            if cache.last_matched_time is not None
+            else None,
             "ContainerGroupId": cache.container_group_id,
             "SnapshotId": cache.snapshot_id,
             "FlashSnapshotId": cache.flash_snapshot_id,
