@@ -59,9 +59,11 @@ crds: $(STAMP)
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache
 
-# The whole local stack in the foreground: control plane, ECI emulator, operator.
+# The whole local stack in the foreground: control plane (and kube-scheduler), ECI emulator, a
+# virtual ECI node backed by it, operator.
 run: $(STAMP)
-	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	@assets="$$(CONTROLPLANE_BINARIES="kube-apiserver kube-controller-manager etcd kubectl helm kube-scheduler" \
+		bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) -m tests.support.localstack
 
 # The operator image from the Dockerfile, built with buildah (no Docker engine): on a Debian base

@@ -1,5 +1,6 @@
 """`make run` as the README's quick start uses it: the stack comes up, the example cache is
-built by the emulator, and the example Deployment's pods are bound and released."""
+built by the emulator, and the example Deployment's pods are bound, released, placed on the
+virtual ECI node and Running there with their cache."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from tests.integration.support import REPO, wait_for
 from tests.support.controlplane import ControlPlane
+from tests.support.virtualnode import NODE_NAME as VIRTUAL_NODE
 
 
 def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPlane, tmp_path: Path):
@@ -58,6 +60,22 @@ def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPl
             timeout=90,
             what="the pods released once the cache is Ready",
         )
+
+        def all_running() -> list[dict]:
+            now = pods()
+            return now if now and all(p.get("status", {}).get("phase") == "Running" for p in now) else []
+
+        running = wait_for(
+            all_running,
+            timeout=90,
+            what="the example's pods Running on ECI",
+        )
+        assert {p["spec"]["nodeName"] for p in running} == {VIRTUAL_NODE}
+        for pod in running:
+            events = kubectl(
+                "get", "events", "--field-selector", f"involvedObject.name={pod['metadata']['name']}"
+            )
+            assert "DataCacheMatched" in events, events  # the container group got the cache
     finally:
         os.killpg(stack.pid, signal.SIGINT)
         code = stack.wait(60)

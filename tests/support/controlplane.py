@@ -44,8 +44,10 @@ DEFAULT_CACHE_ROOT = (
 REQUIRED_BINARIES = ("etcd", "kube-apiserver")
 CONTROLLER_MANAGER = "kube-controller-manager"
 # What makes pods and cleans up after them, and what aggregates add-ons' roles into admin,
-# edit and view; no node, so no scheduling or node controllers.
+# edit and view; no real node, but a virtual one (tests/support/virtualnode.py) may register:
+# the node lifecycle controller lifts its not-ready taint once it reports Ready.
 CONTROLLERS = (
+    "node-lifecycle-controller",
     "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",

@@ -1,6 +1,8 @@
 """`make run`: the whole local stack in the foreground — a real control plane (with
-kube-controller-manager, so Deployments make pods), the ECI emulator and the operator
-serving the pod webhook to that apiserver — until Ctrl-C stops them all.
+kube-controller-manager, so Deployments make pods, and kube-scheduler), the ECI emulator, a
+virtual ECI node backed by it (tests/support/virtualnode.py: bound pods run as container groups
+with their cache) and the operator serving the pod webhook to that apiserver — until Ctrl-C
+stops them all.
 
 Leaves `.local/kubeconfig` (admin) and `.local/emulator.env` (`ECI_ENDPOINT`, the key pair,
 `ECI_PROTOCOL`) for `kubectl` and the SDK in another terminal.
@@ -18,7 +20,8 @@ import time
 from pathlib import Path
 
 from eci_datacache_emulator import Emulator, EmulatorConfig
-from tests.support.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, _Process, free_port
+from tests.support.virtualnode import VirtualNode
 from tests.support.webhook import webhook_configuration
 
 ACCESS_KEY_ID = "LTAI-local-emulator"
@@ -45,6 +48,24 @@ def wait_for_the_webhook(plane: ControlPlane, operator: subprocess.Popen[bytes])
             return
         time.sleep(0.3)
     raise SystemExit("the operator did not set up its webhook in time")
+
+
+def start_ecis_node(
+    plane: ControlPlane, root: Path, endpoint: str, region: str
+) -> tuple[_Process | None, VirtualNode | None]:
+    """kube-scheduler and the virtual ECI node, when the control plane's binaries include the
+    scheduler (`make run` builds it; envtest's assets have none)."""
+    binary = plane.assets / "kube-scheduler"
+    if not binary.exists():
+        return None, None
+    scheduler = _Process(
+        "kube-scheduler",
+        [str(binary), f"--kubeconfig={plane.kubeconfig}", "--leader-elect=false", "--secure-port=0", "--v=0"],
+        root / "kube-scheduler.log",
+    )
+    scheduler.start(env=plane.env())
+    node = VirtualNode(str(plane.kubeconfig), endpoint, region, ACCESS_KEY_ID, ACCESS_KEY_SECRET).start()
+    return scheduler, node
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
@@ -123,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
                 "DATACACHE_WEBHOOK_CONFIGURATION": WEBHOOK,
             }
+            scheduler, node = start_ecis_node(plane, root, emulator.endpoint, args.cluster_region)
             operator = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "datacache_operator", "run"], env=operator_env, start_new_session=True
             )
@@ -139,12 +161,13 @@ Local stack is up.
   ECI emulator    http://{emulator.endpoint}   (admin: {emulator.admin_url}/state)
   operator        pid {operator.pid}, region {args.region}, pods in {args.cluster_region}
   pod webhook     https://127.0.0.1:{webhook_port} (MutatingWebhookConfiguration {WEBHOOK})
+  virtual node    {node.name if node else "none (no kube-scheduler among the control plane's binaries)"}: pods bound to a cache run on ECI (the emulator)
 
 Try, in another terminal:
   export KUBECONFIG={kubeconfig}
   kubectl apply -f examples/datacache-huggingface.yaml
   kubectl apply -f examples/deployment-using-cache.yaml
-  kubectl get edc,pods -w     # the pods wait (SchedulingGated) until the cache is Ready
+  kubectl get edc,pods -o wide -w   # gated until the cache is Ready, then Running on the virtual node
 
 Ctrl-C stops everything.
 """,
@@ -165,6 +188,10 @@ Ctrl-C stops everything.
                         operator.wait(20)
                     except subprocess.TimeoutExpired:
                         os.killpg(operator.pid, signal.SIGKILL)
+                if node is not None:
+                    node.stop()
+                if scheduler is not None:
+                    scheduler.stop()
 
 
 if __name__ == "__main__":

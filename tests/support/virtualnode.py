@@ -236,7 +236,14 @@ class VirtualNode:
 
     def _node_status(self) -> None:
         now = _now()
-        capacity = {"cpu": "1000", "memory": "4Ti", "pods": "10000", "ephemeral-storage": "10Ti"}
+        # As ACK's virtual node: room for any pod, GPUs included (ECI picks the instance type).
+        capacity = {
+            "cpu": "1000",
+            "memory": "4Ti",
+            "pods": "10000",
+            "ephemeral-storage": "10Ti",
+            "nvidia.com/gpu": "1000",
+        }
         self.core.patch_node_status(
             self.name,
             {
