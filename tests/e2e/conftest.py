@@ -30,6 +30,7 @@ from tests.e2e.stack import (
     chart_values,
     credentials_secret,
     emulator_for_pods,
+    virtual_node,
 )
 from tests.e2e.support import Cluster
 from tests.support.controlplane import ControlPlaneUnavailable, find_assets
@@ -90,6 +91,7 @@ def _external_cluster(kubeconfig: Path, workdir: Path) -> Iterator[Cluster]:
             helm_path=_tool("helm", assets),
             values=chart_values(emulator.endpoint, image=image, pull_policy="IfNotPresent"),
             workdir=workdir,
+            emulator_admin_url=emulator.admin_url,
         )
 
 
@@ -108,13 +110,17 @@ def _local_cluster(workdir: Path) -> Iterator[Cluster]:
         _unavailable(f"the local cluster did not start: {error}")
     try:
         assert cluster.plane is not None and cluster.slot is not None
-        with emulator_for_pods(cluster.slot.host_ip).in_thread() as emulator:
+        with (
+            emulator_for_pods(cluster.slot.host_ip).in_thread() as emulator,
+            virtual_node(cluster.plane.kubeconfig, emulator.endpoint),
+        ):
             yield Cluster(
                 kubeconfig=cluster.plane.kubeconfig,
                 kubectl_path=cluster.plane.kubectl_path,
                 helm_path=_tool("helm", assets),
                 values=chart_values(emulator.endpoint, image=f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"),
                 workdir=workdir,
+                emulator_admin_url=emulator.admin_url,
             )
     finally:
         cluster.stop()

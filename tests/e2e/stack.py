@@ -1,6 +1,6 @@
 """`make cluster`: a local cluster with a real node (tests/e2e/localcluster.py), the ECI
-emulator reachable from its pods and the operator image loaded — without the operator, which
-is then installed exactly as on ACK:
+emulator reachable from its pods, a virtual ECI node backed by it (as ACK's virtual node) and
+the operator image loaded — without the operator, which is then installed exactly as on ACK:
 
     helm install eci-datacache charts/eci-datacache-operator -n datacache-system \\
       --create-namespace -f .local/values.yaml
@@ -26,6 +26,7 @@ import yaml
 from eci_datacache_emulator import Emulator, EmulatorConfig
 from tests.e2e.localcluster import ClusterUnavailable, LocalCluster
 from tests.support.controlplane import ControlPlaneUnavailable
+from tests.support.virtualnode import VirtualNode
 
 RELEASE = "eci-datacache"
 RELEASE_NAMESPACE = "datacache-system"
@@ -78,6 +79,12 @@ def emulator_for_pods(host: str) -> Emulator:
     )
 
 
+def virtual_node(kubeconfig: Path, emulator_endpoint: str) -> VirtualNode:
+    """ECI's virtual node, as on ACK: pods bound to a cache run as the emulator's container
+    groups in the cluster's region (a `with` block starts and stops it)."""
+    return VirtualNode(str(kubeconfig), emulator_endpoint, CLUSTER_REGION, ACCESS_KEY_ID, ACCESS_KEY_SECRET)
+
+
 def write_private(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o600)
@@ -108,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(plane.kubeconfig, local / "kubeconfig")
         (local / "kubeconfig").chmod(0o600)
         plane.apply(credentials_secret())
-        with emulator_for_pods(cluster.slot.host_ip).in_thread() as emulator:
+        with (
+            emulator_for_pods(cluster.slot.host_ip).in_thread() as emulator,
+            virtual_node(plane.kubeconfig, emulator.endpoint) as node,
+        ):
             write_private(
                 local / "emulator.env",
                 f"ECI_ENDPOINT={emulator.endpoint}\nALIBABA_CLOUD_ACCESS_KEY_ID={ACCESS_KEY_ID}\n"
@@ -124,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 Local cluster is up (in {cluster.startup_seconds:.0f} s), without the operator.
   kube-apiserver  {plane.server}   (KUBECONFIG={kubeconfig})
   node            {cluster.describe()["node"]} at {cluster.slot.node_ip}
+  virtual node    {node.name} (ECI in {CLUSTER_REGION}: pods bound to a cache run there, as container groups of the emulator)
   ECI emulator    http://{emulator.endpoint}   (admin: {emulator.admin_url}/state)
   image           {IMAGE_REPOSITORY}:{IMAGE_TAG} (loaded; `make image` rebuilds and reloads it)
 

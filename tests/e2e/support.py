@@ -18,8 +18,7 @@ INJECT_LABEL = "eci.datacache.dev/inject"
 CACHES_ANNOTATION = "eci.datacache.dev/caches"
 BOUND_ANNOTATION = "eci.datacache.dev/bound"
 GATE = "eci.datacache.dev/cache-ready"
-# The node a bound pod is meant for (ECI's virtual node on ACK); none here, so a released pod
-# stays Pending instead of mounting the cache's hostPath on a real node.
+# The node a bound pod is meant for: ECI's virtual node (on ACK, and here tests/support/virtualnode.py).
 VIRTUAL_NODE_SELECTOR = {"type": "virtual-kubelet"}
 
 
@@ -32,6 +31,7 @@ class Cluster:
     helm_path: str
     values: dict[str, Any]
     workdir: Path
+    emulator_admin_url: str | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

@@ -10,13 +10,13 @@ import uuid
 from typing import Any
 
 import pytest
+from eci_datacache_emulator.admin_client import EmulatorAdmin
 from tests.e2e.stack import RELEASE
 from tests.e2e.support import (
     BOUND_ANNOTATION,
     CHART,
     GATE,
     Cluster,
-    condition,
     diagnose,
     example,
     lease_holder,
@@ -28,6 +28,7 @@ from tests.e2e.support import (
 )
 from tests.integration.support import wait_for
 from tests.support.controlplane import KubectlError
+from tests.support.virtualnode import NODE_NAME as VIRTUAL_NODE
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -112,13 +113,55 @@ def test_webhook_binds_and_gates_a_pod_then_the_operator_releases_it(
         return found if found and not found["spec"].get("schedulingGates") else None
 
     pod = wait_for(released, timeout=60, what="the gate lifted")
-    # Past the gate, the scheduler looks for ECI's virtual node (none here): Pending, not gated.
-    scheduled = wait_for(
-        lambda: condition(cluster.get("pod", pod_name, "-n", TEAM), "PodScheduled"),
-        timeout=30,
-        what="scheduling",
+    # Past the gate, on ECI only: the virtual node makes a container group with the cache.
+    running = wait_for(lambda: phase(cluster, TEAM, pod_name) == "Running", timeout=90, what="Running on ECI")
+    assert running
+    assert cluster.get("pod", pod_name, "-n", TEAM)["spec"]["nodeName"] == VIRTUAL_NODE  # type: ignore[index]
+    group = container_group(cluster, TEAM, pod_name)
+    assert group["DataCacheBucket"] == TEAM  # the namespace's own bucket
+    assert [m["DataCacheId"] for m in group["MatchedDataCaches"]] == [ready["status"]["dataCacheId"]]
+
+
+def test_a_job_bound_to_the_cache_runs_to_completion_on_eci_and_its_consumers_fall_to_zero(
+    cluster: Cluster, release: dict[str, Any]
+) -> None:
+    cluster.kubectl("delete", "pod", "-n", TEAM, "-l", "app=e2e-consumer", "--wait=true")
+    name = f"batch-{uuid.uuid4().hex[:6]}"
+    template = opted_in_pod(f"{name}-pod", TEAM, f"{CACHE}:/models/qwen:ro", _image(cluster))
+    del template["metadata"]["name"], template["metadata"]["namespace"]
+    template["metadata"]["labels"]["app"] = "e2e-batch"
+    template["spec"]["restartPolicy"] = "Never"
+    cluster.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": TEAM},
+            "spec": {"backoffLimit": 0, "template": template},
+        }
     )
-    assert scheduled["reason"] != "SchedulingGated"
+    cluster.kubectl("wait", "--for=condition=Complete", f"job/{name}", "-n", TEAM, "--timeout=120s")
+    (pod,) = cluster.get("pods", "-n", TEAM, "-l", f"job-name={name}")["items"]  # type: ignore[index]
+    assert (pod["status"]["phase"], pod["spec"]["nodeName"]) == ("Succeeded", VIRTUAL_NODE)
+    group = container_group(cluster, TEAM, pod["metadata"]["name"])
+    assert group["Status"] == "Succeeded" and group["MatchedDataCaches"]
+    wait_for(
+        lambda: (cluster.get("datacache", CACHE, "-n", TEAM) or {}).get("status", {}).get("consumers") == 0,
+        timeout=90,  # the chart's resync interval is 30 s
+        what="status.consumers back to 0",
+    )
+
+
+def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    found = cluster.get("pod", name, "-n", namespace)
+    return (found or {}).get("status", {}).get("phase")
+
+
+def container_group(cluster: Cluster, namespace: str, pod_name: str) -> dict[str, Any]:
+    """The emulator's container group of a pod, as the virtual node named it."""
+    assert cluster.emulator_admin_url is not None
+    groups = EmulatorAdmin(cluster.emulator_admin_url).container_groups()
+    (group,) = [g for g in groups if g["ContainerGroupName"] == f"{namespace}-{pod_name}"]
+    return group
 
 
 def test_deleting_the_leader_pod_hands_over(cluster: Cluster, release: dict[str, Any]) -> None:
