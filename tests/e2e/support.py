@@ -31,7 +31,6 @@ class Cluster:
     helm_path: str
     values: dict[str, Any]
     workdir: Path
-    emulator_admin_url: str | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
