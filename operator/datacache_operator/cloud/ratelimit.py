@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from datacache_operator.fairqueue import FairTurns
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 WaitCallback = Callable[[str, float], None]
@@ -106,11 +108,7 @@ class TokenBucket:
         self._completed: deque[float] = deque(maxlen=self.window)
         self._in_flight = 0
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
-        # Per priority (each a queue of its own: a change granted must not move the polls'
-        # clock past the turns of polls already waiting): the turn of the last call granted
-        # (start-time fair queuing's clock), and each flow's turn of its last call queued.
-        self._turn: dict[int, int] = {}
-        self._flow_turns: dict[tuple[int, str], int] = {}
+        self._turns = FairTurns(_FLOWS_KEPT)
         self._order = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
         self._released = asyncio.Event()
@@ -162,16 +160,6 @@ class TokenBucket:
         self._tokens -= 1.0
         self._in_flight += 1
 
-    def _next_turn(self, priority: int, flow: str) -> int:
-        """A flow's calls take turns one after the other, starting no earlier than the turn
-        being served: a flow that has just arrived is served next, whatever the backlog of others."""
-        key = (priority, flow)
-        turn = max(self._turn.get(priority, 0), self._flow_turns.get(key, 0)) + 1
-        self._flow_turns[key] = turn
-        if len(self._flow_turns) > _FLOWS_KEPT:
-            self._flow_turns = {k: t for k, t in self._flow_turns.items() if t > self._turn.get(k[0], 0)}
-        return turn
-
     async def acquire(self, priority: int = CallPriority.POLL, flow: str = "") -> float:
         """Wait for a token and a slot in the window; the seconds waited. The caller must
         :meth:`release` once the call's answer is back (or it failed)."""
@@ -181,7 +169,7 @@ class TokenBucket:
         started = self._clock()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(
-            self._waiters, (int(priority), self._next_turn(int(priority), flow), next(self._order), future)
+            self._waiters, (int(priority), self._turns.next(int(priority), flow), next(self._order), future)
         )
         self._start_dispatcher()
         try:
@@ -231,7 +219,7 @@ class TokenBucket:
             delay = self._delay()
             if delay == 0:
                 priority, turn, _, future = heapq.heappop(waiters)
-                self._turn[priority] = max(self._turn.get(priority, 0), turn)
+                self._turns.served(priority, turn)
                 self._take()
                 future.set_result(None)
                 continue

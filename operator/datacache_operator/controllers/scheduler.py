@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from datacache_operator.fairqueue import FairTurns
+
 logger = logging.getLogger("datacache_operator")
 
 Clock = Callable[[], float]
@@ -89,10 +91,7 @@ class Scheduler:
         # (priority, turn, due, seq, version, uid): by priority, then the namespace's turn
         self._ready: list[tuple[int, int, float, int, int, str]] = []
         self._seq = itertools.count()
-        # Per priority (each is a queue of its own): the turn of the last pass taken (start-time
-        # fair queuing's clock), and each namespace's turn of its last pass queued.
-        self._turn: dict[int, int] = {}
-        self._flow_turns: dict[tuple[int, str], int] = {}
+        self._turns = FairTurns(_FLOWS_KEPT)
         self._flow_limit = max(1, workers // 2)
         self._flow_running: dict[str, int] = {}
         # Ready passes of a namespace at its limit, until one of its passes ends.
@@ -162,11 +161,7 @@ class Scheduler:
 
     def _make_ready(self, uid: str, entry: Entry) -> None:
         entry.queued = True
-        key = (entry.priority, entry.namespace or "")
-        turn = max(self._turn.get(entry.priority, 0), self._flow_turns.get(key, 0)) + 1
-        self._flow_turns[key] = turn
-        if len(self._flow_turns) > _FLOWS_KEPT:
-            self._flow_turns = {k: t for k, t in self._flow_turns.items() if t > self._turn.get(k[0], 0)}
+        turn = self._turns.next(entry.priority, entry.namespace or "")
         heapq.heappush(self._ready, (entry.priority, turn, entry.due, next(self._seq), entry.version, uid))
         self._wake_one()
 
@@ -251,7 +246,7 @@ class Scheduler:
                 heapq.heappush(self._parked.setdefault(flow, []), heapq.heappop(ready))
                 continue
             heapq.heappop(ready)
-            self._turn[priority] = max(self._turn.get(priority, 0), turn)
+            self._turns.served(priority, turn)
             self._flow_running[flow] = self._flow_running.get(flow, 0) + 1
             return uid, entry
         return None
