@@ -24,30 +24,26 @@ writes ``benchmarks/results/fairness.json`` and its table in ``benchmarks/README
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-os.environ.setdefault("ALIBABA_CLOUD_CLI_PROFILE_DISABLED", "true")
-for _proxy_variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
-    os.environ.pop(_proxy_variable, None)
-os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+from benchmarks.floors import percentile, rnd
+from benchmarks.machine import machine, wait_healthy
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from benchmarks.floors import percentile, rnd  # noqa: E402
-from benchmarks.machine import machine, wait_healthy  # noqa: E402
-from benchmarks.operator_bench import (  # noqa: E402
+# Importing operator_bench sets the environment the SDK and loopback calls need, before any
+# SDK import (they are imported in the functions that call).
+from benchmarks.operator_bench import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     CREATE_THREADS,

@@ -407,9 +407,4 @@ def _containers(params: Parameters, volume_names: set[str]) -> list[dict[str, An
 
 def _nested(fields: dict[str, str], prefix: str) -> dict[int, dict[str, str]]:
     """``VolumeMount.2.MountPath=/m`` in a list item's fields -> ``{2: {"MountPath": "/m"}}``."""
-    return {
-        index: item
-        for index, item in Parameters({f"{k}": v for k, v in fields.items() if k.startswith(f"{prefix}.")})
-        .indexed(prefix)
-        .items()
-    }
+    return Parameters(fields).indexed(prefix)

@@ -16,6 +16,8 @@ from tests.integration.support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Kube, wa
 from tests.support.controlplane import ControlPlane
 from tests.support.virtualnode import NODE_NAME, TAINT, VirtualNode
 
+from datacache_operator.api.binding import ECI_BUCKET_ANNOTATION
+
 REGION = "cn-hangzhou"
 
 
@@ -43,7 +45,7 @@ def available_cache(node: VirtualNode, eci: Any, bucket: str, path: str) -> str:
 
 
 def pod(name: str, bucket: str | None, path: str | None, restart: str = "Always") -> dict[str, Any]:
-    annotations = {"k8s.aliyun.com/eci-data-cache-bucket": bucket} if bucket else {}
+    annotations = {ECI_BUCKET_ANNOTATION: bucket} if bucket else {}
     volumes = [{"name": "model", "hostPath": {"path": path, "type": "Directory"}}] if path else []
     mounts = [{"name": "model", "mountPath": "/model", "readOnly": True}] if path else []
     return {

@@ -17,6 +17,7 @@ RANKS = {
     "": 0,  # datacache_operator/__init__.py: GROUP, VERSION
     "api": 1,
     "metrics": 1,
+    "fairqueue": 1,  # start-time fair queuing's turns: the rate limiter's and the scheduler's
     "kube": 1,  # the operator's own Kubernetes calls, the Kubernetes boundary
     "settings": 2,
     "cloud": 3,  # the one ECI boundary

@@ -181,7 +181,7 @@ class DataCacheController(PollingController):
         # An adopted cache's bucket is the one ECI reports (checked after the read below).
         refused = None if adopted else await self.bucket_refusal(desired.bucket, meta["namespace"])
         if refused is not None:
-            return finish(decide.not_owned_conditions(f"spec.{refused}.", "BucketNotAllowed"), stable)
+            return finish(decide.refused_conditions("BucketNotAllowed", f"spec.{refused}."), stable)
         manager = CacheManager(
             self.cloud,
             desired,
@@ -206,19 +206,19 @@ class DataCacheController(PollingController):
         self._failures.pop(uid, None)
         status.update(DataCacheStatus(last_sync_time=_seconds(now)).to_patch())
         if step == Step.PATH_IN_USE:
-            return finish(decide.not_owned_conditions(manager.occupied, "PathInUse"), stable)
+            return finish(decide.refused_conditions("PathInUse", manager.occupied), stable)
         if step == Step.NOT_OWNED:
             assert observed is not None
             status.update({key: None for key in observed_status(observed)})  # nothing of its data
             message = self.refusal(owner_of(observed.tags), "spec.dataCacheId names a data cache that")
-            return finish(decide.not_owned_conditions(message), stable)
+            return finish(decide.refused_conditions("NotOwned", message), stable)
         refused = (
             await self.bucket_refusal(observed.bucket, meta["namespace"]) if adopted and observed else None
         )
         if refused is not None:
             # Its pods could not mount it: the admission policies hold them to their buckets.
             message = f"The adopted data cache's {refused}."
-            return finish(decide.not_owned_conditions(message, "BucketNotAllowed"), stable)
+            return finish(decide.refused_conditions("BucketNotAllowed", message), stable)
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
