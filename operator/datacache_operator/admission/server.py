@@ -2,8 +2,8 @@
 JSON patch or denial out. Served by every replica, leader or not, outside kopf's run.
 
 The decisions are in `admission.mutate`; this module reads what they need (the DataCaches a
-pod names, and the namespace's replications when one is in another region) and keeps the
-serving certificate (`admission.certs`) loaded.
+pod names, and the namespace's replications when one is in another region, both kept by a
+watch) and keeps the serving certificate (`admission.certs`) loaded.
 """
 
 from __future__ import annotations
@@ -39,28 +39,45 @@ ObjectLister = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (plural,
 
 
 class CacheResolver:
-    """Resolves the cache names of one pod against the apiserver (the replications are read
-    only when a cache is in another region, once per pod)."""
+    """Resolves the cache names of one pod: from the watched objects when given (the
+    replications only when a cache is in another region), from the apiserver otherwise.
+    A name the watch has not brought yet is read from the apiserver: a DataCache applied a
+    moment before its pods must not refuse them."""
 
     def __init__(
         self,
         settings: OperatorSettings,
         read_object: kube.ObjectReader = kube.get_object_to_admit,
         list_objects: ObjectLister = kube.list_objects_to_admit,
+        watched: Mapping[str, kube.WatchedObjects] | None = None,
     ) -> None:
+        """`watched`: plural -> its objects kept by a watch (DataCaches, replications)."""
         self.settings = settings
         self.read_object = read_object
         self.list_objects = list_objects
+        self.watched = dict(watched or {})
         self.placement = settings.placement
+
+    async def _read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        view = self.watched.get(plural)
+        if view is not None and (found := view.get(namespace, name)) is not None:
+            return found
+        return await self.read_object(plural, namespace, name)
+
+    async def _list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        view = self.watched.get(plural)
+        if view is not None and view.covers(namespace):
+            return view.in_namespace(namespace)
+        return await self.list_objects(plural, namespace)
 
     async def bindings(
         self, namespace: str, requests: list[CacheRequest]
     ) -> list[tuple[CacheRequest, Binding]]:
-        found = await asyncio.gather(*(self.read_object(DATACACHES, namespace, r.name) for r in requests))
+        found = await asyncio.gather(*(self._read(DATACACHES, namespace, r.name) for r in requests))
         cluster_region = self.settings.effective_cluster_region
         default_region = self.settings.default_region
         elsewhere = any(obj is not None and region_of(obj, default_region) != cluster_region for obj in found)
-        replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace) if elsewhere else []
+        replications = await self._list(DATACACHE_REPLICATIONS, namespace) if elsewhere else []
         return [
             (
                 request,
@@ -113,7 +130,15 @@ class WebhookServer:
     def __init__(self, settings: OperatorSettings, metrics: Metrics, resolver: CacheResolver | None = None):
         self.settings = settings
         self.metrics = metrics
-        self.resolver = resolver or CacheResolver(settings)
+        self._watched = (
+            []
+            if resolver is not None
+            else [
+                kube.WatchedObjects(plural, settings.namespaces)
+                for plural in (DATACACHES, DATACACHE_REPLICATIONS)
+            ]
+        )
+        self.resolver = resolver or CacheResolver(settings, watched={w.plural: w for w in self._watched})
         self._runner: web.AppRunner | None = None
         self._context: ssl.SSLContext | None = None
         self._loaded: certs.ServingCertificate | None = None
@@ -193,6 +218,8 @@ class WebhookServer:
                 logger.exception("could not refresh the webhook certificate")
 
     async def start(self) -> None:
+        for watched in self._watched:
+            watched.start()
         await self._refresh()
         app = web.Application()
         app.router.add_post(PATH, self.handle)
@@ -204,6 +231,8 @@ class WebhookServer:
         logger.info(f"serving the pod webhook on port {self.settings.webhook_port} ({PATH})")
 
     async def stop(self) -> None:
+        for watched in self._watched:
+            watched.stop()
         if self._refresher is not None:
             self._refresher.cancel()
         if self._runner is not None:

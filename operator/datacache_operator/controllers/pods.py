@@ -32,6 +32,9 @@ from datacache_operator.settings import OperatorSettings
 logger = logging.getLogger(__name__)
 
 NOT_TERMINATED = "status.phase!=Succeeded,status.phase!=Failed"
+# Gates removed at once: a thousand pods waiting on one cache are released at the apiserver's
+# pace, not one round trip after another (benchmarks/pods_bench.py measures both).
+UNGATE_CONCURRENCY = 16
 
 PodLister = Callable[[str | None, str, str | None], Awaitable[list[dict[str, Any]]]]
 PodPatcher = Callable[[str, str, list[dict[str, Any]]], Awaitable[bool]]
@@ -114,18 +117,33 @@ class PodBinder:
         waiting: list[float] = []
         for namespace in namespaces:
             pods = await self.list_pods(namespace, f"{GATED_LABEL}=true", NOT_TERMINATED)
+            seen.update(pod["metadata"]["uid"] for pod in pods)
+            gated = [pod for pod in pods if has_gate(pod)]
             resolved: dict[tuple[str, str, str | None], Binding | str] = {}
-            for pod in pods:
-                seen.add(pod["metadata"]["uid"])
-                if await self._check_pod(pod, resolved):
+            for pod in gated:  # the few caches they name, once each, before the pods' patches
+                for entry in parse_bound(pod["metadata"].get("annotations")):
+                    await self._resolve(pod["metadata"]["namespace"], entry.name, entry.replication, resolved)
+            for pod, released in zip(gated, await self._check_pods(gated, resolved), strict=True):
+                if released:
                     ungated += 1
-                elif has_gate(pod):
+                else:
                     waiting.append(waited(pod))
         if every_namespace:
             for uid in set(self._told) - seen:  # forget pods that left (ungated, deleted)
                 del self._told[uid]
             self.on_waiting(len(waiting), max(waiting, default=0.0))
         return ungated
+
+    async def _check_pods(
+        self, pods: list[dict[str, Any]], resolved: dict[tuple[str, str, str | None], Binding | str]
+    ) -> list[bool]:
+        slots = asyncio.Semaphore(UNGATE_CONCURRENCY)
+
+        async def check(pod: dict[str, Any]) -> bool:
+            async with slots:
+                return await self._check_pod(pod, resolved)
+
+        return await asyncio.gather(*(check(pod) for pod in pods))
 
     async def _resolve(
         self,
