@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from .config import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_QUOTA,
     DEFAULT_TIME_SCALE,
+    CloudDurations,
     EmulatorConfig,
 )
 from .server import Emulator
@@ -41,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_TIME_SCALE,
         help=f"multiplies cloud durations; 1 is realistic (default {DEFAULT_TIME_SCALE}: Available in ~2.4 s)",
+    )
+    phases = ", ".join(field.name for field in dataclasses.fields(CloudDurations))
+    parser.add_argument(
+        "--duration",
+        action="append",
+        default=[],
+        metavar="PHASE=SECONDS",
+        help=f"how long a phase takes in the cloud, before --time-scale (repeatable; phases: {phases})",
     )
     parser.add_argument(
         "--quota",
@@ -73,6 +83,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="log level on stderr (default INFO)")
 
 
+def durations_from(settings: list[str]) -> CloudDurations:
+    """`PHASE=SECONDS` settings over the default durations."""
+    phases = {field.name for field in dataclasses.fields(CloudDurations)}
+    chosen: dict[str, float] = {}
+    for setting in settings:
+        phase, _, seconds = setting.partition("=")
+        if phase not in phases:
+            raise SystemExit(
+                f"--duration {setting}: unknown phase {phase!r} (one of {', '.join(sorted(phases))})"
+            )
+        try:
+            chosen[phase] = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--duration {setting}: {seconds!r} is not a number of seconds") from None
+    return dataclasses.replace(CloudDurations(), **chosen)
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     overrides = {}
     if args.access_key_id:
@@ -84,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         port=args.port,
         security_token=args.security_token or None,
         time_scale=args.time_scale,
+        durations=durations_from(args.duration),
         quota=args.quota,
         rate_limit=args.rate_limit,
         fault_500_rate=args.fault_500_rate,

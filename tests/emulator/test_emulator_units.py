@@ -138,3 +138,14 @@ def test_rate_limiter_refills():
     limiter.check("other-key")  # buckets are per access key
     now[0] += 0.5
     limiter.check("k")
+
+
+def test_durations_are_set_per_phase_from_the_command_line():
+    from eci_datacache_emulator.cli import durations_from
+
+    chosen = durations_from(["loading=45", "container_starting=0.5"])
+    assert (chosen.loading, chosen.container_starting, chosen.creating) == (45.0, 0.5, 30.0)
+    with pytest.raises(SystemExit, match="unknown phase 'load'"):
+        durations_from(["load=45"])
+    with pytest.raises(SystemExit, match="'soon' is not a number"):
+        durations_from(["loading=soon"])
