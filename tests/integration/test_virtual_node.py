@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -126,3 +127,65 @@ def test_a_pod_without_a_cache_there_runs_and_says_so_and_a_jobs_pod_succeeds(
     eci.advance(3600)
     done = phase(kube, "job", "Succeeded")
     assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_forty_pods_at_once_run_in_parallel_each_with_one_group_and_leave_none(
+    node: VirtualNode, kube: Kube, eci: Any
+) -> None:
+    """The node's workers (8) take pods in parallel, each pod's operations in order: with every
+    ECI call slowed to 300 ms, 40 pods done one after the other would take 12 s
+    of creates; here the creates overlap, every pod runs with exactly one group (its uid the
+    ClientToken of every create sent for it), and pods deleted as soon as they were created
+    (the delete queued behind the create in flight) leave no group. Then all go, and their
+    groups with them."""
+    eci.set_faults(fault_latency_ms=300)  # every call (the faults' action filter is for caches only)
+    names = [f"many-{n:02d}" for n in range(40)]
+    flash = [f"flash-{n}" for n in range(4)]
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [pod(n, kube.namespace, "/models/none") for n in names + flash],
+        }
+    )
+    kube.kubectl("delete", "pod", *flash, "--wait=false")
+
+    def pods() -> dict[str, dict[str, Any]]:
+        listed = json.loads(kube.kubectl("get", "pods", "-o", "json").stdout)["items"]
+        return {p["metadata"]["name"]: p for p in listed}
+
+    def all_running() -> dict[str, dict[str, Any]] | None:
+        found = pods()
+        running = [n for n in names if found.get(n, {}).get("status", {}).get("phase") == "Running"]
+        return found if len(running) == len(names) and not set(flash) & set(found) else None
+
+    found = wait_for(all_running, timeout=90, interval=0.5, what="40 pods Running, the flash pods gone")
+    assert found is not None
+    uids = {name: found[name]["metadata"]["uid"] for name in names}
+    groups = [g for g in eci.container_groups() if g["ContainerGroupName"].startswith(f"{kube.namespace}-")]
+    by_name: dict[str, list[str]] = {}
+    for group in groups:
+        by_name.setdefault(group["ContainerGroupName"], []).append(group["ContainerGroupId"])
+    assert {n: len(by_name.get(f"{kube.namespace}-{n}", [])) for n in names} == dict.fromkeys(names, 1)
+    assert not [n for n in flash if f"{kube.namespace}-{n}" in by_name], "a deleted pod's group stayed"
+
+    creates = [
+        c
+        for c in eci.calls(action="CreateContainerGroup")
+        if c["params"]["ContainerGroupName"].startswith(f"{kube.namespace}-many-")
+    ]
+    tokens: dict[str, set[str]] = {}
+    for call in creates:
+        name = call["params"]["ContainerGroupName"].removeprefix(f"{kube.namespace}-")
+        tokens.setdefault(name, set()).add(call["params"]["ClientToken"])
+    assert tokens == {n: {uids[n]} for n in names}
+    # Done one by one, the last create would end at least 11.7 s after the first (the log's
+    # times are to the second).
+    times = sorted(datetime.fromisoformat(c["time"].replace("Z", "+00:00")) for c in creates)
+    span = (times[-1] - times[0]).total_seconds()
+    assert span <= 7, f"the creates took {span} s from first to last: not in parallel"
+
+    kube.kubectl("delete", "pods", *names, "--wait=false")
+    wait_for(lambda: not set(names) & set(pods()), timeout=60, interval=0.5, what="the 40 pods to go")
+    left = [g["ContainerGroupName"] for g in eci.container_groups()]
+    assert not [g for g in left if g.startswith(f"{kube.namespace}-")], left

@@ -4,7 +4,18 @@ becomes a container group in the cluster's region (CreateContainerGroup through 
 SDK, with the pod's data cache annotations and hostPath volumes), reports the group's phase and
 ECI's events, and goes with its pod.
 
-    python -m tests.support.virtualnode --kubeconfig K --endpoint HOST:PORT --region R
+    python -m tests.support.virtualnode --kubeconfig K --endpoint HOST:PORT --region R [--workers 8]
+
+As virtual-kubelet, a fixed number of pod workers (8 by default) do each pod's work: its
+CreateContainerGroup, DeleteContainerGroup, status writes and events. A pod goes to the worker
+its uid hashes to, so one pod's operations run in the order they were seen (a pod deleted right
+after it was created has its group deleted after the create, never left behind) while different
+pods proceed in parallel: scaling a Deployment to a thousand replicas must measure the cluster
+and the operator, not one thread of this node doing a thousand round trips in a row. The pod
+watch only dispatches (pods as JSON, watched on from the last resourceVersion rather than listed
+again every few seconds); the status sync describes the groups in batches of 20 from one thread
+and hands each pod's status write and events to its worker, one such task queued a pod at most
+(a later description replaces the queued one).
 
 A provider of our own in Python rather than virtual-kubelet's Go library: the point is to send
 what ACK's node sends through the same official SDK the operator uses, against the same
@@ -20,10 +31,13 @@ import argparse
 import json
 import logging
 import os
+import queue
 import signal
 import threading
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 log = logging.getLogger("virtualnode")
@@ -42,6 +56,7 @@ HEARTBEAT_SECONDS = 10.0
 SYNC_SECONDS = 1.0
 WATCH_SECONDS = 5
 ECI_BATCH = 20
+DEFAULT_WORKERS = 8
 PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed"}
 
 
@@ -176,6 +191,7 @@ class VirtualNode:
         access_key_id: str,
         access_key_secret: str,
         name: str = NODE_NAME,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         from alibabacloud_eci20180808.client import Client
         from alibabacloud_tea_openapi.models import Config
@@ -183,6 +199,10 @@ class VirtualNode:
 
         configuration = client.Configuration()
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        # A connection each for the workers, the watch, the sync and the heartbeat.
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, workers + 4)
         api = client.ApiClient(configuration)
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
@@ -200,10 +220,13 @@ class VirtualNode:
         self.groups: dict[str, str] = {}  # pod uid -> container group id
         self.pods: dict[str, dict[str, Any]] = {}  # pod uid -> the pod as last seen
         self.events_sent: dict[str, int] = {}  # pod uid -> ECI events already posted
+        self.statuses: dict[str, dict[str, Any]] = {}  # pod uid -> the status last written
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._ips = (f"198.19.250.{n}" for n in range(1, 255))
+        self._ips = (f"198.19.{n // 254}.{n % 254 + 1}" for n in range(254 * 256))
         self.pod_ips: dict[str, str] = {}
+        self._workers = [_PodWorker(f"virtualnode-pods-{n}", self.stopping) for n in range(workers)]
+        self._to_sync: dict[str, Any] = {}  # pod uid -> its group as described, for its worker
 
     # ---- the node -------------------------------------------------------------------------
 
@@ -303,6 +326,11 @@ class VirtualNode:
 
     # ---- pods -----------------------------------------------------------------------------
 
+    def _dispatch(self, uid: str, task: Callable[[], None]) -> None:
+        """Queue a pod's task on its worker: the same uid, the same worker, in order (a stable
+        hash: Python's own is salted per process)."""
+        self._workers[zlib.crc32(uid.encode()) % len(self._workers)].tasks.put(task)
+
     def _watch(self) -> None:
         from kubernetes import watch
 
@@ -314,27 +342,37 @@ class VirtualNode:
                 )
                 body = json.loads(listed.data)
                 for pod in body["items"]:
-                    self._seen(pod)
-                stream = watch.Watch().stream(
-                    self.core.list_pod_for_all_namespaces,
-                    field_selector=selector,
-                    resource_version=body["metadata"]["resourceVersion"],
-                    timeout_seconds=WATCH_SECONDS,  # a stop is noticed within this
-                )
-                for event in stream:
-                    if self.stopping.is_set():
-                        return
-                    pod = event["raw_object"]
-                    if event["type"] == "DELETED":
-                        self._gone(pod)
-                    else:
-                        self._seen(pod)
-            except Exception:  # the watch is started again
+                    self._dispatch(pod["metadata"]["uid"], partial(self._seen, pod))
+                present = {pod["metadata"]["uid"] for pod in body["items"]}
+                with self._lock:  # deleted while the watch was down: no DELETED came for them
+                    missed = [pod for uid, pod in self.pods.items() if uid not in present]
+                for pod in missed:
+                    self._dispatch(pod["metadata"]["uid"], partial(self._gone, pod))
+                version = body["metadata"]["resourceVersion"]
+                while not self.stopping.is_set():  # watched on from where it ended, not listed again
+                    stream = watch.Watch().stream(
+                        self.core.list_pod_for_all_namespaces,
+                        field_selector=selector,
+                        resource_version=version,
+                        timeout_seconds=WATCH_SECONDS,  # a stop is noticed within this
+                        deserialize=False,  # the pods as JSON: no model objects for a thousand pods
+                    )
+                    for event in stream:
+                        if self.stopping.is_set():
+                            return
+                        pod = event["object"]
+                        version = pod["metadata"]["resourceVersion"]
+                        if event["type"] == "DELETED":
+                            self._dispatch(pod["metadata"]["uid"], partial(self._gone, pod))
+                        elif event["type"] in ("ADDED", "MODIFIED"):
+                            self._dispatch(pod["metadata"]["uid"], partial(self._seen, pod))
+            except Exception:  # listed and watched again (a 410 Gone among others)
                 if not self.stopping.is_set():
                     log.exception("pod watch failed; watching again")
                     self.stopping.wait(1.0)
 
     def _seen(self, pod: dict[str, Any]) -> None:
+        """On the pod's worker: a new pod gets its group, a deleted one loses it."""
         uid = pod["metadata"]["uid"]
         with self._lock:
             self.pods[uid] = pod
@@ -369,7 +407,7 @@ class VirtualNode:
             return
         with self._lock:
             self.groups[meta["uid"]] = group_id
-            self.pod_ips[meta["uid"]] = next(self._ips, "198.19.250.254")
+            self.pod_ips[meta["uid"]] = next(self._ips, "198.19.255.254")
         log.info("pod %s/%s -> container group %s", meta["namespace"], meta["name"], group_id)
 
     def _delete(self, pod: dict[str, Any]) -> None:
@@ -394,6 +432,7 @@ class VirtualNode:
                 meta["namespace"],
                 grace_period_seconds=0,
                 body={"preconditions": {"uid": meta["uid"]}, "gracePeriodSeconds": 0},
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status not in (404, 409):
@@ -405,6 +444,7 @@ class VirtualNode:
             still = uid in self.groups
             self.pods.pop(uid, None)
             self.events_sent.pop(uid, None)
+            self.statuses.pop(uid, None)
             self.pod_ips.pop(uid, None)
         if still:
             self._delete(pod)
@@ -420,6 +460,8 @@ class VirtualNode:
             self.stopping.wait(SYNC_SECONDS)
 
     def sync_once(self) -> None:
+        """Describe every group (20 a call) and hand each pod's status and events to its worker;
+        a pod whose last one is still queued gets the newer group, not a second task."""
         from alibabacloud_eci20180808 import models
 
         with self._lock:
@@ -435,21 +477,40 @@ class VirtualNode:
             for group in found or []:
                 uid = by_group[group.container_group_id]
                 with self._lock:
-                    pod = self.pods.get(uid)
-                    ip = self.pod_ips.get(uid, "198.19.250.254")
-                if pod is None or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                status = pod_status(pod, group, ip)
-                if _differs(pod.get("status") or {}, status):
-                    self._write_status(pod, status)
-                self._post_events(pod, group)
+                    queued = uid in self._to_sync
+                    self._to_sync[uid] = group
+                if not queued:
+                    self._dispatch(uid, partial(self._sync_pod, uid))
+
+    def _sync_pod(self, uid: str) -> None:
+        """On the pod's worker: its status from its group, and ECI's events not yet posted."""
+        with self._lock:
+            group = self._to_sync.pop(uid, None)
+            pod = self.pods.get(uid)
+            current = self.groups.get(uid)
+            written = self.statuses.get(uid)
+            ip = self.pod_ips.get(uid, "198.19.255.254")
+        if group is None or pod is None or pod["metadata"].get("deletionTimestamp"):
+            return
+        if current != group.container_group_id:  # deleted since it was described
+            return
+        status = pod_status(pod, group, ip)
+        # What this node wrote last, when the watch has not brought it back yet.
+        if _differs(written or pod.get("status") or {}, status):
+            self._write_status(pod, status)
+            with self._lock:
+                if uid in self.pods:
+                    self.statuses[uid] = status
+        self._post_events(pod, group)
 
     def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         from kubernetes.client.exceptions import ApiException
 
         meta = pod["metadata"]
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": status}, _preload_content=False
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -480,6 +541,7 @@ class VirtualNode:
                     "lastTimestamp": _now(),
                     "count": 1,
                 },
+                _preload_content=False,
             )
 
     # ---- running ------------------------------------------------------------------------
@@ -487,6 +549,8 @@ class VirtualNode:
     def start(self) -> VirtualNode:
         self.register()
         self._renew_lease()
+        for worker in self._workers:
+            worker.thread.start()
         for target in (self._heartbeat, self._watch, self._sync):
             thread = threading.Thread(target=target, name=f"virtualnode-{target.__name__}", daemon=True)
             thread.start()
@@ -494,15 +558,44 @@ class VirtualNode:
         return self
 
     def stop(self) -> None:
+        """The watch, the sync and the heartbeat end, then the workers: each finishes the task
+        it is in, drops what is queued behind it and is joined."""
         self.stopping.set()
         for thread in self._threads:
             thread.join(timeout=WATCH_SECONDS + 5)
+        for worker in self._workers:
+            worker.tasks.put(None)
+        for worker in self._workers:
+            if worker.thread.is_alive():
+                worker.thread.join(timeout=WATCH_SECONDS + 5)
+        stuck = [t.name for t in [*self._threads, *(w.thread for w in self._workers)] if t.is_alive()]
+        if stuck:
+            log.warning("threads still running after stop: %s", ", ".join(stuck))
 
     def __enter__(self) -> VirtualNode:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class _PodWorker:
+    """One of the node's pod workers: a thread running the tasks of its queue one at a time, in
+    the order they came; None ends it. Once the node stops, queued tasks are dropped."""
+
+    def __init__(self, name: str, stopping: threading.Event) -> None:
+        self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._stopping = stopping
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            if self._stopping.is_set():
+                continue
+            try:
+                task()
+            except Exception:  # the pod's next event or sync tries again
+                log.exception("pod task failed")
 
 
 def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -527,6 +620,12 @@ def main() -> int:
     )
     parser.add_argument("--region", default="cn-hangzhou", help="the cluster's region")
     parser.add_argument("--name", default=NODE_NAME)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="pod workers: pods are worked on in parallel, each pod's operations in order",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s virtualnode %(levelname)s %(message)s")
     node = VirtualNode(
@@ -536,6 +635,7 @@ def main() -> int:
         os.environ["ALIBABA_CLOUD_ACCESS_KEY_ID"],
         os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"],
         args.name,
+        args.workers,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
