@@ -8,7 +8,7 @@ PROMTOOL := $(VENV)/bin/promtool
 # The benchmarks and the local stacks import tests/support (the control plane) from the checkout.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: test compat controlplane venv lint crds run cluster image bench bench-binding bench-failover bench-fairness bench-emulator bench-sdk clean
+.PHONY: test compat controlplane venv lint crds run cluster image bench bench-pods bench-binding bench-failover bench-fairness bench-emulator bench-sdk clean
 
 # The operator with its test extras, and the ECI emulator (a distribution of its own, emulator/)
 # that the tests, the benchmarks and the local stacks run against.
@@ -101,6 +101,15 @@ bench: $(STAMP)
 bench-fairness: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/fairness_bench.py
+
+# Pod-side scale on a local cluster with the virtual ECI node: a Deployment 0 -> 1,000 bound by
+# the webhook against the same written by hand, 1,000 pods released when their cache turns Ready,
+# admission at 100 pod creates a second. Writes benchmarks/results/pods.json, pods.png and its
+# table in benchmarks/README.md.
+bench-pods: $(STAMP)
+	@assets="$$(CONTROLPLANE_BINARIES="kube-apiserver kube-controller-manager etcd kubectl helm kube-scheduler" \
+		bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/pods_bench.py
 
 # Admission latency at 20 pod creates/s and cache Ready -> pods ungated; about 3 minutes.
 # Writes benchmarks/results/binding.json and its table in benchmarks/README.md.

@@ -48,12 +48,10 @@ from typing import Any  # noqa: E402
 
 from benchmarks.floors import percentile, rnd  # noqa: E402
 from benchmarks.machine import machine, wait_healthy  # noqa: E402
+from benchmarks.readme import put_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "binding.json"
-README_FILE = Path(__file__).parent / "README.md"
-README_BEGIN = "<!-- binding-bench:begin -->"
-README_END = "<!-- binding-bench:end -->"
 ACCESS_KEY_ID = "bench-access-key-id"
 ACCESS_KEY_SECRET = "bench-access-key-secret"  # noqa: S105 - the emulator's own key pair
 NAMESPACE = "bench"
@@ -119,9 +117,9 @@ def api_client(plane: Any) -> Any:
     return client.ApiClient(configuration)
 
 
-def paced(count: int, rate: float, call: Any) -> list[float]:
+def paced(count: int, rate: float, call: Any, workers: int = 8) -> list[float]:
     """Run `call(i)` `count` times at `rate` a second (open loop: a slow call does not delay the
-    next start); returns each call's duration in seconds."""
+    next start) from `workers` threads; returns each call's duration in seconds."""
     durations: list[float] = [0.0] * count
     start = time.perf_counter()
 
@@ -130,7 +128,7 @@ def paced(count: int, rate: float, call: Any) -> list[float]:
         call(index)
         durations[index] = time.perf_counter() - began
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = []
         for index in range(count):
             delay = start + index / rate - time.perf_counter()
@@ -426,13 +424,7 @@ def main() -> int:
         targets=TARGETS,
     )
     RESULT_FILE.write_text(json.dumps(result, indent=2) + "\n")
-    text = README_FILE.read_text()
-    block = f"{README_BEGIN}\n{table(result)}\n{README_END}"
-    if README_BEGIN in text:
-        text = text[: text.index(README_BEGIN)] + block + text[text.index(README_END) + len(README_END) :]
-    else:
-        text += f"\n## Pods bound to caches (`benchmarks/binding_bench.py`)\n\n{block}\n"
-    README_FILE.write_text(text)
+    put_table("binding-bench", "Pods bound to caches (`benchmarks/binding_bench.py`)", table(result))
     print(table(result))
     return 0
 

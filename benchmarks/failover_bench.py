@@ -50,12 +50,10 @@ from benchmarks.binding_bench import (  # noqa: E402
 )
 from benchmarks.floors import rnd  # noqa: E402
 from benchmarks.machine import machine, wait_healthy  # noqa: E402
+from benchmarks.readme import put_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "failover.json"
-README_FILE = Path(__file__).parent / "README.md"
-README_BEGIN = "<!-- failover-bench:begin -->"
-README_END = "<!-- failover-bench:end -->"
 OBJECTS = 5
 
 
@@ -226,13 +224,7 @@ def main() -> int:
         machine=machine(),
     )
     RESULT_FILE.write_text(json.dumps(result, indent=2) + "\n")
-    text = README_FILE.read_text()
-    block = f"{README_BEGIN}\n{table(result)}\n{README_END}"
-    if README_BEGIN in text:
-        text = text[: text.index(README_BEGIN)] + block + text[text.index(README_END) + len(README_END) :]
-    else:
-        text += f"\n## Leader failover (`benchmarks/failover_bench.py`)\n\n{block}\n"
-    README_FILE.write_text(text)
+    put_table("failover-bench", "Leader failover (`benchmarks/failover_bench.py`)", table(result))
     print(table(result))
     return 0
 

@@ -56,11 +56,9 @@ from benchmarks.operator_bench import (
     kube_api,
     start_emulator,
 )
+from benchmarks.readme import put_table
 
 RESULT_FILE = Path(__file__).parent / "results" / "fairness.json"
-README_FILE = Path(__file__).parent / "README.md"
-README_BEGIN = "<!-- fairness-bench:begin -->"
-README_END = "<!-- fairness-bench:end -->"
 SMALL_DELAY_SECONDS = 0.5
 # Each first create costs one describe at its bucket and path (its own cache, lost, or another's) and the create.
 CALLS_PER_CREATE = 2
@@ -246,18 +244,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def update_readme(result: dict[str, Any]) -> None:
-    text = README_FILE.read_text()
-    block = f"{README_BEGIN}\n{table(result)}\n{README_END}"
-    if README_BEGIN in text:
-        head, rest = text.split(README_BEGIN, 1)
-        text = head + block + rest.split(README_END, 1)[1]
-    else:
-        text += (
-            "\n## Fair share between namespaces (`make bench-fairness`)\n\n"
-            "One namespace floods the operator with DataCaches while another creates a few "
-            "(benchmarks/fairness_bench.py says how each figure is taken).\n\n" + block + "\n"
-        )
-    README_FILE.write_text(text)
+    put_table("fairness-bench", "Fair share between namespaces (`make bench-fairness`)", table(result))
 
 
 def main() -> int:

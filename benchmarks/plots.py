@@ -75,3 +75,34 @@ def plot_run(series: dict[str, Any], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
+
+
+def plot_pods(result: dict[str, Any], path: Path) -> None:
+    """The pod benchmark's run (`benchmarks/pods_bench.py`) side by side: pods Running after a
+    scale, bound by the webhook and written by hand; pods released after their cache turned
+    Ready, against the limit set by the apiserver's pod-patch rate."""
+    curves = result.get("curves") or {}
+    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    scale_axes, ungate_axes = figure.subplots(1, 2)
+    figure.suptitle(f"{result.get('pods')} pods, one run ({result.get('finished_at', '')})")
+    _draw(scale_axes, curves.get("webhook") or [], "bound by the webhook", "tab:blue", step=True)
+    _draw(scale_axes, curves.get("by_hand") or [], "written by hand", "tab:orange", step=True)
+    scale_axes.set_title(f"Deployment 0 -> N: pods Running (ratio {result.get('ratio')})", fontsize="medium")
+    scale_axes.set_xlabel("seconds since the scale")
+    scale_axes.set_ylabel("pods Running")
+    _draw(ungate_axes, curves.get("ungated") or [], "gate removed", "tab:green", step=True)
+    limit = result.get("ungate_limit_s")
+    if limit:
+        ungate_axes.axvline(float(limit), color="tab:red", linestyle="--", label="1.2 x N / patch rate")
+    ungate_axes.set_title("pods waiting for a loading cache: released", fontsize="medium")
+    ungate_axes.set_xlabel("seconds since the cache turned Ready")
+    ungate_axes.set_ylabel("pods ungated")
+    for axes in (scale_axes, ungate_axes):
+        axes.set_ylim(bottom=0)
+        axes.set_xlim(left=0)
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(loc="lower right", fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")

@@ -179,6 +179,8 @@ class ControlPlane:
     # A cluster with nodes: endpoints for the `kubernetes` Service, ServiceAccount tokens in
     # pods, webhooks reached at their Service's endpoints, and every default controller.
     with_nodes: bool = False
+    # More flags for kube-controller-manager (a benchmark raises its client's QPS).
+    controller_manager_flags: tuple[str, ...] = ()
 
     # --- paths -------------------------------------------------------------------------
     @property
@@ -366,6 +368,7 @@ class ControlPlane:
                 ),
                 "--secure-port=0",  # nothing scrapes it
                 "--v=0",
+                *self.controller_manager_flags,
             ],
             self.root / "kube-controller-manager.log",
         )

@@ -33,3 +33,23 @@ def test_a_run_without_samples_still_draws(tmp_path: Path):
         path,
     )
     assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_pod_benchmark_is_drawn_side_by_side(tmp_path: Path):
+    from benchmarks.plots import plot_pods
+
+    path = tmp_path / "pods.png"
+    curve = [[i / 50, i] for i in range(1, 1001)]
+    result = {
+        "pods": 1000,
+        "ratio": 1.05,
+        "ungate_limit_s": 6.0,
+        "curves": {
+            "webhook": curve,
+            "by_hand": curve[::2],
+            "ungated": [[i / 200, i] for i in range(1, 1001)],
+        },
+    }
+    plot_pods(result, path)
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
