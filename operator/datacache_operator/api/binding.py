@@ -115,8 +115,8 @@ class CacheRequest:
     read_only: bool = False
 
 
-#: A pod names at most this many caches: each is a read of the apiserver in the webhook, which
-#: anyone who may create a pod can call.
+#: A pod names at most this many caches: each one the webhook's watch has not brought yet is a
+#: read of the apiserver, and anyone who may create a pod can call the webhook.
 MAX_CACHES_PER_POD = 8
 
 
