@@ -16,6 +16,7 @@ from tests.e2e.support import (
     CHART,
     GATE,
     Cluster,
+    condition,
     diagnose,
     example,
     lease_holder,
@@ -166,15 +167,13 @@ def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
     return (found or {}).get("status", {}).get("phase")
 
 
-def container_group(cluster: Cluster, namespace: str, pod_name: str) -> Any:
-    """A pod's container group as ECI shows it (DescribeContainerGroups through the official SDK),
-    found by the name the virtual node gave it."""
-    from alibabacloud_eci20180808 import models
+def eci_client(cluster: Cluster) -> Any:
+    """The official SDK's client for the cloud the chart points at (the emulator)."""
     from alibabacloud_eci20180808.client import Client
     from alibabacloud_tea_openapi.models import Config
 
     eci = cluster.values["eci"]
-    client = Client(
+    return Client(
         Config(
             access_key_id=ACCESS_KEY_ID,
             access_key_secret=ACCESS_KEY_SECRET,
@@ -182,11 +181,140 @@ def container_group(cluster: Cluster, namespace: str, pod_name: str) -> Any:
             protocol=eci["protocol"],
         )
     )
+
+
+def container_group(cluster: Cluster, namespace: str, pod_name: str) -> Any:
+    """A pod's container group as ECI shows it (DescribeContainerGroups through the official SDK),
+    found by the name the virtual node gave it."""
+    from alibabacloud_eci20180808 import models
+
     request = models.DescribeContainerGroupsRequest(
         region_id=CLUSTER_REGION, container_group_name=f"{namespace}-{pod_name}"
     )
-    (group,) = client.describe_container_groups(request).body.container_groups
+    (group,) = eci_client(cluster).describe_container_groups(request).body.container_groups
     return group
+
+
+def pod_events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    """The pod's events as `kubectl get events` shows them: (type, reason)."""
+    found = cluster.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    return [(e["type"], e["reason"]) for e in (found or {}).get("items", [])]
+
+
+def test_pods_on_a_cache_deleted_outside_get_what_eci_gives_and_new_ones_the_rebuilt_cache(
+    cluster: Cluster, release: dict[str, Any]
+) -> None:
+    """The issue's "a pod on a deleted or replaced cache shows what ECI would show", through the
+    operator, the webhook, kube-scheduler and the virtual node (the scheduler is only here, so
+    the test is too).
+
+    Deleted outside the operator (DeleteDataCache through the official SDK):
+
+    * A pod already running on the cache keeps running: ECI gave its group a disk of its own
+      from the cache, which a deleted cache does not take back.
+    * Until the operator next looks at the cache (the stable poll, 30 s with these values, at a
+      moment nobody outside can see), the DataCache still says Ready: the webhook binds a new
+      pod without a gate, and ECI starts its group with an empty directory at the path and a
+      `Warning DataCacheNotFound` event, which the pod shows. The test holds that window open
+      with the paused annotation: the operator leaves a paused cache alone, its Ready as last
+      seen, just as when it has not looked yet.
+    * Once it looks, the operator builds the cache again at the same bucket and path (a new id
+      in status). Until the new cache is Available the DataCache is Ready=False and a pod
+      created then waits at the gate, as for any cache still building; then the gate lifts and
+      the pod's group gets the new cache (ECI's DataCacheMatched names it). (The emulator's
+      admin API, whose rules could hold the load longer, answers on loopback only, and this
+      emulator listens where the cluster's pods reach it: the pod is created as soon as the
+      DataCache shows Ready=False, seconds before the rebuilt cache is Available here.)"""
+    from alibabacloud_eci20180808 import models
+
+    eci = eci_client(cluster)
+
+    def in_the_cloud(cache_id: str) -> bool:
+        request = models.DescribeDataCachesRequest(region_id=CLUSTER_REGION, data_cache_id=[cache_id])
+        return bool(eci.describe_data_caches(request).body.data_caches)
+
+    name, path = "qwen-rebuilt", "/models/qwen-rebuilt"
+    cache = example("datacache-huggingface.yaml", TEAM)
+    cache["metadata"]["name"], cache["spec"]["path"] = name, path
+    cluster.apply(cache)
+    old = wait_cache_ready(cluster, TEAM, name)["status"]["dataCacheId"]
+    mount = f"{name}:/models/qwen:ro"
+    suffix = uuid.uuid4().hex[:6]
+    running, orphan, waiting = f"running-{suffix}", f"orphan-{suffix}", f"waiting-{suffix}"
+
+    def matched(pod_name: str) -> list[str]:
+        group = container_group(cluster, TEAM, pod_name)
+        return [e.message for e in group.events if e.reason == "DataCacheMatched"]
+
+    def runs(pod_name: str) -> None:
+        wait_for(lambda: phase(cluster, TEAM, pod_name) == "Running", timeout=90, what=f"{pod_name} Running")
+
+    def gated(pod_name: str) -> bool:
+        found = cluster.get("pod", pod_name, "-n", TEAM) or {}
+        return {"name": GATE} in found.get("spec", {}).get("schedulingGates", [])
+
+    def ready_condition() -> dict[str, Any]:
+        return condition(cluster.get("datacache", name, "-n", TEAM), "Ready") or {}
+
+    cluster.apply(opted_in_pod(running, TEAM, mount, _image(cluster)))
+    try:
+        runs(running)
+        assert matched(running)[0].startswith(f"Data cache {old} at bucket {TEAM}, path {path}")
+
+        # (a) The cloud cache goes while the operator is not looking.
+        cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}=true")
+        wait_for(
+            lambda: (
+                (condition(cluster.get("datacache", name, "-n", TEAM), "Synced") or {}).get("reason")
+                == "ReconcilePaused"
+            ),
+            timeout=60,
+            what="the pause taken",
+        )
+        eci.delete_data_cache(models.DeleteDataCacheRequest(region_id=CLUSTER_REGION, data_cache_id=old))
+        wait_for(lambda: not in_the_cloud(old), timeout=60, what=f"{old} gone from the cloud")
+        assert ready_condition().get("status") == "True"  # what the webhook goes by
+
+        cluster.apply(opted_in_pod(orphan, TEAM, mount, _image(cluster)))
+        assert not gated(orphan)
+        runs(orphan)
+        group = container_group(cluster, TEAM, orphan)
+        assert [e.reason for e in group.events if e.type == "Warning"] == ["DataCacheNotFound"], group.events
+        assert not matched(orphan)
+        wait_for(
+            lambda: ("Warning", "DataCacheNotFound") in pod_events(cluster, TEAM, orphan),
+            timeout=60,
+            what="ECI's warning on the pod",
+        )
+        assert phase(cluster, TEAM, running) == "Running"
+        assert container_group(cluster, TEAM, running).status == "Running"
+
+        # (b) The operator looks again and builds it anew.
+        cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}-")
+        began = time.monotonic()
+        noticed = wait_for(
+            lambda: ready_condition().get("status") == "False" and ready_condition(),
+            timeout=90,
+            interval=0.2,
+            what="the DataCache not Ready once the operator sees its cache gone",
+        )
+        cluster.apply(opted_in_pod(waiting, TEAM, mount, _image(cluster)))
+        admitted_gated = gated(waiting)
+        new = wait_cache_ready(cluster, TEAM, name)["status"]["dataCacheId"]
+        print(f"Ready=False ({noticed}), Ready again with {new} after {time.monotonic() - began:.1f} s")
+        assert admitted_gated, "a pod created while the cache was being rebuilt was not gated"
+        assert new and new != old and in_the_cloud(new)
+        wait_for(lambda: not gated(waiting), timeout=60, what="the gate lifted")
+        runs(waiting)
+        assert matched(waiting)[0].startswith(f"Data cache {new} at bucket {TEAM}, path {path}")
+        # The pods from before run on, as they started.
+        assert phase(cluster, TEAM, running) == "Running" and phase(cluster, TEAM, orphan) == "Running"
+    finally:
+        cluster.kubectl(
+            "delete", "pod", running, orphan, waiting, "-n", TEAM, "--ignore-not-found", "--wait=false"
+        )
+        cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}-", check=False)
+        cluster.kubectl("delete", "datacache", name, "-n", TEAM, "--ignore-not-found", "--wait=false")
 
 
 def test_deleting_the_leader_pod_hands_over(cluster: Cluster, release: dict[str, Any]) -> None:
