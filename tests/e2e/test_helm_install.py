@@ -221,10 +221,9 @@ def test_pods_on_a_cache_deleted_outside_get_what_eci_gives_and_new_ones_the_reb
     * Once it looks, the operator builds the cache again at the same bucket and path (a new id
       in status). Until the new cache is Available the DataCache is Ready=False and a pod
       created then waits at the gate, as for any cache still building; then the gate lifts and
-      the pod's group gets the new cache (ECI's DataCacheMatched names it). (The emulator's
-      admin API, whose rules could hold the load longer, answers on loopback only, and this
-      emulator listens where the cluster's pods reach it: the pod is created as soon as the
-      DataCache shows Ready=False, seconds before the rebuilt cache is Available here.)"""
+      the pod's group gets the new cache (ECI's DataCacheMatched names it). (The rebuild takes
+      seconds here: the test pauses the DataCache again once it shows Ready=False, so the pod
+      is created while it is not Ready on a machine of any speed.)"""
     from alibabacloud_eci20180808 import models
 
     eci = eci_client(cluster)
@@ -298,11 +297,15 @@ def test_pods_on_a_cache_deleted_outside_get_what_eci_gives_and_new_ones_the_reb
             interval=0.2,
             what="the DataCache not Ready once the operator sees its cache gone",
         )
+        # Held not Ready by the pause again, so the pod below is created while it is, however
+        # slow the machine (the rebuild takes seconds here).
+        cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}=true")
+        assert ready_condition().get("status") == "False", "the rebuilt cache was Ready before the pause"
         cluster.apply(opted_in_pod(waiting, TEAM, mount, _image(cluster)))
-        admitted_gated = gated(waiting)
+        assert gated(waiting), "a pod created while the cache was being rebuilt was not gated"
+        cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}-")
         new = wait_cache_ready(cluster, TEAM, name)["status"]["dataCacheId"]
         print(f"Ready=False ({noticed}), Ready again with {new} after {time.monotonic() - began:.1f} s")
-        assert admitted_gated, "a pod created while the cache was being rebuilt was not gated"
         assert new and new != old and in_the_cloud(new)
         wait_for(lambda: not gated(waiting), timeout=60, what="the gate lifted")
         runs(waiting)
