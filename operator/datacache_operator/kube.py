@@ -194,6 +194,11 @@ async def read_namespace(name: str) -> dict[str, Any] | None:
 # ---- pods, listed by label only (never a watch of every pod) ------------------------------
 
 
+# Pods a page: json.loads holds the GIL for a whole page (about 10 ms a hundred pods here), and
+# the webhook's event loop waits that long; between pages it runs.
+POD_PAGE = 100
+
+
 def _list_pods_sync(
     namespace: str | None, label_selector: str, field_selector: str | None
 ) -> list[dict[str, Any]]:
@@ -201,7 +206,11 @@ def _list_pods_sync(
     pods: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        kwargs: dict[str, Any] = {"label_selector": label_selector, "limit": 500, "_preload_content": False}
+        kwargs: dict[str, Any] = {
+            "label_selector": label_selector,
+            "limit": POD_PAGE,
+            "_preload_content": False,
+        }
         if field_selector:
             kwargs["field_selector"] = field_selector
         if token:
