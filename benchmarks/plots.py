@@ -38,6 +38,17 @@ def _draw(axes: Axes, points: Points, label: str, color: str, step: bool = False
         axes.plot(times, values, label=label, color=color, linewidth=1.2)
 
 
+def _save(figure: Figure, panels: Sequence[Axes], path: Path, legend_at: str) -> None:
+    """Grid and legend on each panel, then the PNG (its folder made if missing)."""
+    for axes in panels:
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(loc=legend_at, fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+
+
 def plot_run(series: dict[str, Any], path: Path) -> None:
     """Write the PNG of one run to `path` (its folder is made if missing)."""
     figure = Figure(figsize=(9, 8), dpi=100, layout="constrained")
@@ -68,13 +79,7 @@ def plot_run(series: dict[str, Any], path: Path) -> None:
     rss_axes.set_ylim(bottom=0)
     rss_axes.set_xlabel("seconds since the start of the run")
 
-    for axes in (ready_axes, calls_axes, rss_axes):
-        axes.grid(True, alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(loc="best", fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    _save(figure, (ready_axes, calls_axes, rss_axes), path, legend_at="best")
 
 
 def plot_pods(result: dict[str, Any], path: Path) -> None:
@@ -100,9 +105,4 @@ def plot_pods(result: dict[str, Any], path: Path) -> None:
     for axes in (scale_axes, ungate_axes):
         axes.set_ylim(bottom=0)
         axes.set_xlim(left=0)
-        axes.grid(True, alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(loc="lower right", fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    _save(figure, (scale_axes, ungate_axes), path, legend_at="lower right")
