@@ -43,3 +43,49 @@ async def test_changes_during_a_check_share_one_more_check_and_the_pass_does_not
     assert sorted(lists, key=str) == ["ml", "ml", "other"]  # one more for ml, after the first
     binder.cache_changed("ml")  # a change after every check began gets a check of its own
     await until(lambda: lists.count("ml") == 3 and not binder._queued)
+
+
+async def test_the_gates_of_many_pods_are_removed_sixteen_at_a_time_and_their_cache_read_once() -> None:
+    """1,000 pods waiting for one cache are released at the apiserver's pace: patches overlap
+    (at most UNGATE_CONCURRENCY in flight), and the cache they share is read once."""
+    from tests.unit.reconcile.test_binding_decisions import HERE, bind, datacache, pod
+
+    from datacache_operator.api.binding import GATED_LABEL
+    from datacache_operator.controllers.pods import UNGATE_CONCURRENCY
+
+    pods = []
+    for index in range(40):
+        gated = bind(pod("qwen:/data"), datacache("qwen", ready=False))
+        gated["metadata"].update(name=f"pod-{index}", namespace="ml", uid=f"uid-{index}")
+        pods.append(gated)
+    reads: list[str] = []
+    in_flight, most = 0, 0
+    both_started = asyncio.Event()
+
+    async def list_pods(namespace, labels, fields):
+        return [p for p in pods if p["metadata"]["labels"].get(GATED_LABEL) == "true"]
+
+    async def read_object(plural, namespace, name):
+        reads.append(name)
+        return datacache("qwen")
+
+    async def patch_pod(namespace, name, patch):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if most >= 2:
+            both_started.set()
+        await asyncio.wait_for(both_started.wait(), 5)  # a serial binder never gets a second one in
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return True
+
+    async def unused(*args):
+        raise AssertionError("not called here")
+
+    binder = PodBinder(
+        OperatorSettings(default_region=HERE), list_pods, patch_pod, read_object, unused, lambda *a: None
+    )
+    assert await binder.check_waiting(["ml"]) == 40
+    assert most == UNGATE_CONCURRENCY == 16
+    assert reads == ["qwen"]
