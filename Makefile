@@ -87,13 +87,15 @@ cluster: $(STAMP)
 # The operator at scale: N = 100, 1,000 and 10,000 DataCaches, batching on and off, against
 # the real control plane and the emulator, each followed by a cold start; about 90 minutes.
 # Writes benchmarks/results/latest.json, a picture per run and benchmarks/README.md.
-# Then the pod binding and the leader failover benchmarks (bench-binding, bench-failover).
+# Then the pod binding, leader failover, fairness and pod-side scale benchmarks (bench-binding,
+# bench-failover, bench-fairness, bench-pods).
 bench: $(STAMP)
 	@assets="$$(bash $(CONTROLPLANE_BUILD) | tail -n 1)" && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/operator_bench.py $(BENCH_ARGS) && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/binding_bench.py && \
 	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/failover_bench.py && \
-	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/fairness_bench.py
+	DATACACHE_CONTROLPLANE_ASSETS="$$assets" $(PY) benchmarks/fairness_bench.py && \
+	$(MAKE) bench-pods
 
 # One namespace creating 1,000 DataCaches and another 10 at once: the small one's reaction
 # against its own when alone (fair queuing between namespaces); about 3 minutes. Writes
