@@ -1,13 +1,14 @@
 """The admin API under ``/_emulator/``: unsigned JSON, answered on loopback only.
 
 * ``GET /_emulator/health``: ``{"ok": true, "endpoint": ...}``.
-* ``GET /_emulator/state[?region=]``: the virtual clock, every region with every cache (all
-  fields, tags, client tokens, data size, network, copy origin), recently removed caches,
-  rules and faults.
-* ``GET /_emulator/calls[?action=&region=]``: the call log, a list of ``{time, action,
-  region, params, outcome, status, latency_ms, request_id, signature}``; ``params`` has
-  secret option values masked and no signature or key fields; ``outcome`` is ``Success``,
-  the error code, or ``ConnectionDropped``.
+* ``GET /_emulator/state[?region=&account=]``: the virtual clock, every region with every
+  cache of every account (all fields, ``AccountId``, tags, client tokens, data size, network,
+  copy origin), recently removed caches, rules and faults.
+* ``GET /_emulator/calls[?action=&region=&account=]``: the call log, a list of ``{time,
+  action, region, params, outcome, status, latency_ms, request_id, signature, account}``;
+  ``params`` has secret option values masked and no signature or key fields; ``account`` is
+  the caller's account (an STS key's: its role's), unknown before the signature was checked;
+  ``outcome`` is ``Success``, the error code, or ``ConnectionDropped``.
 * ``GET /_emulator/counters``: ``{action: {outcome: count}}``.
 * ``POST /_emulator/reset``: forget caches, tokens, calls, rules and run-time faults.
 * ``GET|POST /_emulator/faults``: read or replace the faults (fields in ``faults.py``);
@@ -19,8 +20,17 @@
   the virtual clock forward, so loading and expiry happen at once.
 * ``POST /_emulator/caches/{id}/delete-out-of-band``: the cache vanishes at once, as if a
   person deleted it in the console.
-* ``GET /_emulator/containergroups[?region=]``: every container group as DescribeContainerGroups
-  shows it, plus its data cache bucket, hostPath volumes and the caches they got.
+* ``GET /_emulator/containergroups[?region=&account=]``: every container group as
+  DescribeContainerGroups shows it, plus ``AccountId``, its data cache bucket, hostPath
+  volumes and the caches they got.
+* ``GET /_emulator/accounts``: every account with its AccessKey ids (``Status`` Active or
+  Inactive, ``Type`` AccessKey or STS; STS keys with role, session, caller and
+  ``Expiration``) and roles (ARN, role id, max session, trusted accounts). Never a secret.
+* ``POST /_emulator/accounts/{account}/keys`` with ``{"access_key_id", "access_key_secret"}``:
+  a new key pair for the account (rotation); answers the id only.
+* ``POST /_emulator/keys/{id}/disable`` | ``/enable``: calls with a disabled key answer 400
+  ``InvalidAccessKeyId.Inactive``; ``DELETE /_emulator/keys/{id}`` revokes it (permanent or
+  STS): 404 ``InvalidAccessKeyId.NotFound`` from then on.
 
 Bad input answers 400 ``{"error": "..."}``; an unknown rule or cache 404.
 """
@@ -90,31 +100,40 @@ class AdminApi:
         return _reply({"ok": True, "endpoint": self.emulator.endpoint})
 
     async def dump_state(self, request: web.Request) -> web.Response:
-        self.state.settle()
+        self.emulator.settle()
         only_region = request.query.get("region")
-        regions = {
-            region: {
-                "count": len(caches),
-                "caches": [self.state.admin_view(cache) for cache in caches.values()],
-            }
-            for region, caches in sorted(self.state.regions.items())
-            if only_region is None or region == only_region
-        }
+        only_account = request.query.get("account")
+        regions: dict[str, dict[str, Any]] = {}
+        removed = []
+        for account_id, state in self.emulator.states.items():
+            if only_account not in (None, account_id):
+                continue
+            for region, caches in state.regions.items():
+                if only_region not in (None, region):
+                    continue
+                entry = regions.setdefault(region, {"count": 0, "caches": []})
+                entry["count"] += len(caches)
+                entry["caches"].extend(
+                    {"AccountId": account_id, **state.admin_view(cache)} for cache in caches.values()
+                )
+            removed.extend({"AccountId": account_id, **item} for item in state.removed)
         return _reply(
             {
                 "now": format_second(self.state.clock.now()),
                 "clockOffsetSeconds": self.state.clock.offset,
                 "timeScale": self.state.time_scale,
                 "quota": self.emulator.config.quota,
-                "regions": regions,
-                "removed": list(self.state.removed),
+                "accounts": self.emulator.accounts.account_ids,
+                "regions": dict(sorted(regions.items())),
+                "removed": removed,
                 "rules": [rule.to_json() for rule in self.state.rules.list()],
                 "faults": self.emulator.faults.settings.to_json(),
             }
         )
 
     async def calls(self, request: web.Request) -> web.Response:
-        entries = self.emulator.calls.query(request.query.get("action"), request.query.get("region"))
+        query = request.query
+        entries = self.emulator.calls.query(query.get("action"), query.get("region"), query.get("account"))
         return _reply(entries)
 
     async def counters(self, request: web.Request) -> web.Response:
@@ -154,7 +173,7 @@ class AdminApi:
         seconds = (await _json_body(request)).get("seconds")
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
             raise ValueError("'seconds' must be a non-negative number")
-        self.state.advance(float(seconds))
+        self.emulator.advance(float(seconds))
         return self._clock_reply()
 
     def _clock_reply(self) -> web.Response:
@@ -163,26 +182,67 @@ class AdminApi:
         )
 
     async def container_groups(self, request: web.Request) -> web.Response:
-        self.state.settle()
+        self.emulator.settle()
         region = request.query.get("region")
-        service = self.emulator.service.containers
+        account = request.query.get("account")
         return _reply(
             [
-                service.admin_view(group)
-                for region_id, groups in sorted(service.groups.items())
+                {"AccountId": account_id, **service.containers.admin_view(group)}
+                for account_id, service in self.emulator.services.items()
+                if account in (None, account_id)
+                for region_id, groups in sorted(service.containers.groups.items())
                 if region in (None, region_id)
                 for group in groups.values()
             ]
         )
 
     async def delete_out_of_band(self, request: web.Request) -> web.Response:
-        self.state.settle()
+        self.emulator.settle()
         data_cache_id = request.match_info["data_cache_id"]
-        cache = self.state.find_anywhere(data_cache_id)
-        if cache is None:
+        found = self.emulator.find_cache(data_cache_id)
+        if found is None:
             return _problem(f"no data cache {data_cache_id}", 404)
-        self.state.remove(cache, "deleted out of band")
+        account_id, cache = found
+        self.emulator.states[account_id].remove(cache, "deleted out of band")
         return _reply({"deleted": data_cache_id, "region": cache.region_id})
+
+    async def list_accounts(self, request: web.Request) -> web.Response:
+        return _reply(self.emulator.accounts.admin_view())
+
+    async def add_key(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        key_id, secret = body.get("access_key_id"), body.get("access_key_secret")
+        if not isinstance(key_id, str) or not isinstance(secret, str):
+            raise ValueError("'access_key_id' and 'access_key_secret' must be strings")
+        account_id = request.match_info["account_id"]
+        try:
+            self.emulator.accounts.add_key(account_id, key_id, secret)
+        except KeyError:
+            return _problem(f"no account {account_id}", 404)
+        return _reply({"AccountId": account_id, "AccessKeyId": key_id}, 201)
+
+    async def disable_key(self, request: web.Request) -> web.Response:
+        return self._set_key_active(request, False)
+
+    async def enable_key(self, request: web.Request) -> web.Response:
+        return self._set_key_active(request, True)
+
+    def _set_key_active(self, request: web.Request, active: bool) -> web.Response:
+        key_id = request.match_info["access_key_id"]
+        try:
+            credential = self.emulator.accounts.set_active(key_id, active)
+        except KeyError:
+            return _problem(f"no AccessKey {key_id}", 404)
+        status = "Active" if active else "Inactive"
+        return _reply({"AccessKeyId": key_id, "AccountId": credential.account_id, "Status": status})
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        key_id = request.match_info["access_key_id"]
+        try:
+            self.emulator.accounts.revoke(key_id)
+        except KeyError:
+            return _problem(f"no AccessKey {key_id}", 404)
+        return _reply({"revoked": key_id})
 
 
 def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
@@ -203,6 +263,11 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("POST", "/clock/advance", api.advance_clock),
         ("POST", "/caches/{data_cache_id}/delete-out-of-band", api.delete_out_of_band),
         ("GET", "/containergroups", api.container_groups),
+        ("GET", "/accounts", api.list_accounts),
+        ("POST", "/accounts/{account_id}/keys", api.add_key),
+        ("POST", "/keys/{access_key_id}/disable", api.disable_key),
+        ("POST", "/keys/{access_key_id}/enable", api.enable_key),
+        ("DELETE", "/keys/{access_key_id}", api.revoke_key),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _loopback_only(handler))

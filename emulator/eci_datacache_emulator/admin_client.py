@@ -45,21 +45,23 @@ class EmulatorAdmin:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
-    def state(self, region: str | None = None) -> dict[str, Any]:
-        return self._call("GET", "/state", query={"region": region})
+    def state(self, region: str | None = None, account: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/state", query={"region": region, "account": account})
 
-    def caches(self, region: str | None = None) -> list[dict[str, Any]]:
-        regions = self.state(region)["regions"]
+    def caches(self, region: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
+        regions = self.state(region, account)["regions"]
         return [cache for caches in regions.values() for cache in caches["caches"]]
 
     def cache(self, data_cache_id: str) -> dict[str, Any] | None:
         return next((cache for cache in self.caches() if cache["DataCacheId"] == data_cache_id), None)
 
-    def container_groups(self, region: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/containergroups", query={"region": region})
+    def container_groups(self, region: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/containergroups", query={"region": region, "account": account})
 
-    def calls(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/calls", query={"action": action, "region": region})
+    def calls(
+        self, action: str | None = None, region: str | None = None, account: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self._call("GET", "/calls", query={"action": action, "region": region, "account": account})
 
     def counters(self) -> dict[str, dict[str, int]]:
         return self._call("GET", "/counters")
@@ -112,6 +114,25 @@ class EmulatorAdmin:
 
     def advance(self, seconds: float) -> dict[str, Any]:
         return self._call("POST", "/clock/advance", body={"seconds": seconds})
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """Every account with its key ids, statuses, STS keys and roles (never a secret)."""
+        return self._call("GET", "/accounts")
+
+    def add_key(self, account_id: str, access_key_id: str, access_key_secret: str) -> dict[str, Any]:
+        body = {"access_key_id": access_key_id, "access_key_secret": access_key_secret}
+        return self._call("POST", f"/accounts/{quote(account_id, safe='')}/keys", body=body)
+
+    def disable_key(self, access_key_id: str) -> dict[str, Any]:
+        """Calls with the key answer InvalidAccessKeyId.Inactive until `enable_key`."""
+        return self._call("POST", f"/keys/{quote(access_key_id, safe='')}/disable", body={})
+
+    def enable_key(self, access_key_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/keys/{quote(access_key_id, safe='')}/enable", body={})
+
+    def revoke_key(self, access_key_id: str) -> dict[str, Any]:
+        """The key is gone: InvalidAccessKeyId.NotFound from then on."""
+        return self._call("DELETE", f"/keys/{quote(access_key_id, safe='')}")
 
     def delete_out_of_band(self, data_cache_id: str) -> dict[str, Any]:
         return self._call("POST", f"/caches/{quote(data_cache_id, safe='')}/delete-out-of-band", body={})

@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -26,6 +28,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from . import tls
+from .accounts import STS_ACTIONS, STS_VERSION, AccountRegistry
 from .admin import add_admin_routes
 from .admin_client import EmulatorAdmin
 from .config import EmulatorConfig
@@ -33,13 +37,14 @@ from .errors import ApiError, internal_error, missing_parameter
 from .faults import NO_FAULT, FaultInjector, FaultSettings, RateLimiter
 from .operations import DataCacheService, Limits
 from .outcomes import RuleBook
-from .signature import V1_PROTOCOL_PARAMETERS, Authenticator, Credential
-from .state import CloudState, format_second
+from .signature import V1_PROTOCOL_PARAMETERS, Authenticator
+from .state import CloudState, DataCache, IdFactory, VirtualClock, format_second
 from .wire import Parameters, redact_parameters
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2018-08-08"
+STATE_FILE_VERSION = 2  # version 1 (one account's caches) is still read, into the default account
 ADMIN_PREFIX = "/_emulator"
 SAVE_INTERVAL_SECONDS = 0.25
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
@@ -57,16 +62,21 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return web.Response(body=body, status=status, content_type=_JSON, charset="utf-8", headers=headers)
 
 
-def error_response(error: ApiError, request_id: str, region: str | None) -> web.Response:
+def error_response(
+    error: ApiError, request_id: str, region: str | None, product: str = "eci"
+) -> web.Response:
     host = (
-        f"eci.{region}.aliyuncs.com" if region and region.replace("-", "").isalnum() else "eci.aliyuncs.com"
+        f"{product}.{region}.aliyuncs.com"
+        if region and region.replace("-", "").isalnum()
+        else f"{product}.aliyuncs.com"
     )
     payload = {
         "RequestId": request_id,
         "HostId": host,
         "Code": error.code,
         "Message": error.message,
-        "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product=Eci&requestId={request_id}",
+        "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product={product.capitalize()}"
+        f"&requestId={request_id}",
     }
     headers = {"x-acs-request-id": request_id}
     if error.retry_after_ms is not None:
@@ -85,11 +95,15 @@ class CallLog:
         self.entries.append(entry)
         self.counters[entry["action"] or "-"][entry["outcome"]] += 1
 
-    def query(self, action: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, action: str | None = None, region: str | None = None, account: str | None = None
+    ) -> list[dict[str, Any]]:
         return [
             entry
             for entry in self.entries
-            if (action is None or entry["action"] == action) and (region is None or entry["region"] == region)
+            if (action is None or entry["action"] == action)
+            and (region is None or entry["region"] == region)
+            and (account is None or entry.get("account") == account)
         ]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -106,22 +120,35 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.rules = RuleBook()
-        self.state = CloudState(
-            time_scale=self.config.time_scale,
-            durations=self.config.durations,
-            rules=self.rules,
-            seed=self.config.seed,
-        )
-        self.service = DataCacheService(self.state, Limits(quota=self.config.quota))
-        credential = Credential(
-            self.config.access_key_id, self.config.access_key_secret, self.config.security_token or None
-        )
-        self.authenticator = Authenticator([credential])
+        self.clock = VirtualClock()
+        self.ids = IdFactory(self.config.seed)
+        self.accounts = AccountRegistry(self.config, self.clock.now)
+        # Each account has its own caches, tokens and container groups; clock and ids are shared.
+        self.states: dict[str, CloudState] = {}
+        self.services: dict[str, DataCacheService] = {}
+        for account_id in self.accounts.account_ids:
+            state = CloudState(
+                time_scale=self.config.time_scale,
+                durations=self.config.durations,
+                rules=self.rules,
+                seed=self.config.seed,
+                clock=self.clock,
+                ids=self.ids,
+            )
+            self.states[account_id] = state
+            self.services[account_id] = DataCacheService(state, Limits(quota=self.config.quota))
+        # The default account's, as before there were several.
+        self.state = self.states[self.config.account_id]
+        self.service = self.services[self.config.account_id]
+        self.authenticator = Authenticator(self.accounts.find, expiry_clock=self.clock.now)
         self.faults = FaultInjector(FaultSettings.from_config(self.config), self.config.seed)
-        self.rate_limiter = RateLimiter(self.config.rate_limit)
+        self.rate_limiter = RateLimiter(self.config.rate_limit)  # per account: ECI's flow control
         self.calls = CallLog(self.config.call_log_limit)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._tls_port: int | None = None
+        self._tls: tls.TlsFiles | None = None
+        self._tls_temporary_dir: str | None = None
         self._saver: asyncio.Task[None] | None = None
         self._saved_revision = -1
 
@@ -137,6 +164,29 @@ class Emulator:
     def endpoint(self) -> str:
         """``host:port`` as the SDK's ``Config.endpoint`` wants it (no scheme)."""
         return f"{self._client_host()}:{self.port}"
+
+    @property
+    def tls_port(self) -> int:
+        if self._tls_port is None:
+            raise RuntimeError("the emulator is not serving HTTPS (EmulatorConfig.tls)")
+        return self._tls_port
+
+    @property
+    def tls_endpoint(self) -> str:
+        """``host:port`` of the HTTPS side: the same API (ECI, STS, admin) over TLS."""
+        return f"{self._client_host()}:{self.tls_port}"
+
+    @property
+    def sts_endpoint(self) -> str:
+        """What the credentials library's ``sts_endpoint`` wants: it always calls https."""
+        return self.tls_endpoint
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that signed the HTTPS side's certificate: trust this file."""
+        if self._tls is None:
+            raise RuntimeError("the emulator is not serving HTTPS (EmulatorConfig.tls)")
+        return self._tls.ca_file
 
     @property
     def admin_url(self) -> str:
@@ -162,17 +212,39 @@ class Emulator:
             app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, handle_signals=False
         )
         await self._runner.setup()
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.host, self.config.port))
+        sock = self._bind(self.config.port)
         self._port = sock.getsockname()[1]
         # Keep-alive clients (the sync SDK pools connections) need room in the accept queue.
         await web.SockSite(self._runner, sock, backlog=1024).start()
+        if self.config.tls:
+            # A second port rather than TLS sniffing on the first: aiohttp serves one protocol
+            # a socket, and plain-HTTP clients of the first port stay exactly as they were.
+            context = self._prepare_tls()
+            tls_sock = self._bind(self.config.tls_port)
+            self._tls_port = tls_sock.getsockname()[1]
+            await web.SockSite(self._runner, tls_sock, backlog=1024, ssl_context=context).start()
         if self.config.state_file:
             self._saver = asyncio.create_task(self._save_periodically())
         log.info("ECI DataCache emulator serving at %s (admin API at %s)", self.endpoint, self.admin_url)
+        if self._tls is not None:
+            log.info("HTTPS (ECI and STS) at %s, CA file %s", self.tls_endpoint, self._tls.ca_file)
         return self
+
+    def _bind(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, port))
+        return sock
+
+    def _prepare_tls(self) -> ssl.SSLContext:
+        if self.config.tls_dir:
+            directory = Path(self.config.tls_dir)
+        else:
+            self._tls_temporary_dir = tempfile.mkdtemp(prefix="eci-emulator-tls-")
+            directory = Path(self._tls_temporary_dir)
+        self._tls = tls.prepare(directory, self.config.host)
+        return self._tls.context
 
     async def stop(self) -> None:
         if self._saver is not None:
@@ -184,7 +256,11 @@ class Emulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self._port = None
+        self._port = self._tls_port = None
+        if self._tls_temporary_dir is not None:
+            shutil.rmtree(self._tls_temporary_dir, ignore_errors=True)
+            self._tls_temporary_dir = None
+            self._tls = None
 
     async def __aenter__(self) -> Emulator:
         return await self.start()
@@ -228,28 +304,87 @@ class Emulator:
             thread.join(start_timeout + SHUTDOWN_TIMEOUT_SECONDS)
 
     def reset(self) -> None:
-        """Forget caches, tokens, calls, rules and run-time faults; back to the start-up settings."""
-        self.state.reset()
-        self.service.containers.reset()
+        """Forget caches, tokens, calls, rules, run-time faults, STS keys and key changes; back
+        to the start-up settings."""
+        for state in self.states.values():
+            state.reset()
+        for service in self.services.values():
+            service.containers.reset()
+        self.accounts.reset()
         self.rules.clear()
         self.calls.clear()
         self.rate_limiter.clear()
         self.authenticator.nonces.clear()
         self.faults.settings = FaultSettings.from_config(self.config)
 
+    # ---- every account -------------------------------------------------------------------
+
+    def settle(self) -> None:
+        for state in self.states.values():
+            state.settle()
+
+    def advance(self, seconds: float) -> None:
+        """Move the shared virtual clock: every account's phases and expiries, and STS keys."""
+        self.clock.advance(seconds)
+        for state in self.states.values():
+            state.touch()
+            state.settle()
+
+    def all_caches(self) -> Iterator[tuple[str, DataCache]]:
+        for account_id, state in self.states.items():
+            for cache in state.all_caches():
+                yield account_id, cache
+
+    def find_cache(self, data_cache_id: str) -> tuple[str, DataCache] | None:
+        for account_id, state in self.states.items():
+            cache = state.find_anywhere(data_cache_id)
+            if cache is not None:
+                return account_id, cache
+        return None
+
+    @property
+    def revision(self) -> int:
+        return sum(state.revision for state in self.states.values())
+
     # ---- state file ----------------------------------------------------------------------
+
+    def state_json(self) -> dict[str, Any]:
+        """Every account's caches and tokens, with the shared clock and id counter."""
+        return {
+            "version": STATE_FILE_VERSION,
+            "clockOffset": self.clock.offset,
+            "idsIssued": self.ids.issued,
+            "accounts": {account_id: state.to_json() for account_id, state in self.states.items()},
+        }
+
+    def load_state_json(self, data: dict[str, Any]) -> None:
+        if data.get("version") == 1:  # written before there were accounts: the default one's
+            data = {**data, "version": STATE_FILE_VERSION, "accounts": {self.config.account_id: data}}
+        if data.get("version") != STATE_FILE_VERSION:
+            raise ValueError(f"unsupported state file version {data.get('version')!r}")
+        for account_id, part in data["accounts"].items():
+            state = self.states.get(account_id)
+            if state is None:
+                log.warning(
+                    "the state file has caches of account %s, which is not configured: dropped", account_id
+                )
+                continue
+            state.load_json(part)
+        self.clock.offset = float(data["clockOffset"])
+        self.ids.issued = max(self.ids.issued, int(data["idsIssued"]))
+        self.settle()
 
     def _load_state_file(self) -> None:
         path = self.config.state_file
         if not path or not Path(path).exists():
             return
-        self.state.load_json(json.loads(Path(path).read_text()))
-        self._saved_revision = self.state.revision
-        log.info("loaded %d data caches from %s", sum(1 for _ in self.state.all_caches()), path)
+        self.load_state_json(json.loads(Path(path).read_text()))
+        self._saved_revision = self.revision
+        log.info("loaded %d data caches from %s", sum(1 for _ in self.all_caches()), path)
 
     def save_state_file(self) -> None:
         path = self.config.state_file
-        if not path or self.state.revision == self._saved_revision:
+        if not path or self.revision == self._saved_revision:
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -257,9 +392,9 @@ class Emulator:
         with tempfile.NamedTemporaryFile(
             "w", dir=target.parent, prefix=f".{target.name}.", delete=False
         ) as file:
-            json.dump(self.state.to_json(), file, indent=1)
+            json.dump(self.state_json(), file, indent=1)
         os.replace(file.name, target)
-        self._saved_revision = self.state.revision
+        self._saved_revision = self.revision
 
     async def _save_periodically(self) -> None:
         while True:
@@ -279,16 +414,31 @@ class Emulator:
         if body and request.content_type == "application/x-www-form-urlencoded":
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         action = request.headers.get("x-acs-action") or params.get("Action")
+        version = request.headers.get("x-acs-version") or params.get("Version")
         region = params.get("RegionId")
         business = {key: value for key, value in params.items() if key not in V1_PROTOCOL_PARAMETERS}
+        # STS shares the endpoints: its version says a request is for it (the cloud's STS has
+        # a host of its own; the credentials library lets you name it, sts_endpoint).
+        product = "sts" if version == STS_VERSION else "eci"
         plan = NO_FAULT
-        scheme = None
+        scheme = account = None
         try:
             if request.method not in RPC_METHODS:
                 raise ApiError(403, "UnsupportedHTTPMethod", "This http method is not supported.")
-            self._check_action(action, request.headers.get("x-acs-version") or params.get("Version"))
+            if product == "sts":
+                if not action:
+                    raise missing_parameter("Action")
+                if action not in STS_ACTIONS:
+                    raise ApiError(
+                        404,
+                        "InvalidAction.NotFound",
+                        "Specified api is not found, please check your url and method.",
+                    )
+            else:
+                self._check_action(action, version)
+                # Faults are ECI's; STS answers without them.
+                plan = self.faults.plan(action)
             assert action is not None
-            plan = self.faults.plan(action)
             if plan.latency_seconds:
                 await asyncio.sleep(plan.latency_seconds)
             if plan.drop_before:
@@ -303,11 +453,15 @@ class Emulator:
                 headers=headers,
                 body=body,
             )
-            scheme = caller.scheme
-            self.rate_limiter.check(caller.access_key_id)
-            if plan.error is not None:
-                raise plan.error
-            result = self.service.call(action, Parameters(business))
+            scheme, account = caller.scheme, caller.account_id
+            if product == "sts":
+                result = self.accounts.call(action, Parameters(business), caller)
+            else:
+                # ECI's flow control counts an account's calls, whichever of its keys signed them.
+                self.rate_limiter.check(caller.account_id)
+                if plan.error is not None:
+                    raise plan.error
+                result = self.services[caller.account_id].call(action, Parameters(business))
             # Date from the virtual clock, as a real server's clock: clients judge expiry by it.
             response = json_response(
                 {"RequestId": request_id, **result},
@@ -318,17 +472,26 @@ class Emulator:
             )
             outcome, status = SUCCESS, 200
         except ApiError as error:
-            response = error_response(error, request_id, region)
+            response = error_response(error, request_id, region, product)
             outcome, status = error.code, error.status
         except Exception:
             # Parameters can hold secrets: log the action only.
             log.exception("unexpected failure in %s (request %s)", action, request_id)
             error = internal_error()
-            response = error_response(error, request_id, region)
+            response = error_response(error, request_id, region, product)
             outcome, status = error.code, error.status
         if plan.drop_after:
-            return self._drop(request, action, region, business, started, request_id, applied_outcome=outcome)
-        self._record(action, region, business, outcome, status, started, request_id, scheme)
+            return self._drop(
+                request,
+                action,
+                region,
+                business,
+                started,
+                request_id,
+                applied_outcome=outcome,
+                account=account,
+            )
+        self._record(action, region, business, outcome, status, started, request_id, scheme, account)
         return response
 
     def _check_action(self, action: str | None, version: str | None) -> None:
@@ -352,11 +515,12 @@ class Emulator:
         started: float,
         request_id: str,
         applied_outcome: str | None = None,
+        account: str | None = None,
     ) -> web.Response:
         if request.transport is not None:
             request.transport.abort()
         outcome = "ConnectionDropped" if applied_outcome is None else f"ConnectionDropped({applied_outcome})"
-        self._record(action, region, business, outcome, 0, started, request_id, None)
+        self._record(action, region, business, outcome, 0, started, request_id, None, account)
         return web.Response()  # never written: the connection is gone
 
     def _record(
@@ -369,6 +533,7 @@ class Emulator:
         started: float,
         request_id: str,
         scheme: str | None,
+        account: str | None = None,
     ) -> None:
         self.calls.record(
             {
@@ -381,6 +546,7 @@ class Emulator:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "request_id": request_id,
                 "signature": scheme,
+                "account": account,
             }
         )
 

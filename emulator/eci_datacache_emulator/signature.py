@@ -14,8 +14,8 @@ import hmac
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -120,15 +120,20 @@ def format_timestamp(epoch_seconds: float) -> str:
 @dataclass(frozen=True)
 class Credential:
     access_key_id: str
-    access_key_secret: str
+    access_key_secret: str = field(repr=False)
     # Set for STS credentials: requests signed with this key must present the same token.
-    security_token: str | None = None
+    security_token: str | None = field(default=None, repr=False)
+    account_id: str = ""  # whose caches the key reaches (for STS keys: the role's account)
+    active: bool = True  # False: disabled, answered with InvalidAccessKeyId.Inactive
+    expires_at: float | None = None  # STS keys: the moment (virtual clock) the token expires
 
 
 @dataclass(frozen=True)
 class Caller:
     access_key_id: str
     scheme: str  # "V3" or "V1"
+    account_id: str = ""
+    credential: Credential | None = None
 
 
 class NonceRegistry:
@@ -172,11 +177,27 @@ def _mismatch(string_to_sign: str) -> ApiError:
 
 
 class Authenticator:
-    """Verifies V3 and V1 signatures against the configured key pairs."""
+    """Verifies V3 and V1 signatures against the known key pairs.
 
-    def __init__(self, credentials: Iterable[Credential], *, wall_clock=time.time) -> None:
-        self._credentials = {credential.access_key_id: credential for credential in credentials}
+    `credentials` is either the key pairs themselves or a function finding one by its id (the
+    account registry, whose keys change at run time). Timestamps are judged by the wall clock
+    (clients sign with theirs); STS expiry by `expiry_clock`, the emulator's virtual clock.
+    """
+
+    def __init__(
+        self,
+        credentials: Iterable[Credential] | Callable[[str], Credential | None],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        expiry_clock: Callable[[], float] | None = None,
+    ) -> None:
+        if callable(credentials):
+            self._find = credentials
+        else:
+            known = {credential.access_key_id: credential for credential in credentials}
+            self._find = known.get
         self._wall_clock = wall_clock
+        self._expiry_clock = expiry_clock or wall_clock
         self.nonces = NonceRegistry()
 
     def verify(
@@ -240,7 +261,7 @@ class Authenticator:
             raise _mismatch(strings_to_sign[0])
         self._check_token(credential, _first(headers, "x-acs-security-token"))
         self._check_nonce(credential, _first(headers, "x-acs-signature-nonce") or "")
-        return Caller(credential.access_key_id, "V3")
+        return Caller(credential.access_key_id, "V3", credential.account_id, credential)
 
     def _verify_v1(self, method: str, params: Mapping[str, str]) -> Caller:
         for name in ("AccessKeyId", "SignatureNonce", "Timestamp"):
@@ -259,12 +280,15 @@ class Authenticator:
             raise _mismatch(string_to_sign)
         self._check_token(credential, params.get("SecurityToken"))
         self._check_nonce(credential, params["SignatureNonce"])
-        return Caller(credential.access_key_id, "V1")
+        return Caller(credential.access_key_id, "V1", credential.account_id, credential)
 
     def _credential(self, access_key_id: str) -> Credential:
-        credential = self._credentials.get(access_key_id)
+        credential = self._find(access_key_id)
         if credential is None:
             raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        if not credential.active:
+            # Checked before the signature: the gateway looks the key up first.
+            raise ApiError(400, "InvalidAccessKeyId.Inactive", "Specified access key is disabled.")
         return credential
 
     def _check_timestamp(self, value: str | None) -> None:
@@ -306,6 +330,8 @@ class Authenticator:
                 "InvalidSecurityToken.MismatchWithAccessKey",
                 "The security token does not belong to this access key.",
             )
+        if credential.expires_at is not None and self._expiry_clock() >= credential.expires_at:
+            raise ApiError(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
 
     def _check_nonce(self, credential: Credential, nonce: str) -> None:
         if not nonce:

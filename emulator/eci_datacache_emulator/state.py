@@ -196,12 +196,16 @@ class CloudState:
         rules: RuleBook,
         seed: int | None = None,
         wall_clock: Callable[[], float] = time.time,
+        clock: VirtualClock | None = None,
+        ids: IdFactory | None = None,
     ) -> None:
+        # One account's cloud. The accounts of an emulator share the clock and the id factory
+        # (ids are unique across accounts, as in the cloud), each has its own caches and tokens.
         self.time_scale = time_scale
         self.durations = durations
         self.rules = rules
-        self.clock = VirtualClock(wall_clock=wall_clock)
-        self.ids = IdFactory(seed)
+        self.clock = clock or VirtualClock(wall_clock=wall_clock)
+        self.ids = ids or IdFactory(seed)
         self.regions: dict[str, dict[str, DataCache]] = {}
         self.tokens: dict[tuple[str, str, str], TokenRecord] = {}
         self.removed: deque[dict[str, Any]] = deque(maxlen=1000)
@@ -503,7 +507,7 @@ class CloudState:
         self.reset()
         self.clock.offset = float(data["clockOffset"])
         self._next_seq = int(data["nextSeq"])
-        self.ids = IdFactory(self._seed, int(data["idsIssued"]))
+        self.ids.issued = max(self.ids.issued, int(data["idsIssued"]))
         for item in sorted(data["caches"], key=lambda item: item["seq"]):
             cache = DataCache.from_json(item)
             self.regions.setdefault(cache.region_id, {})[cache.data_cache_id] = cache
