@@ -55,13 +55,24 @@ Admin API (``admin.py``, client in ``admin_client.py``): state, call log, counte
 faults, rules, clock, out-of-band deletion.
 """
 
-from .config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, CloudDurations, EmulatorConfig
+from .config import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET,
+    DEFAULT_ACCOUNT_ID,
+    AccountConfig,
+    CloudDurations,
+    EmulatorConfig,
+    RoleConfig,
+)
 from .server import Emulator
 
 __all__ = [
     "DEFAULT_ACCESS_KEY_ID",
     "DEFAULT_ACCESS_KEY_SECRET",
+    "DEFAULT_ACCOUNT_ID",
+    "AccountConfig",
     "CloudDurations",
     "Emulator",
     "EmulatorConfig",
+    "RoleConfig",
 ]
