@@ -8,6 +8,54 @@ Start it with ``eci-datacache-emulator --port 0`` (prints ``ECI_ENDPOINT=host:po
 first), ``async with Emulator(EmulatorConfig()) as emu:``, or ``with
 Emulator(config).in_thread() as emu:`` for synchronous code.
 
+Accounts (``accounts.py``): the configured key pair belongs to the default account
+(``account_id``, default ``1000000000000001``); ``EmulatorConfig.accounts`` (CLI ``--account
+ID:KEY_ID:KEY_SECRET``, repeatable) adds accounts, each with AccessKey pairs, RAM roles and
+caches, client tokens, quota and container groups of its own. A key sees only its account's:
+DescribeDataCaches leaves other accounts' caches out, and Update, Delete or Copy of another
+account's cache id is 404 ``DataCache.NotFound``, as for an id that does not exist. Cache and
+group ids are unique across accounts; the virtual clock is shared. The rate limit is ECI's flow
+control: per account, all its keys and its STS keys together (STS calls are not counted). The
+admin API shows every account's objects with their ``AccountId``, lists accounts and keys
+(never secrets), and disables (400 ``InvalidAccessKeyId.Inactive`` "Specified access key is
+disabled.", checked before the signature), enables, revokes (404
+``InvalidAccessKeyId.NotFound``) or adds keys. The state file (version 2) keeps caches per
+account; a version 1 file loads into the default account; caches of an account no longer
+configured are dropped with a warning.
+
+RAM roles and STS: an account's roles (``RoleConfig``, CLI ``--role
+ACCOUNT:NAME[:max=S][:trust=ID,ID]``) have ARN ``acs:ram::<account>:role/<name>``; their own
+account may assume them, ``trusted_accounts`` others. ``Action=AssumeRole`` with ``Version
+2015-04-01`` (V1 ``HMAC-SHA1``, GET or POST, checked with the caller's key like any call)
+answers ``RequestId``, ``AssumedRoleUser`` and ``Credentials {AccessKeyId "STS.…",
+AccessKeySecret, SecurityToken, Expiration "%Y-%m-%dT%H:%M:%SZ"}``. The temporary key acts as
+the ROLE's account, must carry its token on every call (none: ``InvalidSecurityToken.Malformed``;
+another: ``.MismatchWithAccessKey``) and expires at Expiration on the virtual clock (then 400
+``InvalidSecurityToken.Expired`` "Specified SecurityToken is expired."; advancing the clock
+expires it). DurationSeconds 900 (``sts_min_duration_seconds``, ``--sts-min-duration``) ..
+the role's ``max_session_duration`` (3600). Refusals, in STS's codes: ``EntityNotExist.Role``
+(404), ``NoPermission`` (403, not trusted), ``InvalidParameter.RoleArn``,
+``.RoleSessionName``, ``.DurationSeconds``, ``.PolicyGrammar``, ``.PolicySize`` (400),
+``MissingRoleArn``/``MissingRoleSessionName`` (400, chosen: STS documents no code for them).
+A ``Policy`` is checked for grammar but not enforced; every permanent key may assume a role
+(no root-account keys here). Errors from STS carry ``HostId sts.aliyuncs.com``; faults are not
+injected into STS calls.
+
+HTTPS (``tls.py``): the credentials library calls STS over https only, so unless ``tls=False``
+(``--no-tls``) the emulator serves the same API (ECI, STS, admin) on a second, TLS port
+(``emu.tls_endpoint`` = ``emu.sts_endpoint``; CLI ``ECI_STS_ENDPOINT=``) with a certificate for
+127.0.0.1, ::1 and localhost from a local CA whose certificate is ``emu.ca_file`` (CLI
+``ECI_EMULATOR_CA_FILE=``). A second port rather than one port for both because aiohttp serves
+one protocol a socket and plain-HTTP clients stay as they were. The CA lives in ``tls_dir``
+(``--tls-dir``; reused when present) or a temporary directory removed at stop. Trust it with
+``SSL_CERT_FILE=<ca file>`` for the credentials library (its requests session passes
+``verify=True`` and loads OpenSSL's default paths, which that variable names; requests' own
+``REQUESTS_CA_BUNDLE`` is not read by the ``session.send`` it uses). It caches TLS sessions
+per host and port for the process, so share one ``tls_dir`` between emulators of a process.
+The provider decides staleness by its wall clock (Expiration - 15 min) and asks for at least
+900 s: with 3600 s it keeps keys that the emulator's advanced clock expired (ECI refuses them);
+with 900 s they are stale at once and it assumes the role before every call.
+
 Wire (``signature.py``, ``wire.py``): ``POST /`` with the parameters in the query string,
 the action from ``x-acs-action`` or ``Action``; V3 ``ACS3-HMAC-SHA256`` and V1 ``HMAC-SHA1``
 signatures checked against the configured key pair (and STS token), with the gateway's
@@ -47,12 +95,12 @@ Failure rules (``outcomes.py``), deterministic:
 * admin rules (``POST /_emulator/rules``) come first and can force ``fail``, ``succeed``
   or ``stall`` per cache id, name, path, bucket or region.
 
-Limits and faults (``faults.py``): a per-key rate limit answers 400 ``Throttling.User``
+Limits and faults (``faults.py``): a per-account rate limit answers 400 ``Throttling.User``
 with ``x-acs-retry-after`` (ms); seeded faults inject 500 ``InternalError``, 503
 ``ServiceUnavailable``, throttling, added latency and dropped connections.
 
 Admin API (``admin.py``, client in ``admin_client.py``): state, call log, counters, reset,
-faults, rules, clock, out-of-band deletion.
+faults, rules, clock, out-of-band deletion, accounts and keys.
 """
 
 from .config import (

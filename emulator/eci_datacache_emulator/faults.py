@@ -1,4 +1,4 @@
-"""Injected faults and the per-key request rate limit.
+"""Injected faults and the request rate limit (per account: ECI's flow control).
 
 Faults are rolled per API call from one seeded random generator, so a given seed and the
 same sequence of calls give the same faults. Each call first rolls a dropped connection
@@ -120,7 +120,8 @@ class FaultInjector:
 
 
 class RateLimiter:
-    """A token bucket per access key: `rate` requests per second, bursts of up to `rate`."""
+    """A token bucket per key (the server passes account ids): `rate` requests per second,
+    bursts of up to `rate`."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from .errors import invalid_parameter, missing_parameter
 
 REDACTED = "******"
-# Account parameters every POP API accepts; the emulator has a single account and ignores them.
+# Account parameters every POP API accepts; the emulator takes the account from the key and ignores them.
 ACCOUNT_PARAMETERS = frozenset({"OwnerId", "OwnerAccount", "ResourceOwnerId", "ResourceOwnerAccount"})
 OPTIONS_PREFIX = "DataSource.Options."
 _LENGTH_PREFIX = re.compile(r"^#(\d+)#(.+)$")
