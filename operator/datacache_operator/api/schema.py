@@ -28,6 +28,7 @@ _SUBSCHEMA_MAP_KEYS = frozenset({"properties"})
 # Nodes that may legitimately have no `type`.
 _UNTYPED_MARKERS = ("x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")
 _RULES_KEY = "x-kubernetes-validations"
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 # The reasons a CEL rule may give (`reason`); the apiserver words the error after it
@@ -122,6 +123,10 @@ def _convert_keys(
             raise SchemaError(f"{path}: `{key}` is not supported in a structural schema")
         if key == "const":  # a one-value Literal
             result["enum"] = [value]
+        elif key in _EXCLUSIVE_BOUNDS and not isinstance(value, bool):
+            # JSON Schema's number (pydantic's gt/lt) is OpenAPI v3.0's bound plus a boolean.
+            result[_EXCLUSIVE_BOUNDS[key]] = value
+            result[key] = True
         elif key in _SUBSCHEMA_KEYS:
             result[key] = _convert(value, definitions, f"{path}[]", resolving)
         elif key in _SUBSCHEMA_MAP_KEYS:

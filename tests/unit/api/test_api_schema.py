@@ -185,6 +185,7 @@ def test_rendering_is_deterministic_and_round_trips():
     assert list(rendered_files()) == [
         "eci.datacache.dev_datacaches.yaml",
         "eci.datacache.dev_datacachereplications.yaml",
+        "eci.datacache.dev_eciaccounts.yaml",
     ]
 
 
@@ -287,4 +288,17 @@ def test_converter_refuses_what_a_crd_cannot_express(model: type[BaseModel], mes
 def test_descriptions_can_be_optional_for_other_uses():
     assert structural_schema(Undescribed, require_descriptions=False)["properties"]["name"] == {
         "type": "string"
+    }
+
+
+def test_exclusive_bounds_are_written_as_openapi_v3_0_has_them():
+    class Limited(BaseModel):
+        rate: float = Field(gt=0, lt=1000, description="calls a second")
+
+    rate = structural_schema(Limited)["properties"]["rate"]
+    assert {k: rate[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")} == {
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 1000,
+        "exclusiveMaximum": True,
     }
