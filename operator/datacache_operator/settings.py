@@ -95,6 +95,12 @@ class OperatorSettings(BaseSettings):
         description="https or http. Unset: the scheme written in ECI_ENDPOINT if any, http for a "
         "loopback ECI_ENDPOINT (the emulator), otherwise https.",
     )
+    sts_endpoint: str | None = Field(
+        default=None,
+        validation_alias=_env("DATACACHE_STS_ENDPOINT"),
+        description="STS endpoint (host[:port], always HTTPS) for EciAccounts with a RAM role. Unset: the "
+        "credentials library's default (sts.aliyuncs.com, or ALIBABA_CLOUD_STS_REGION's).",
+    )
     rate_limit: float = Field(
         default=10.0,
         gt=0,

@@ -38,6 +38,7 @@ ENV_NAMES = {
     "cluster_region": "DATACACHE_CLUSTER_REGION",
     "operator_namespace": "DATACACHE_OPERATOR_NAMESPACE",
     "cluster_id": "DATACACHE_CLUSTER_ID",
+    "sts_endpoint": "DATACACHE_STS_ENDPOINT",
     "tenancy": "DATACACHE_TENANCY",
     "regions": "DATACACHE_REGIONS",
     "max_regions": "DATACACHE_MAX_REGIONS",

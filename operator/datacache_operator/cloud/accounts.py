@@ -1,0 +1,180 @@
+"""The credentials of each cloud account, and one ECI client per account.
+
+An EciAccount resolves to an AccessKey pair (from its Secret) or a RAM role that the
+operator's own identity assumes with STS AssumeRole (the credentials library's own
+`ram_role_arn` provider, which refreshes the temporary keys before they expire). Each account
+gets an `EciClient` of its own, so its describes are batched, rate-limited and signed apart
+from every other account's: a call for one namespace is never made with another's keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from datacache_operator.api.account import (
+    ACCESS_KEY_ID_KEY,
+    ACCESS_KEY_SECRET_KEY,
+    session_seconds,
+)
+from datacache_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from alibabacloud_credentials.client import Client as CredentialClient
+
+    from datacache_operator.cloud.client import EciClient
+
+ROLE_SESSION_NAME = "eci-datacache-operator"
+
+
+class AccountCredentialsError(ValueError):
+    """An EciAccount's credentials cannot be used (the message names the account and what is
+    missing, never a value)."""
+
+
+@dataclass(frozen=True)
+class AccountCredentials:
+    """What one EciAccount resolves to. The secret is never shown (`repr` leaves it out)."""
+
+    account: str
+    access_key_id: str | None = None
+    access_key_secret: str | None = field(default=None, repr=False)
+    role_arn: str | None = None
+    session_seconds: int = 3600
+    rate_limit: float | None = None
+
+    def fingerprint(self) -> str:
+        """Changes when anything that signs the calls changes (a rotated key, another role)."""
+        parts = (
+            self.access_key_id,
+            self.access_key_secret,
+            self.role_arn,
+            self.session_seconds,
+            self.rate_limit,
+        )
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def secret_of(account: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the Secret an EciAccount names, if it names one."""
+    ref = ((account.get("spec") or {}).get("credentials") or {}).get("secretRef")
+    return (str(ref["namespace"]), str(ref["name"])) if ref else None
+
+
+def credentials_of(account: Mapping[str, Any], secret_data: Mapping[str, str] | None) -> AccountCredentials:
+    """An EciAccount object (and its Secret's decoded data, when it names one) -> credentials."""
+    name = str(account["metadata"]["name"])
+    spec = account.get("spec") or {}
+    credentials = spec.get("credentials") or {}
+    rate_limit = spec.get("rateLimit")
+    if credentials.get("ramRoleArn"):
+        return AccountCredentials(
+            account=name,
+            role_arn=str(credentials["ramRoleArn"]),
+            session_seconds=session_seconds(credentials.get("sessionDuration")),
+            rate_limit=float(rate_limit) if rate_limit else None,
+        )
+    ref = credentials.get("secretRef") or {}
+    if not ref:
+        raise AccountCredentialsError(f"EciAccount {name} names neither a Secret nor a RAM role")
+    keys = (
+        ref.get("accessKeyIdKey") or ACCESS_KEY_ID_KEY,
+        ref.get("accessKeySecretKey") or ACCESS_KEY_SECRET_KEY,
+    )
+    where = f"Secret {ref.get('namespace')}/{ref.get('name')}"
+    if secret_data is None:
+        raise AccountCredentialsError(f"EciAccount {name}: {where} not found")
+    missing = [key for key in keys if not secret_data.get(key)]
+    if missing:
+        raise AccountCredentialsError(f"EciAccount {name}: {where} has no {' or '.join(missing)}")
+    return AccountCredentials(
+        account=name,
+        access_key_id=secret_data[keys[0]],
+        access_key_secret=secret_data[keys[1]],
+        rate_limit=float(rate_limit) if rate_limit else None,
+    )
+
+
+def credential_client(
+    credentials: AccountCredentials, sts_endpoint: str | None = None, identity: Any = None
+) -> CredentialClient:
+    """The credentials library's client for one account: a static AccessKey pair, or the RAM
+    role assumed with `identity` (a credentials provider; default: the operator's own, the
+    default chain)."""
+    from alibabacloud_credentials.client import Client as CredentialClient
+    from alibabacloud_credentials.provider import (
+        DefaultCredentialsProvider,
+        RamRoleArnCredentialsProvider,
+        StaticAKCredentialsProvider,
+    )
+
+    if credentials.role_arn:
+        provider: Any = RamRoleArnCredentialsProvider(
+            credentials_provider=identity or DefaultCredentialsProvider(),
+            role_arn=credentials.role_arn,
+            role_session_name=ROLE_SESSION_NAME,
+            duration_seconds=credentials.session_seconds,
+            sts_endpoint=sts_endpoint,
+        )
+    else:
+        provider = StaticAKCredentialsProvider(
+            access_key_id=credentials.access_key_id, access_key_secret=credentials.access_key_secret
+        )
+    return CredentialClient(provider=provider)
+
+
+ClientFactory = Callable[[AccountCredentials], "EciClient"]
+
+
+def eci_client_factory(settings: OperatorSettings, identity: Any = None, **options: Any) -> ClientFactory:
+    """Builds an account's EciClient: the operator's settings with the account's rate limit,
+    signed with the account's credentials (`identity`: who assumes roles, see
+    `credential_client`; `options` go to every EciClient: hooks, guard)."""
+    from datacache_operator.cloud.client import EciClient
+
+    def build(credentials: AccountCredentials) -> EciClient:
+        own = settings
+        if credentials.rate_limit:
+            own = settings.model_copy(update={"rate_limit": credentials.rate_limit})
+        credential = credential_client(credentials, settings.sts_endpoint, identity)
+        return EciClient(own, credential=credential, **options)
+
+    return build
+
+
+class AccountClients:
+    """One EciClient per account: the operator's own for "", one per EciAccount, built on
+    first use and built again when its credentials change (the old one is closed)."""
+
+    def __init__(self, own: EciClient, build: ClientFactory) -> None:
+        self.own = own
+        self._build = build
+        self._clients: dict[str, tuple[str, EciClient]] = {}  # account -> (fingerprint, client)
+        self._retired: list[EciClient] = []
+
+    def client(self, credentials: AccountCredentials | None) -> EciClient:
+        if credentials is None:
+            return self.own
+        known = self._clients.get(credentials.account)
+        fingerprint = credentials.fingerprint()
+        if known is not None and known[0] == fingerprint:
+            return known[1]
+        if known is not None:
+            self._retired.append(known[1])  # calls under way finish on it; closed with the rest
+        client = self._build(credentials)
+        self._clients[credentials.account] = (fingerprint, client)
+        return client
+
+    def forget(self, account: str) -> None:
+        """An EciAccount deleted: its client goes (closed at the end)."""
+        known = self._clients.pop(account, None)
+        if known is not None:
+            self._retired.append(known[1])
+
+    async def aclose(self) -> None:
+        for client in [*(c for _, c in self._clients.values()), *self._retired]:
+            await client.aclose()
+        self._clients.clear()
+        self._retired.clear()
