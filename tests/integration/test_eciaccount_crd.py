@@ -1,12 +1,12 @@
-"""The generated EciAccount CRD on a real kube-apiserver: cluster-scoped, one source of
-credentials, the CEL rules naming the field at `kubectl apply`."""
+"""The EciAccount CRD generated from its model on a real kube-apiserver: cluster-scoped, one
+source of credentials, the CEL rules naming the field at `kubectl apply`. (Not shipped in
+deploy/crds until the controllers act on it.)"""
 
 from __future__ import annotations
 
 import copy
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,17 +14,17 @@ import yaml
 from tests.support.controlplane import ControlPlane
 
 from datacache_operator.api.account import ECI_ACCOUNT
+from datacache_operator.api.crds import render
+from datacache_operator.api.schema import build_crd
 
 pytestmark = pytest.mark.controlplane
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "deploy" / "crds" / ECI_ACCOUNT.file_name
 ROLE = "acs:ram::1000000000000002:role/team-b-caches"
 
 
 @pytest.fixture(scope="module")
 def account_crd(controlplane: ControlPlane) -> str:
-    controlplane.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    controlplane.kubectl("apply", "--server-side", "-f", "-", input=render(build_crd(ECI_ACCOUNT)))
     controlplane.kubectl(
         "wait", "--for", "condition=established", "--timeout=60s", f"crd/{ECI_ACCOUNT.crd_name}"
     )
