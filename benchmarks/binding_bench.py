@@ -119,14 +119,14 @@ def api_client(plane: Any) -> Any:
 
 def paced(count: int, rate: float, call: Any, workers: int = 8) -> list[float]:
     """Run `call(i)` `count` times at `rate` a second (open loop: a slow call does not delay the
-    next start) from `workers` threads; returns each call's duration in seconds."""
+    next start) from `workers` threads; returns each call's duration in seconds, counted from
+    when it was due (a call that waited for a free thread counts its wait too)."""
     durations: list[float] = [0.0] * count
     start = time.perf_counter()
 
     def one(index: int) -> None:
-        began = time.perf_counter()
         call(index)
-        durations[index] = time.perf_counter() - began
+        durations[index] = time.perf_counter() - (start + index / rate)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = []

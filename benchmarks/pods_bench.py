@@ -81,25 +81,31 @@ class PodWatch:
     def _run(self) -> None:
         from kubernetes import watch
 
-        listed = json.loads(
-            self.core.list_namespaced_pod(
-                NAMESPACE, label_selector=self.selector, _preload_content=False
-            ).data
-        )
-        for pod in listed["items"]:
-            self._see("ADDED", pod)
-        version = listed["metadata"]["resourceVersion"]
         while not self._stop.is_set():
-            for event in watch.Watch().stream(
-                self.core.list_namespaced_pod,
-                NAMESPACE,
-                label_selector=self.selector,
-                resource_version=version,
-                timeout_seconds=5,
-                deserialize=False,
-            ):
-                version = event["object"]["metadata"]["resourceVersion"]
-                self._see(event["type"], event["object"])
+            try:
+                listed = json.loads(
+                    self.core.list_namespaced_pod(
+                        NAMESPACE, label_selector=self.selector, _preload_content=False
+                    ).data
+                )
+                for pod in listed["items"]:
+                    self._see("ADDED", pod)
+                version = listed["metadata"]["resourceVersion"]
+                while not self._stop.is_set():
+                    for event in watch.Watch().stream(
+                        self.core.list_namespaced_pod,
+                        NAMESPACE,
+                        label_selector=self.selector,
+                        resource_version=version,
+                        timeout_seconds=5,
+                        deserialize=False,
+                    ):
+                        if event["type"] == "ERROR":  # 410 Gone: list again
+                            raise RuntimeError(str(event["object"]))
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        self._see(event["type"], event["object"])
+            except Exception as error:  # the times seen so far stand; the list brings the rest
+                print(f"pod watch ({self.selector}) ended: {error}; listing again", flush=True)
 
     def _see(self, kind: str, pod: dict[str, Any]) -> None:
         now, name = time.time(), pod["metadata"]["name"]
@@ -492,13 +498,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.admission_only:
                 pids = {"operator": operator.pid, "apiserver": plane.apiserver.popen.pid}
                 return admission(cluster, args.rate, args.seconds, Probe(plane, pids, metrics_port))
-            hand = scale_up(cluster, "by-hand", by_hand, args.pods)
-            webhook = scale_up(cluster, "webhook", bound_template("model"), args.pods)
-            result.update(
-                by_hand_all_running_s=hand["all_running_s"], by_hand_half_running_s=hand["half_running_s"],
-                webhook_all_running_s=webhook["all_running_s"], webhook_half_running_s=webhook["half_running_s"],
-                ratio=rnd(webhook["all_running_s"] / hand["all_running_s"], 3),
-            )  # fmt: skip
+            # Two rounds in opposite orders: neither arm always runs on a cluster the other warmed.
+            runs: dict[str, list[dict[str, Any]]] = {"by_hand": [], "webhook": []}
+            arms = {"by_hand": by_hand, "webhook": bound_template("model")}
+            for order in (("by_hand", "webhook"), ("webhook", "by_hand")):
+                for arm in order:
+                    runs[arm].append(scale_up(cluster, arm.replace("_", "-"), arms[arm], args.pods))
+            hand, webhook = runs["by_hand"][0], runs["webhook"][0]  # the first round's curves
+            for arm, done in runs.items():
+                result[f"{arm}_all_running_s"] = [r["all_running_s"] for r in done]
+                result[f"{arm}_half_running_s"] = [r["half_running_s"] for r in done]
+            result["ratio"] = rnd(
+                sum(result["webhook_all_running_s"]) / sum(result["by_hand_all_running_s"]), 3
+            )
             result.update(patch_rate(cluster, by_hand, args.pods))
             gated = ungate(cluster, args.pods)
             limit = 1.2 * args.pods / result["patch_rate_per_s"]
@@ -535,9 +547,11 @@ def picture(result: dict[str, Any], path: Path) -> None:
 def table(result: dict[str, Any]) -> str:
     n = result["pods"]
     rows = [
-        (f"Deployment 0 -> {n}, bound by the webhook: all Running (s)", result["webhook_all_running_s"], ""),
-        ("the same, written by hand (no webhook): all Running (s)", result["by_hand_all_running_s"], ""),
-        ("ratio", result["ratio"], "<= 1.2"),
+        (f"Deployment 0 -> {n}, bound by the webhook: all Running (s), two rounds",
+         " / ".join(map(str, result["webhook_all_running_s"])), ""),
+        ("the same, written by hand (no webhook): all Running (s), two rounds",
+         " / ".join(map(str, result["by_hand_all_running_s"])), ""),
+        ("ratio of the sums", result["ratio"], "<= 1.2"),
         (f"apiserver pod-patch rate, {PATCHERS} at a time (pods/s)", result["patch_rate_per_s"], ""),
         (f"{n} pods gated while the cache loads: Ready -> all ungated (s)", result["ungate_all_s"],
          f"<= {result['ungate_limit_s']} (1.2 x N / patch rate)"),

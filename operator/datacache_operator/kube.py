@@ -30,6 +30,7 @@ from datacache_operator import GROUP, VERSION
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 class SecretNotFound(LookupError):
@@ -310,17 +311,24 @@ class WatchedObjects:
     """One kind of ours as the apiserver last told it: listed, then kept current by a watch
     (the informer pattern), in a thread of its own per namespace watched (or one for all).
     The webhook reads it on every pod create: memory, not a GET per pod, so admission costs
-    the apiserver nothing more at a thousand pods a minute than at one."""
+    the apiserver nothing more at a thousand pods a minute than at one.
+
+    A scope is served only while its watch is healthy: from a successful list until the watch
+    fails (an error, the apiserver gone, no answer within the read timeout). Meanwhile its
+    readers get nothing from here and read the apiserver, so the view is never older than one
+    read timeout."""
 
     WATCH_SECONDS = 60  # each watch ends after this (the server's timeout) and resumes from where it was
-    RETRY_SECONDS = 1.0
+    READ_TIMEOUT_SECONDS = WATCH_SECONDS + 15  # a connection silent this long is dead
+    RETRY_SECONDS = (1.0, 30.0)  # backoff between failed lists: first, longest
 
     def __init__(self, plural: str, namespaces: Sequence[str]) -> None:
         """`namespaces`: those to watch; empty: every namespace."""
         self.plural = plural
         self.scopes: list[str | None] = list(namespaces) or [None]
-        self._objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self._listed: set[str | None] = set()  # scopes listed at least once
+        # One store per scope, each written by its own thread only.
+        self._stores: dict[str | None, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._healthy: set[str | None] = set()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -336,15 +344,26 @@ class WatchedObjects:
         """The threads end with their current watch (daemon threads: never a wait at exit)."""
         self._stopping.set()
 
+    def _scope_of(self, namespace: str) -> str | None | bool:
+        """The healthy scope holding `namespace`'s objects; False when none does."""
+        for scope in (namespace, None):
+            if scope in self._healthy:
+                return scope
+        return False
+
     def covers(self, namespace: str) -> bool:
-        """Whether this namespace's objects are all here (listed at least once)."""
-        return None in self._listed or namespace in self._listed
+        """Whether every object of `namespace` is here, as the apiserver has it now."""
+        return self._scope_of(namespace) is not False
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._objects.get((namespace, name))
+        scope = self._scope_of(namespace)
+        return None if scope is False else self._stores.get(scope, {}).get((namespace, name))  # type: ignore[arg-type]
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
-        return [obj for (ns, _), obj in list(self._objects.items()) if ns == namespace]
+        scope = self._scope_of(namespace)
+        if scope is False:
+            return []
+        return [obj for (ns, _), obj in list(self._stores.get(scope, {}).items()) if ns == namespace]  # type: ignore[arg-type]
 
     @staticmethod
     def _kept(obj: dict[str, Any]) -> dict[str, Any]:
@@ -352,66 +371,68 @@ class WatchedObjects:
         metadata = dict(obj.get("metadata") or {})
         metadata.pop("managedFields", None)
         annotations = metadata.get("annotations")
-        if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
-            metadata["annotations"] = {
-                k: v
-                for k, v in annotations.items()
-                if k != "kubectl.kubernetes.io/last-applied-configuration"
-            }
+        if annotations and LAST_APPLIED in annotations:
+            metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
         return {**obj, "metadata": metadata}
 
-    def _key(self, obj: Mapping[str, Any]) -> tuple[str, str]:
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
         metadata = obj.get("metadata") or {}
         return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
-    def _list(self, api: CustomObjectsApi, scope: str | None) -> str:
+    def _lister(self, api: CustomObjectsApi, scope: str | None) -> tuple[Callable[..., Any], list[Any]]:
         if scope is None:
-            listed: dict[str, Any] = api.list_cluster_custom_object(GROUP, VERSION, self.plural)  # type: ignore[assignment]
-        else:
-            listed = api.list_namespaced_custom_object(GROUP, VERSION, scope, self.plural)  # type: ignore[assignment]
-        fresh = {self._key(obj): self._kept(obj) for obj in listed.get("items") or []}
-        for key in [k for k in self._objects if (scope is None or k[0] == scope) and k not in fresh]:
-            self._objects.pop(key, None)  # deleted while nobody watched
-        self._objects.update(fresh)
-        self._listed.add(scope)
+            return api.list_cluster_custom_object, [GROUP, VERSION, self.plural]
+        return api.list_namespaced_custom_object, [GROUP, VERSION, scope, self.plural]
+
+    def _list(self, api: CustomObjectsApi, scope: str | None) -> str:
+        lister, arguments = self._lister(api, scope)
+        listed: dict[str, Any] = lister(*arguments, _request_timeout=(10, self.READ_TIMEOUT_SECONDS))
+        # A new store, not an update: objects deleted while nobody watched are gone from it.
+        self._stores[scope] = {self._key(obj): self._kept(obj) for obj in listed.get("items") or []}
+        self._healthy.add(scope)
         return str(listed["metadata"]["resourceVersion"])
 
     def _keep(self, scope: str | None) -> None:
         from kubernetes import watch
 
         api = CustomObjectsApi(_api_client())
+        lister, arguments = self._lister(api, scope)
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        failures = 0
         while not self._stopping.is_set():
             try:
                 version = self._list(api, scope)
+                failures = 0
                 while not self._stopping.is_set():
-                    stream = watch.Watch()  # type: ignore[no-untyped-call]
-                    arguments: list[Any] = [GROUP, VERSION, self.plural]
-                    if scope is not None:
-                        arguments.insert(2, scope)
-                    lister = (
-                        api.list_cluster_custom_object if scope is None else api.list_namespaced_custom_object
-                    )
                     for event in stream.stream(  # type: ignore[no-untyped-call]
                         lister,
                         *arguments,
                         resource_version=version,
                         allow_watch_bookmarks=True,
                         timeout_seconds=self.WATCH_SECONDS,
+                        _request_timeout=(10, self.READ_TIMEOUT_SECONDS),
                     ):
+                        store = self._stores[scope]
                         obj = event["object"]
                         if event["type"] == "DELETED":
-                            self._objects.pop(self._key(obj), None)
+                            store.pop(self._key(obj), None)
                         elif event["type"] in ("ADDED", "MODIFIED"):
-                            self._objects[self._key(obj)] = self._kept(obj)
+                            store[self._key(obj)] = self._kept(obj)
                         if self._stopping.is_set():
                             return
                     version = stream.resource_version or version
-            except Exception as error:  # 410 Gone, the apiserver away: list again, keep serving what we have
+            except Exception as error:  # 410 Gone, the apiserver away, a silent connection
+                self._healthy.discard(scope)  # readers go to the apiserver until the next list
                 if not self._stopping.is_set():
+                    first, longest = self.RETRY_SECONDS
+                    delay = min(longest, first * 2**failures)
+                    failures += 1
                     _log.warning(
-                        f"watch of {self.plural} ({scope or 'all namespaces'}) ended: {error}; listing again"
+                        f"watch of {self.plural} ({scope or 'all namespaces'}) ended: {error}; "
+                        f"listing again in {delay:g} s"
                     )
-                    self._stopping.wait(self.RETRY_SECONDS)
+                    self._stopping.wait(delay)
 
 
 # ---- the webhook's serving certificate and its CA ------------------------------------------

@@ -4,12 +4,14 @@ release (each step builds on the one before, as a user's day would)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e.stack import ACCESS_KEY_ID, ACCESS_KEY_SECRET, CLUSTER_REGION, RELEASE
 from tests.e2e.support import (
     BOUND_ANNOTATION,
@@ -301,6 +303,13 @@ def test_pods_on_a_cache_deleted_outside_get_what_eci_gives_and_new_ones_the_reb
         # slow the machine (the rebuild takes seconds here).
         cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}=true")
         assert ready_condition().get("status") == "False", "the rebuilt cache was Ready before the pause"
+
+        def the_webhook_gates_now() -> bool:  # its watch of DataCaches has caught up
+            probe = yaml.safe_dump(opted_in_pod(f"probe-{suffix}", TEAM, mount, _image(cluster)))
+            answer = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe)
+            return {"name": GATE} in json.loads(answer.stdout)["spec"].get("schedulingGates", [])
+
+        wait_for(the_webhook_gates_now, timeout=30, what="the webhook seeing the cache not Ready")
         cluster.apply(opted_in_pod(waiting, TEAM, mount, _image(cluster)))
         assert gated(waiting), "a pod created while the cache was being rebuilt was not gated"
         cluster.kubectl("annotate", "datacache", name, "-n", TEAM, f"{PAUSED}-")

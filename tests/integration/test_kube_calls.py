@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from typing import Any
 
 import pytest
@@ -114,3 +115,40 @@ def test_a_pod_is_admitted_from_the_view_and_a_cache_not_in_it_is_read(kube: Kub
     # Applied a moment ago, not through the watch yet (here: a view never started).
     assert bound(operator_kube.WatchedObjects(DATACACHES, [kube.namespace]), "seen") is False
     assert reads == ["seen"]
+
+
+@pytest.mark.usefixtures("kube_in_process", "datacache_crds")
+def test_the_view_serves_nothing_while_its_watch_is_down_and_comes_back_after(
+    controlplane: ControlPlane, kube: Kube
+) -> None:
+    """With the apiserver away the webhook reads (and fails) rather than trust a view that may
+    be old; once it is back the view is listed again, deletions made meanwhile included."""
+    from tests.support.controlplane import child_env
+
+    kube.apply(datacache("kept"))
+    kube.apply(datacache("deleted-meanwhile"))
+    view = operator_kube.WatchedObjects(DATACACHES, [kube.namespace])
+    view.RETRY_SECONDS = (0.2, 0.5)
+    view.start()
+    try:
+        wait_for(lambda: view.get(kube.namespace, "deleted-meanwhile"), what="the first list")
+        assert controlplane.apiserver is not None
+        controlplane.apiserver.stop()
+        try:
+            wait_for(lambda: not view.covers(kube.namespace), what="the view no longer served")
+            assert view.get(kube.namespace, "kept") is None and view.in_namespace(kube.namespace) == []
+        finally:
+            controlplane.apiserver.start(env=child_env())
+            controlplane._wait_ready(time.monotonic() + 60)
+        kube.kubectl("delete", "datacache", "deleted-meanwhile")  # before the view lists again, maybe
+        wait_for(
+            lambda: (
+                view.covers(kube.namespace)
+                and view.get(kube.namespace, "kept")
+                and view.get(kube.namespace, "deleted-meanwhile") is None
+            ),
+            timeout=60,
+            what="the view listed again",
+        )
+    finally:
+        view.stop()

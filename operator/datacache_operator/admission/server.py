@@ -77,7 +77,24 @@ class CacheResolver:
         cluster_region = self.settings.effective_cluster_region
         default_region = self.settings.default_region
         elsewhere = any(obj is not None and region_of(obj, default_region) != cluster_region for obj in found)
-        replications = await self._list(DATACACHE_REPLICATIONS, namespace) if elsewhere else []
+        if not elsewhere:
+            return self._bind(namespace, requests, found, [])
+        try:
+            return self._bind(namespace, requests, found, await self._list(DATACACHE_REPLICATIONS, namespace))
+        except BindingError:
+            if DATACACHE_REPLICATIONS not in self.watched:
+                raise
+            # A replication applied a moment before its pods may not be in the watch yet.
+            replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace)
+            return self._bind(namespace, requests, found, replications)
+
+    def _bind(
+        self,
+        namespace: str,
+        requests: list[CacheRequest],
+        found: list[dict[str, Any] | None],
+        replications: list[dict[str, Any]],
+    ) -> list[tuple[CacheRequest, Binding]]:
         return [
             (
                 request,
@@ -86,8 +103,8 @@ class CacheResolver:
                     namespace,
                     obj,
                     replications,
-                    cluster_region,
-                    default_region,
+                    self.settings.effective_cluster_region,
+                    self.settings.default_region,
                     self.settings.tenancy,
                 ),
             )

@@ -9,7 +9,7 @@ from every other account's: a call for one namespace is never made with another'
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,17 +45,6 @@ class AccountCredentials:
     session_seconds: int = 3600
     rate_limit: float | None = None
 
-    def fingerprint(self) -> str:
-        """Changes when anything that signs the calls changes (a rotated key, another role)."""
-        parts = (
-            self.access_key_id,
-            self.access_key_secret,
-            self.role_arn,
-            self.session_seconds,
-            self.rate_limit,
-        )
-        return hashlib.sha256(repr(parts).encode()).hexdigest()
-
 
 def secret_of(account: Mapping[str, Any]) -> tuple[str, str] | None:
     """(namespace, name) of the Secret an EciAccount names, if it names one."""
@@ -70,10 +59,14 @@ def credentials_of(account: Mapping[str, Any], secret_data: Mapping[str, str] | 
     credentials = spec.get("credentials") or {}
     rate_limit = spec.get("rateLimit")
     if credentials.get("ramRoleArn"):
+        try:
+            seconds = session_seconds(credentials.get("sessionDuration"))
+        except ValueError as error:
+            raise AccountCredentialsError(f"EciAccount {name}: {error}") from None
         return AccountCredentials(
             account=name,
             role_arn=str(credentials["ramRoleArn"]),
-            session_seconds=session_seconds(credentials.get("sessionDuration")),
+            session_seconds=seconds,
             rate_limit=float(rate_limit) if rate_limit else None,
         )
     ref = credentials.get("secretRef") or {}
@@ -114,7 +107,9 @@ def credential_client(
         provider: Any = RamRoleArnCredentialsProvider(
             credentials_provider=identity or DefaultCredentialsProvider(),
             role_arn=credentials.role_arn,
-            role_session_name=ROLE_SESSION_NAME,
+            role_session_name=f"{ROLE_SESSION_NAME}-{credentials.account}"[
+                :64
+            ],  # ActionTrail names the account
             duration_seconds=credentials.session_seconds,
             sts_endpoint=sts_endpoint,
         )
@@ -131,7 +126,9 @@ ClientFactory = Callable[[AccountCredentials], "EciClient"]
 def eci_client_factory(settings: OperatorSettings, identity: Any = None, **options: Any) -> ClientFactory:
     """Builds an account's EciClient: the operator's settings with the account's rate limit,
     signed with the account's credentials (`identity`: who assumes roles, see
-    `credential_client`; `options` go to every EciClient: hooks, guard)."""
+    `credential_client`; `options` go to every EciClient: hooks, guard). The rate limit is
+    applied per region, as DATACACHE_RATE_LIMIT is; one bucket for all of an account's
+    regions (as ECI counts) is still to come."""
     from datacache_operator.cloud.client import EciClient
 
     def build(credentials: AccountCredentials) -> EciClient:
@@ -146,35 +143,50 @@ def eci_client_factory(settings: OperatorSettings, identity: Any = None, **optio
 
 class AccountClients:
     """One EciClient per account: the operator's own for "", one per EciAccount, built on
-    first use and built again when its credentials change (the old one is closed)."""
+    first use and built again when its credentials change; the one replaced is closed once
+    the calls under way on it have had `RETIRE_SECONDS` to end."""
+
+    RETIRE_SECONDS = 120.0
 
     def __init__(self, own: EciClient, build: ClientFactory) -> None:
         self.own = own
         self._build = build
-        self._clients: dict[str, tuple[str, EciClient]] = {}  # account -> (fingerprint, client)
-        self._retired: list[EciClient] = []
+        self._clients: dict[str, tuple[AccountCredentials, EciClient]] = {}
+        self._retiring: dict[asyncio.Task[None], EciClient] = {}
 
     def client(self, credentials: AccountCredentials | None) -> EciClient:
         if credentials is None:
             return self.own
         known = self._clients.get(credentials.account)
-        fingerprint = credentials.fingerprint()
-        if known is not None and known[0] == fingerprint:
+        if known is not None and known[0] == credentials:
             return known[1]
         if known is not None:
-            self._retired.append(known[1])  # calls under way finish on it; closed with the rest
+            self._retire(known[1])
         client = self._build(credentials)
-        self._clients[credentials.account] = (fingerprint, client)
+        self._clients[credentials.account] = (credentials, client)
         return client
 
     def forget(self, account: str) -> None:
-        """An EciAccount deleted: its client goes (closed at the end)."""
+        """An EciAccount deleted: its client goes."""
         known = self._clients.pop(account, None)
         if known is not None:
-            self._retired.append(known[1])
+            self._retire(known[1])
+
+    def _retire(self, client: EciClient) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(self.RETIRE_SECONDS)
+            await client.aclose()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retiring[task] = client
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     async def aclose(self) -> None:
-        for client in [*(c for _, c in self._clients.values()), *self._retired]:
-            await client.aclose()
+        """Close every account's client (not the operator's own: its owner closes it)."""
+        clients = [client for _, client in self._clients.values()]
+        for task, client in list(self._retiring.items()):
+            task.cancel()
+            clients.append(client)
         self._clients.clear()
-        self._retired.clear()
+        for client in clients:
+            await client.aclose()

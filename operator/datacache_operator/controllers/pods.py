@@ -24,7 +24,7 @@ from datacache_operator.api.binding import (
 )
 from datacache_operator.api.common import DATACACHE_REPLICATIONS, DATACACHES
 from datacache_operator.cloud.models import parse_time
-from datacache_operator.kube import ObjectReader
+from datacache_operator.kube import ObjectReader, check_may_act
 from datacache_operator.reconcile import binding as decide
 from datacache_operator.reconcile.binding import Binding, ConsumerKey
 from datacache_operator.settings import OperatorSettings
@@ -83,6 +83,7 @@ class PodBinder:
         self._queued: set[str] = set()  # namespaces whose next check has not begun yet
         self._checking: dict[str, asyncio.Lock] = {}  # namespace -> one check at a time
         self._checks: set[asyncio.Future[None]] = set()
+        self._ungating = asyncio.Semaphore(UNGATE_CONCURRENCY)  # shared: patches take the kube threads
 
     # ---- waiting pods -----------------------------------------------------------------
 
@@ -137,11 +138,18 @@ class PodBinder:
     async def _check_pods(
         self, pods: list[dict[str, Any]], resolved: dict[tuple[str, str, str | None], Binding | str]
     ) -> list[bool]:
-        slots = asyncio.Semaphore(UNGATE_CONCURRENCY)
+        """Each pod checked (and ungated) at most UNGATE_CONCURRENCY at a time across every
+        namespace; a pod whose patch fails stays waiting for the next look, the others go on."""
 
         async def check(pod: dict[str, Any]) -> bool:
-            async with slots:
-                return await self._check_pod(pod, resolved)
+            async with self._ungating:
+                try:
+                    return await self._check_pod(pod, resolved)
+                except Exception:
+                    check_may_act()  # a replica that may no longer act stops here, not per pod
+                    meta = pod["metadata"]
+                    logger.warning(f"could not ungate pod {meta['namespace']}/{meta['name']}", exc_info=True)
+                    return False
 
         return await asyncio.gather(*(check(pod) for pod in pods))
 

@@ -63,7 +63,9 @@ def account_for(namespace_labels: Mapping[str, str], accounts: Iterable[Mapping[
         str(account["metadata"]["name"])
         for account in accounts
         if not (account.get("metadata") or {}).get("deletionTimestamp")
-        and selector_matches((account.get("spec") or {}).get("namespaceSelector") or {}, namespace_labels)
+        # A missing selector selects nothing (the schema requires one; `{}` is every namespace).
+        and "namespaceSelector" in (account.get("spec") or {})
+        and selector_matches(account["spec"]["namespaceSelector"] or {}, namespace_labels)
     )
     if len(matched) > 1:
         return AccountChoice(conflict=tuple(matched))

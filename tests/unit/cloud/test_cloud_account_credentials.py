@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -91,6 +92,17 @@ async def test_one_client_per_account_built_again_when_its_credentials_change() 
     assert pool.client(first) is pool.client(first) and built == ["team-b"]
     old = pool.client(first)
     rotated = AccountCredentials(account="team-b", access_key_id="AK-2", access_key_secret=SECRET)
+    pool.RETIRE_SECONDS = 0.01
     assert pool.client(rotated) is not old and built == ["team-b", "team-b"]
+    deadline = asyncio.get_running_loop().time() + 5
+    while not old.closed:  # closed once the calls under way have had their time
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+    current = pool.client(rotated)
     await pool.aclose()
-    assert old.closed and own.closed is False  # the operator's own client is closed by its owner
+    assert current.closed and own.closed is False  # the operator's own client is closed by its owner
+
+
+def test_a_malformed_session_duration_is_the_accounts_error() -> None:
+    with pytest.raises(AccountCredentialsError, match="EciAccount team-b: not a duration"):
+        credentials_of(account(ramRoleArn="acs:ram::1:role/eci", sessionDuration="1d"), None)

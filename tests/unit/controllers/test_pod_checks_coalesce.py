@@ -89,3 +89,42 @@ async def test_the_gates_of_many_pods_are_removed_sixteen_at_a_time_and_their_ca
     assert await binder.check_waiting(["ml"]) == 40
     assert most == UNGATE_CONCURRENCY == 16
     assert reads == ["qwen"]
+
+
+async def test_a_failed_patch_leaves_its_pod_waiting_and_the_others_are_released() -> None:
+    from tests.unit.reconcile.test_binding_decisions import HERE, bind, datacache, pod
+
+    from datacache_operator.api.binding import GATED_LABEL
+
+    pods = []
+    for index in range(5):
+        gated = bind(pod("qwen:/data"), datacache("qwen", ready=False))
+        gated["metadata"].update(name=f"pod-{index}", namespace="ml", uid=f"uid-{index}")
+        pods.append(gated)
+
+    async def list_pods(namespace, labels, fields):
+        return [p for p in pods if p["metadata"]["labels"].get(GATED_LABEL) == "true"]
+
+    async def read_object(plural, namespace, name):
+        return datacache("qwen")
+
+    async def patch_pod(namespace, name, patch):
+        if name == "pod-2":
+            raise ConnectionResetError("the apiserver went away for this one")
+        return True
+
+    async def unused(*args):
+        raise AssertionError("not called here")
+
+    waiting: list[tuple[int, float]] = []
+    binder = PodBinder(
+        OperatorSettings(default_region=HERE),
+        list_pods,
+        patch_pod,
+        read_object,
+        unused,
+        lambda *a: None,
+        on_waiting=lambda count, longest: waiting.append((count, longest)),
+    )
+    assert await binder.check_waiting(["ml"], every_namespace=True) == 4
+    assert [count for count, _ in waiting] == [1]  # pod-2 waits for the next look

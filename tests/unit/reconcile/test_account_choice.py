@@ -103,3 +103,8 @@ def test_an_account_serves_the_namespaces_it_alone_selects() -> None:
     ]
     assert served_namespaces("team-b", namespaces, accounts) == ["b-dev"]
     assert served_namespaces(OWN_ACCOUNT, namespaces, accounts) == ["a"]
+
+
+def test_an_account_without_a_selector_selects_nothing() -> None:
+    broken = {"metadata": {"name": "broken"}, "spec": {}}
+    assert account_for({"team": "b"}, [broken]) == AccountChoice(name=OWN_ACCOUNT)
