@@ -51,6 +51,9 @@ from benchmarks.floors import percentile, rnd
 from benchmarks.machine import cpu_seconds, machine, wait_healthy
 from benchmarks.readme import put_table
 
+from datacache_operator.api.binding import CACHES_ANNOTATION, INJECT_LABEL
+from datacache_operator.controllers.pods import UNGATE_CONCURRENCY
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = Path(__file__).parent / "results" / "pods.json"
 PICTURE_FILE = Path(__file__).parent / "results" / "pods.png"
@@ -59,8 +62,7 @@ REGION = "cn-hangzhou"
 CLIENT_QPS = ("--kube-api-qps=200", "--kube-api-burst=400")
 LOADING_S = 45.0  # how long the cache that pods wait for loads, in the emulator
 HELD_GATE = "bench.example/held"  # the benchmark's own gate, which the operator never touches
-PATCHERS = 16  # the operator's UNGATE_CONCURRENCY
-INJECT, CACHES = "eci.datacache.dev/inject", "eci.datacache.dev/caches"
+PATCHERS = UNGATE_CONCURRENCY  # as many at once as the operator
 TARGETS = {"ratio": 1.2, "ungate_over_limit": 1.0, "admission_p99_ratio": 2.0}
 
 
@@ -122,10 +124,6 @@ class PodWatch:
         self._stop.set()
 
 
-def wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    return bench.wait(check, timeout, what)
-
-
 def deployment(name: str, replicas: int, template: dict[str, Any]) -> dict[str, Any]:
     template = {**template, "metadata": {**template["metadata"]}}
     template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), "app": name}
@@ -140,7 +138,10 @@ def deployment(name: str, replicas: int, template: dict[str, Any]) -> dict[str, 
 def bound_template(cache: str) -> dict[str, Any]:
     """An opted-in pod: the webhook writes its cache volume, bucket and placement."""
     return {
-        "metadata": {"labels": {INJECT: "true"}, "annotations": {CACHES: f"{cache}:/models/m:ro"}},
+        "metadata": {
+            "labels": {INJECT_LABEL: "true"},
+            "annotations": {CACHES_ANNOTATION: f"{cache}:/models/m:ro"},
+        },
         "spec": {"containers": [{"name": "c", "image": "vllm"}], "terminationGracePeriodSeconds": 0},
     }
 
@@ -190,7 +191,7 @@ class Cluster:
     def remove(self, name: str) -> None:
         """The Deployment and every pod of it (the virtual node deletes their container groups)."""
         self.apps.delete_namespaced_deployment(name, NAMESPACE, propagation_policy="Background")
-        wait(lambda: not self.pods(f"app={name}"), 600, f"the pods of {name} gone")
+        bench.wait(lambda: not self.pods(f"app={name}"), 600, f"the pods of {name} gone")
 
     def cache_ready(self, name: str) -> bool:
         return bench.ready(
@@ -207,7 +208,7 @@ def scale_up(cluster: Cluster, name: str, template: dict[str, Any], pods: int) -
     time.sleep(1)  # the watch established
     began = time.time()
     cluster.apps.patch_namespaced_deployment_scale(name, NAMESPACE, {"spec": {"replicas": pods}})
-    wait(lambda: len(seen.running) >= pods, 900, f"{pods} pods of {name} Running")
+    bench.wait(lambda: len(seen.running) >= pods, 900, f"{pods} pods of {name} Running")
     seen.stop()
     running = sorted(t - began for t in seen.running.values())
     cluster.remove(name)
@@ -223,7 +224,7 @@ def patch_rate(cluster: Cluster, template: dict[str, Any], pods: int) -> dict[st
     patch shape: the apiserver's pod-patch rate, under the same load (they then run)."""
     held = {**template, "spec": {**template["spec"], "schedulingGates": [{"name": HELD_GATE}]}}
     cluster.apps.create_namespaced_deployment(NAMESPACE, deployment("held", pods, held))
-    wait(lambda: len(cluster.pods("app=held")) >= pods, 600, f"{pods} held pods created")
+    bench.wait(lambda: len(cluster.pods("app=held")) >= pods, 600, f"{pods} held pods created")
     names = [p["metadata"]["name"] for p in cluster.pods("app=held")]
     operations = [
         {"op": "test", "path": "/spec/schedulingGates/0", "value": {"name": HELD_GATE}},
@@ -239,7 +240,7 @@ def patch_rate(cluster: Cluster, template: dict[str, Any], pods: int) -> dict[st
             )
         )
     took = time.perf_counter() - began
-    wait(lambda: sum(1 for p in cluster.pods("app=held") if (p.get("status") or {}).get("phase") == "Running") >= pods,
+    bench.wait(lambda: sum(1 for p in cluster.pods("app=held") if (p.get("status") or {}).get("phase") == "Running") >= pods,
          900, "the held pods Running")  # fmt: skip
     cluster.remove("held")
     return {
@@ -273,15 +274,15 @@ def ungate(cluster: Cluster, pods: int) -> dict[str, Any]:
 
     watcher = threading.Thread(target=watch_cache, daemon=True)
     watcher.start()
-    wait(lambda: len(seen.created) >= pods, 600, f"{pods} waiting pods created")
+    bench.wait(lambda: len(seen.created) >= pods, 600, f"{pods} waiting pods created")
     all_created = max(seen.created.values())
     watcher.join(600)
-    wait(lambda: len(seen.ungated) >= pods, 600, f"{pods} waiting pods ungated")
+    bench.wait(lambda: len(seen.ungated) >= pods, 600, f"{pods} waiting pods ungated")
     if not ready_at or all_created >= ready_at[0] or min(seen.ungated.values()) < ready_at[0]:
         raise RuntimeError(
             "the cache turned Ready before every pod was created and gated: load it for longer"
         )
-    wait(lambda: len(seen.running) >= pods, 900, f"{pods} waiting pods Running")
+    bench.wait(lambda: len(seen.running) >= pods, 900, f"{pods} waiting pods Running")
     seen.stop()
     released = sorted(t - ready_at[0] for t in seen.ungated.values())
     running = sorted(t - ready_at[0] for t in seen.running.values())
@@ -389,7 +390,7 @@ def admission(cluster: Cluster, rate: float, seconds: float, probe: Probe, round
     cluster.core.delete_collection_namespaced_pod(
         NAMESPACE, label_selector="app=admit", grace_period_seconds=0
     )
-    wait(lambda: not cluster.pods("app=admit"), 300, "the admission pods gone")
+    bench.wait(lambda: not cluster.pods("app=admit"), 300, "the admission pods gone")
     figures: dict[str, Any] = {"creates_per_kind": count * rounds, "admission_rounds": rounds}
     for kind in kinds:
         figures.update(
@@ -480,17 +481,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cluster.custom.create_namespaced_custom_object(
                     bench.GROUP, bench.VERSION, NAMESPACE, "datacaches", bench.datacache(name, paused=paused)
                 )
-            wait(lambda: plane.kubectl("get", "mutatingwebhookconfiguration", "bench", "-o",
+            bench.wait(lambda: plane.kubectl("get", "mutatingwebhookconfiguration", "bench", "-o",
                                        "jsonpath={.webhooks[0].clientConfig.caBundle}").stdout.strip(),
                  60, "the CA in the webhook configuration")  # fmt: skip
-            wait(lambda: cluster.cache_ready("model"), LOADING_S + 120, "the cache Ready")
+            bench.wait(lambda: cluster.cache_ready("model"), LOADING_S + 120, "the cache Ready")
 
             # Warm-up, and the pod the webhook makes, from which the by-hand template is written.
             scale_up(cluster, "warm-up", bound_template("model"), 50)
             cluster.apps.create_namespaced_deployment(
                 NAMESPACE, deployment("sample", 1, bound_template("model"))
             )
-            made = wait(lambda: cluster.pods("app=sample"), 120, "the webhook's pod")[0]
+            made = bench.wait(lambda: cluster.pods("app=sample"), 120, "the webhook's pod")[0]
             cluster.remove("sample")
             by_hand = by_hand_template(made)
 

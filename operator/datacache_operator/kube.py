@@ -344,26 +344,24 @@ class WatchedObjects:
         """The threads end with their current watch (daemon threads: never a wait at exit)."""
         self._stopping.set()
 
-    def _scope_of(self, namespace: str) -> str | None | bool:
-        """The healthy scope holding `namespace`'s objects; False when none does."""
+    def _store_of(self, namespace: str) -> dict[tuple[str, str], dict[str, Any]] | None:
+        """The store holding `namespace`'s objects while its watch is healthy; None otherwise."""
         for scope in (namespace, None):
             if scope in self._healthy:
-                return scope
-        return False
+                return self._stores.get(scope, {})
+        return None
 
     def covers(self, namespace: str) -> bool:
         """Whether every object of `namespace` is here, as the apiserver has it now."""
-        return self._scope_of(namespace) is not False
+        return self._store_of(namespace) is not None
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        scope = self._scope_of(namespace)
-        return None if scope is False else self._stores.get(scope, {}).get((namespace, name))  # type: ignore[arg-type]
+        store = self._store_of(namespace)
+        return None if store is None else store.get((namespace, name))
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
-        scope = self._scope_of(namespace)
-        if scope is False:
-            return []
-        return [obj for (ns, _), obj in list(self._stores.get(scope, {}).items()) if ns == namespace]  # type: ignore[arg-type]
+        store = self._store_of(namespace)
+        return [] if store is None else [obj for (ns, _), obj in list(store.items()) if ns == namespace]
 
     @staticmethod
     def _kept(obj: dict[str, Any]) -> dict[str, Any]:

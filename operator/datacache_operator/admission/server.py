@@ -64,12 +64,6 @@ class CacheResolver:
             return found
         return await self.read_object(plural, namespace, name)
 
-    async def _list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        view = self.watched.get(plural)
-        if view is not None and view.covers(namespace):
-            return view.in_namespace(namespace)
-        return await self.list_objects(plural, namespace)
-
     async def bindings(
         self, namespace: str, requests: list[CacheRequest]
     ) -> list[tuple[CacheRequest, Binding]]:
@@ -79,14 +73,14 @@ class CacheResolver:
         elsewhere = any(obj is not None and region_of(obj, default_region) != cluster_region for obj in found)
         if not elsewhere:
             return self._bind(namespace, requests, found, [])
-        try:
-            return self._bind(namespace, requests, found, await self._list(DATACACHE_REPLICATIONS, namespace))
-        except BindingError:
-            if DATACACHE_REPLICATIONS not in self.watched:
-                raise
-            # A replication applied a moment before its pods may not be in the watch yet.
-            replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace)
-            return self._bind(namespace, requests, found, replications)
+        view = self.watched.get(DATACACHE_REPLICATIONS)
+        if view is not None and view.covers(namespace):
+            try:
+                return self._bind(namespace, requests, found, view.in_namespace(namespace))
+            except BindingError:
+                pass  # a replication applied a moment before its pods may not be in the watch yet
+        replications = await self.list_objects(DATACACHE_REPLICATIONS, namespace)
+        return self._bind(namespace, requests, found, replications)
 
     def _bind(
         self,

@@ -57,7 +57,7 @@ def credentials_of(account: Mapping[str, Any], secret_data: Mapping[str, str] | 
     name = str(account["metadata"]["name"])
     spec = account.get("spec") or {}
     credentials = spec.get("credentials") or {}
-    rate_limit = spec.get("rateLimit")
+    rate_limit = float(spec["rateLimit"]) if spec.get("rateLimit") else None
     if credentials.get("ramRoleArn"):
         try:
             seconds = session_seconds(credentials.get("sessionDuration"))
@@ -67,7 +67,7 @@ def credentials_of(account: Mapping[str, Any], secret_data: Mapping[str, str] | 
             account=name,
             role_arn=str(credentials["ramRoleArn"]),
             session_seconds=seconds,
-            rate_limit=float(rate_limit) if rate_limit else None,
+            rate_limit=rate_limit,
         )
     ref = credentials.get("secretRef") or {}
     if not ref:
@@ -86,7 +86,7 @@ def credentials_of(account: Mapping[str, Any], secret_data: Mapping[str, str] | 
         account=name,
         access_key_id=secret_data[keys[0]],
         access_key_secret=secret_data[keys[1]],
-        rate_limit=float(rate_limit) if rate_limit else None,
+        rate_limit=rate_limit,
     )
 
 
@@ -104,12 +104,11 @@ def credential_client(
     )
 
     if credentials.role_arn:
+        session = f"{ROLE_SESSION_NAME}-{credentials.account}"[:64]  # ActionTrail names the account
         provider: Any = RamRoleArnCredentialsProvider(
             credentials_provider=identity or DefaultCredentialsProvider(),
             role_arn=credentials.role_arn,
-            role_session_name=f"{ROLE_SESSION_NAME}-{credentials.account}"[
-                :64
-            ],  # ActionTrail names the account
+            role_session_name=session,
             duration_seconds=credentials.session_seconds,
             sts_endpoint=sts_endpoint,
         )
