@@ -1,6 +1,5 @@
 """The EciAccount CRD generated from its model on a real kube-apiserver: cluster-scoped, one
-source of credentials, the CEL rules naming the field at `kubectl apply`. (Not shipped in
-deploy/crds until the controllers act on it.)"""
+source of credentials, the CEL rules naming the field at `kubectl apply`."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ def test_output_dir_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert sorted(p.name for p in (tmp_path / "crds").iterdir()) == [
         "eci.datacache.dev_datacachereplications.yaml",
         FILE_NAME,
+        "eci.datacache.dev_eciaccounts.yaml",
     ]
     assert main(["crds", "--check", str(tmp_path / "crds")]) == 0
 

@@ -185,6 +185,7 @@ def test_rendering_is_deterministic_and_round_trips():
     assert list(rendered_files()) == [
         "eci.datacache.dev_datacaches.yaml",
         "eci.datacache.dev_datacachereplications.yaml",
+        "eci.datacache.dev_eciaccounts.yaml",
     ]
 
 
