@@ -6,6 +6,8 @@
   copy origin), recently removed caches, rules and faults.
 * ``GET /_emulator/calls[?action=&region=&account=]``: the call log, a list of ``{time,
   action, region, params, outcome, status, latency_ms, request_id, signature, account}``;
+  ``time`` is when the emulator answered (UTC, whole seconds: ``EmulatorAdmin.calls_per_second``
+  counts each account's calls by it);
   ``params`` has secret option values masked and no signature or key fields; ``account`` is
   the caller's account (an STS key's: its role's), unknown before the signature was checked;
   ``outcome`` is ``Success``, the error code, or ``ConnectionDropped``.

@@ -63,6 +63,19 @@ class EmulatorAdmin:
     ) -> list[dict[str, Any]]:
         return self._call("GET", "/calls", query={"action": action, "region": region, "account": account})
 
+    def calls_per_second(
+        self, action: str | None = None, region: str | None = None, account: str | None = None
+    ) -> dict[str, dict[str, int]]:
+        """``{account: {second: calls}}`` from the call log: how many calls each account made
+        in each whole second (UTC, as the log's ``time``: when the emulator answered, which is
+        between the call's arrival and its answer reaching the client). Calls refused before
+        their signature was checked have no account: they count under ``""``."""
+        counts: dict[str, dict[str, int]] = {}
+        for entry in self.calls(action, region, account):
+            seconds = counts.setdefault(entry.get("account") or "", {})
+            seconds[entry["time"]] = seconds.get(entry["time"], 0) + 1
+        return counts
+
     def counters(self) -> dict[str, dict[str, int]]:
         return self._call("GET", "/counters")
 

@@ -5,12 +5,14 @@ failed call, and a revoked key fails its account only."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from eci_datacache_emulator import AccountConfig, Emulator, EmulatorConfig, RoleConfig
 from eci_datacache_emulator.admin_client import EmulatorAdmin
-from tests.cloud.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION
+from tests.cloud.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION, RecordingHooks
 
 from datacache_operator.cloud import EciClient
 from datacache_operator.cloud.accounts import AccountClients, AccountCredentials, eci_client_factory
@@ -128,3 +130,55 @@ async def test_a_revoked_key_fails_its_account_only_and_rotated_keys_get_a_new_c
     assert await clients.own.describe(REGION, "edc-none") is None  # the operator's own still works
     rotated = AccountCredentials(account="team-b", access_key_id="team-b-key-2", access_key_secret="s2")
     assert clients.client(rotated) is not first
+
+
+async def test_an_accounts_rate_limit_holds_at_the_emulator_for_all_its_regions_together(
+    accounts_emulator: Emulator, team_admin: EmulatorAdmin
+) -> None:
+    """Account A (rateLimit 4) sends 20 describes over two regions at once while account B
+    (no rateLimit: the operator's 1000 a second) sends 60: in no second at all, as the
+    emulator answered them, did A make more than 4 calls, and B went far faster.
+
+    Why no second at all, the first included: an account with a rateLimit gets one bucket for
+    every region with a burst of 1, and a bucket lets at most ``burst + ceil(rate) - 1`` = 4
+    calls be in flight or answered within any one second. The emulator logs a call when it
+    answers, which is after the call took its token and before its answer reached the
+    client, so every whole second of the log holds at most 4 of A's calls. (A burst of
+    ``rate`` would let ``2 * rate - 1`` into a second: not only the first one, as any second
+    could hold a late call of the second before and the prompt calls of its own.)"""
+    rate, per_region, other_region = 4, 10, "cn-beijing"
+    hooks = RecordingHooks()
+    settings = OperatorSettings(
+        endpoint=accounts_emulator.endpoint, protocol="http", rate_limit=1000, batching=False
+    )
+    build = eci_client_factory(settings, hooks=hooks)
+    team_a = build(
+        AccountCredentials(
+            account="team-a", access_key_id=TEAM_KEY, access_key_secret=TEAM_SECRET, rate_limit=rate
+        )
+    )
+    team_b = build(
+        AccountCredentials(account="team-b", access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET)
+    )
+    try:
+        a_calls = [
+            team_a.describe(region, f"edc-a{region[3:]}{n:08d}")
+            for region in (REGION, other_region)
+            for n in range(per_region)
+        ]
+        b_calls = [team_b.describe(REGION, f"edc-b{n:012d}") for n in range(60)]
+        # A deadline, not a timing claim: at 4 a second A's calls take about 5 s.
+        await asyncio.wait_for(asyncio.gather(*a_calls, *b_calls), timeout=60)
+    finally:
+        await team_a.aclose()
+        await team_b.aclose()
+
+    a_log = team_admin.calls(action="DescribeDataCaches", account=TEAM_ACCOUNT_ID)
+    assert len(a_log) == 2 * per_region
+    assert Counter(call["region"] for call in a_log) == {REGION: per_region, other_region: per_region}
+    per_second = team_admin.calls_per_second(action="DescribeDataCaches")
+    assert max(per_second[TEAM_ACCOUNT_ID].values()) <= rate, per_second[TEAM_ACCOUNT_ID]
+    assert sum(per_second[OWN_ACCOUNT_ID].values()) == 60
+    assert max(per_second[OWN_ACCOUNT_ID].values()) > rate  # B is not held to A's limit
+    # A's waits are reported with each call's own region.
+    assert {region for region, _ in hooks.waits} == {REGION, other_region}

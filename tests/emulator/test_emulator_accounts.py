@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,6 +181,31 @@ def test_accounts_never_see_each_others_caches(emu, emu_admin):
     assert by_id == {a_cache: ACCOUNT_A, b_cache: ACCOUNT_B}
     assert [cache["DataCacheId"] for cache in emu_admin.caches(account=ACCOUNT_B)] == [b_cache]
     assert {call["account"] for call in emu_admin.calls(action="CreateDataCache")} == {ACCOUNT_A, ACCOUNT_B}
+
+
+def test_calls_per_second_counts_each_accounts_calls_in_each_second_all_regions_together(emu, emu_admin):
+    a = make_client(emu.endpoint)
+    b = make_client(emu.endpoint, access_key_id=KEY_B, access_key_secret=SECRET_B)
+    b_too = make_client(emu.endpoint, access_key_id=KEY_B2, access_key_secret=SECRET_B2)
+    stranger = make_client(emu.endpoint, access_key_id="no-such-key", access_key_secret="x")
+    for _ in range(3):
+        describe(a)
+        describe(a, OTHER_REGION)
+    describe(b)
+    describe(b_too, OTHER_REGION)  # another key, another region: still account B
+    error_of(lambda: describe(stranger))
+
+    counts = emu_admin.calls_per_second()
+    log = emu_admin.calls()
+    assert {account: sum(seconds.values()) for account, seconds in counts.items()} == {
+        ACCOUNT_A: 6,
+        ACCOUNT_B: 2,
+        "": 1,  # refused before its signature was checked: no account
+    }
+    for account, seconds in counts.items():
+        assert seconds == dict(Counter(c["time"] for c in log if (c["account"] or "") == account))
+    assert emu_admin.calls_per_second(account=ACCOUNT_B) == {ACCOUNT_B: counts[ACCOUNT_B]}
+    assert sum(emu_admin.calls_per_second(region=OTHER_REGION)[ACCOUNT_A].values()) == 3
 
 
 def test_client_tokens_and_quota_are_per_account(accounts_config):

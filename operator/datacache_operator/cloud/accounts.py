@@ -4,7 +4,8 @@ An EciAccount resolves to an AccessKey pair (from its Secret) or a RAM role that
 operator's own identity assumes with STS AssumeRole (the credentials library's own
 `ram_role_arn` provider, which refreshes the temporary keys before they expire). Each account
 gets an `EciClient` of its own, so its describes are batched, rate-limited and signed apart
-from every other account's: a call for one namespace is never made with another's keys.
+from every other account's: a call for one namespace is never made with another's keys. An
+account's calls in every region share one token bucket, as ECI's flow control counts them.
 """
 
 from __future__ import annotations
@@ -123,19 +124,21 @@ ClientFactory = Callable[[AccountCredentials], "EciClient"]
 
 
 def eci_client_factory(settings: OperatorSettings, identity: Any = None, **options: Any) -> ClientFactory:
-    """Builds an account's EciClient: the operator's settings with the account's rate limit,
-    signed with the account's credentials (`identity`: who assumes roles, see
-    `credential_client`; `options` go to every EciClient: hooks, guard). The rate limit is
-    applied per region, as DATACACHE_RATE_LIMIT is; one bucket for all of an account's
-    regions (as ECI counts) is still to come."""
+    """Builds an account's EciClient: the operator's settings, signed with the account's
+    credentials (`identity`: who assumes roles, see `credential_client`; `options` go to every
+    EciClient: hooks, guard). Its calls in all regions share one token bucket, as ECI counts
+    an account's calls: at the account's `rateLimit` with a burst of 1, so that no second
+    holds more than ceil(rateLimit) of its calls as ECI receives them (the bucket lets
+    `burst + ceil(rate) - 1` into a second); without one, at DATACACHE_RATE_LIMIT and
+    DATACACHE_RATE_BURST."""
     from datacache_operator.cloud.client import EciClient
 
     def build(credentials: AccountCredentials) -> EciClient:
         own = settings
         if credentials.rate_limit:
-            own = settings.model_copy(update={"rate_limit": credentials.rate_limit})
+            own = settings.model_copy(update={"rate_limit": credentials.rate_limit, "rate_burst": 1})
         credential = credential_client(credentials, settings.sts_endpoint, identity)
-        return EciClient(own, credential=credential, **options)
+        return EciClient(own, credential=credential, one_bucket_for_all_regions=True, **options)
 
     return build
 

@@ -5,8 +5,10 @@ What this adds to the SDK:
 - one SDK client per region (endpoint from the settings' template, or the one
   ``ECI_ENDPOINT`` for all regions), all sharing ONE credential client built from the
   SDK's default chain, which refreshes STS/RRSA/RAM-role credentials by itself;
-- a per-region token bucket in front of every call; the bucket runs on an event loop of
-  its own (``callthread.py``), so a busy operator loop does not hold slots;
+- a token bucket in front of every call, one per region (or one for all regions,
+  ``one_bucket_for_all_regions``: an EciAccount's client, as ECI counts an account's calls);
+  the limiter runs on an event loop of its own (``callthread.py``), so a busy operator loop
+  does not hold slots;
 - the SDK's blocking calls, in a pool of threads: they share one HTTP session per endpoint
   (kept-alive connections, one TLS context). Its ``*_async`` calls open a new session, TCP
   connection and TLS handshake per call and load certifi's CA bundle into a new SSL context
@@ -117,7 +119,8 @@ class CloudHooks(Protocol):
         excludes the rate-limit wait."""
 
     def on_rate_limit_wait(self, region: str, seconds: float) -> None:
-        """A call waited ``seconds`` (> 0) for its region's token bucket."""
+        """A call to ``region`` waited ``seconds`` (> 0) for its token bucket (the region's,
+        or the client's one for all regions)."""
 
 
 class NoHooks:
@@ -178,11 +181,14 @@ class EciClient:
         sleep: Sleep = asyncio.sleep,
         environ: Mapping[str, str] | None = None,
         guard: Callable[[], None] = lambda: None,
+        one_bucket_for_all_regions: bool = False,
     ) -> None:
         """``credential``: an ``alibabacloud_credentials.client.Client`` (tests inject a
         static one); default: the SDK's default chain. ``sdk_client_factory`` replaces the
         real SDK client (unit tests). ``guard`` runs right before each call is sent (leader
-        election: it exits unless this process holds a fresh Lease)."""
+        election: it exits unless this process holds a fresh Lease).
+        ``one_bucket_for_all_regions``: the settings' rate limit holds for all regions
+        together (an account's limit) instead of for each region."""
         self.settings = settings or OperatorSettings()
         self._guard = guard
         self._hooks: CloudHooks = hooks or NoHooks()
@@ -211,6 +217,7 @@ class EciClient:
             clock=clock,
             sleep=sleep,
             on_wait=self._report_wait,
+            one_bucket_for_all_regions=one_bucket_for_all_regions,
         )
         self._batcher: DescribeBatcher[tuple[str, str | None], ObservedCache] = DescribeBatcher(
             self._describe_chunk, window=self.settings.describe_batch_window
@@ -525,7 +532,7 @@ class EciClient:
         secrets: Iterable[str],
         flow: str,
     ) -> R:
-        """In the call thread: wait for the region's turn, then send."""
+        """In the call thread: wait for a token (the region's, or the shared bucket's), then send."""
         priority = CallPriority.POLL if action == ACTION_DESCRIBE else CallPriority.CHANGE
         async with self._limiter.slot(region, priority, flow) as granted:
             self._guard()  # after the wait: a leadership lost meanwhile must not send
@@ -576,7 +583,7 @@ class EciClient:
 
     def queued_seconds(self) -> float:
         """How long the calls already waiting for the rate limiter take to go (the busiest
-        region). Read from the operator's loop while the limiter runs on the call thread: an
+        bucket). Read from the operator's loop while the limiter runs on the call thread: an
         estimate, which is all its one reader (deferring polls) needs."""
         return self._limiter.queued_seconds()
 

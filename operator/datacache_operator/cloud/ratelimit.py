@@ -1,9 +1,11 @@
-"""Per-region token buckets: ECI calls spread at ``rate`` a second, never more than
-``burst + ceil(rate) - 1`` in any one second as the cloud receives them, with calls that
-change something served before polls.
+"""Token buckets per region, or one for all regions: ECI calls spread at ``rate`` a second,
+never more than ``burst + ceil(rate) - 1`` in any one second as the cloud receives them, with
+calls that change something served before polls.
 
-ECI's flow control is per account and region, so each region gets its own bucket and a
-busy region never slows another one down.
+By default each region gets its own bucket (DATACACHE_RATE_LIMIT is per region), so a busy
+region never slows another one down. ECI's flow control counts an account's calls in all
+regions together, so an EciAccount's client shares one bucket between every region
+(``one_bucket_for_all_regions``): its rate then holds for the account as a whole.
 
 Priority: callers wait in one heap per bucket, ordered by priority, then by their flow's turn,
 then arrival. A flow is who the call is for (the namespace of the object whose pass makes it):
@@ -57,6 +59,7 @@ WaitCallback = Callable[[str, float], None]
 _TOLERANCE = 1e-6  # seconds: float error in planned times is not a late wake-up
 # Flows remembered past their turn are forgotten once there are more than this (idle ones only).
 _FLOWS_KEPT = 1024
+_ALL_REGIONS = "*"  # the shared bucket's key (no region is called that)
 
 #: Who the calls made in this context are for (the runtime sets the object's namespace).
 CURRENT_FLOW: ContextVar[str] = ContextVar("eci_call_flow", default="")
@@ -240,7 +243,9 @@ class TokenBucket:
 
 
 class RegionRateLimiter:
-    """One :class:`TokenBucket` per region, created on first use."""
+    """One :class:`TokenBucket` per region, created on first use; or, with
+    ``one_bucket_for_all_regions``, one bucket that every region's calls share (priorities
+    and flows still take turns in it, whatever their region)."""
 
     def __init__(
         self,
@@ -250,25 +255,29 @@ class RegionRateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         on_wait: WaitCallback | None = None,
+        one_bucket_for_all_regions: bool = False,
     ) -> None:
         TokenBucket(rate, burst, clock=clock, sleep=sleep)  # validate the arguments early
         self.rate = rate
         self.burst = burst
+        self.one_bucket_for_all_regions = one_bucket_for_all_regions
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
         self._buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, region: str) -> TokenBucket:
-        bucket = self._buckets.get(region)
+        """The bucket that ``region``'s calls take their tokens from."""
+        key = _ALL_REGIONS if self.one_bucket_for_all_regions else region
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[region] = TokenBucket(
+            bucket = self._buckets[key] = TokenBucket(
                 self.rate, self.burst, clock=self._clock, sleep=self._sleep
             )
         return bucket
 
     def queued_seconds(self) -> float:
-        """How long the calls already waiting in the busiest region take to go, at the rate."""
+        """How long the calls already waiting in the busiest bucket take to go, at the rate."""
         return max((bucket.queued for bucket in list(self._buckets.values())), default=0) / self.rate
 
     def now(self) -> float:
@@ -280,7 +289,7 @@ class RegionRateLimiter:
         self, region: str, priority: int = CallPriority.POLL, flow: str = ""
     ) -> AsyncIterator[CallSlot]:
         """Around one call to ``region``: waits for its turn (reporting waits longer than zero
-        to ``on_wait``) and frees the slot when the call is over."""
+        to ``on_wait``, with the call's region) and frees the slot when the call is over."""
         async with self.bucket(region).slot(priority, flow) as granted:
             if granted.waited > 0 and self._on_wait is not None:
                 self._on_wait(region, granted.waited)

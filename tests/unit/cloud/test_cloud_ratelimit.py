@@ -343,3 +343,81 @@ async def test_a_floods_changes_do_not_move_another_namespaces_polls_behind_the_
     assert any(p == "CHANGE" and at < 0.55 for flow, p, at in served if flow == "team-a")
     team_b = [at for flow, _, at in served if flow == "team-b"]
     assert len(team_b) == 3 and max(team_b) <= 1.6, served[:20]
+
+
+async def test_one_bucket_for_all_regions_holds_calls_to_two_regions_together_to_the_rate() -> None:
+    """An account's limiter: 80 calls to two regions at once, each reaching the cloud between
+    its start and its answer, never more than the rate in one second all regions together
+    (burst 1: the window is ``burst + ceil(rate) - 1`` = the rate). Waits are reported with
+    each call's own region."""
+    clock = VirtualClock()
+    waits: list[tuple[str, float]] = []
+    limiter = RegionRateLimiter(
+        rate=4,
+        burst=1,
+        clock=clock.now,
+        sleep=clock.sleep,
+        on_wait=lambda region, seconds: waits.append((region, seconds)),
+        one_bucket_for_all_regions=True,
+    )
+    assert limiter.bucket("cn-hangzhou") is limiter.bucket("cn-beijing")
+    rng = random.Random(11)
+    arrivals: list[tuple[str, float]] = []
+
+    async def caller(region: str) -> None:
+        async with limiter.slot(region) as granted:
+            await clock.sleep(rng.uniform(0, 0.2))  # on its way
+            arrivals.append((region, clock.time))
+            await clock.sleep(rng.uniform(0, 0.05))  # the answer on its way back
+            granted.answered(clock.now())
+
+    async def all_callers() -> None:
+        await asyncio.gather(*(caller(("cn-hangzhou", "cn-beijing")[n % 2]) for n in range(80)))
+
+    await clock.run(all_callers())
+    assert len(arrivals) == 80
+    assert most_in_one_second([at for _, at in arrivals]) <= 4
+    assert {region for region, _ in waits} == {"cn-hangzhou", "cn-beijing"}
+    assert len(waits) == 79  # all but the first waited for the one bucket
+    assert limiter.queued_seconds() == 0.0
+
+
+async def test_one_bucket_for_all_regions_still_serves_a_change_before_another_regions_polls() -> None:
+    """Priorities take turns across regions in the shared bucket: a create in one region,
+    arriving behind 20 queued polls in another, is the next call granted."""
+    clock = VirtualClock()
+    limiter = RegionRateLimiter(
+        rate=10, burst=1, clock=clock.now, sleep=clock.sleep, one_bucket_for_all_regions=True
+    )
+    served: list[str] = []
+
+    async def one(region: str, priority: CallPriority, name: str) -> None:
+        async with limiter.slot(region, priority):
+            served.append(name)
+
+    async def arrivals() -> None:
+        polls = [asyncio.ensure_future(one("cn-hangzhou", CallPriority.POLL, "poll")) for _ in range(20)]
+        await asyncio.sleep(0)
+        change = asyncio.ensure_future(one("cn-beijing", CallPriority.CHANGE, "change"))
+        await asyncio.gather(*polls, change)
+
+    await clock.run(arrivals())
+    assert served[:2] == ["poll", "change"]  # the first poll took the only token at once
+    assert clock.time - 1000.0 == pytest.approx(20 / 10)
+
+
+async def test_per_region_buckets_let_two_regions_together_exceed_the_rate() -> None:
+    """Without the option (the operator's own client) each region has the rate to itself."""
+    clock = VirtualClock()
+    limiter = RegionRateLimiter(rate=4, burst=1, clock=clock.now, sleep=clock.sleep)
+    started: list[float] = []
+
+    async def one(region: str) -> None:
+        async with limiter.slot(region):
+            started.append(clock.time)
+
+    async def all_callers() -> None:
+        await asyncio.gather(*(one(("cn-hangzhou", "cn-beijing")[n % 2]) for n in range(16)))
+
+    await clock.run(all_callers())
+    assert most_in_one_second(started) == 8
