@@ -68,6 +68,25 @@ def documents(rendered: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(rendered) if d]
 
 
+# What the operator needs cluster-wide in either mode: the namespaces EciAccounts select, and
+# the EciAccounts themselves (read, and their status written).
+ACCOUNT_RULES = {
+    json.dumps(rule, sort_keys=True)
+    for rule in (
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["eci.datacache.dev"], "resources": ["eciaccounts"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["eci.datacache.dev"], "resources": ["eciaccounts/status"], "verbs": ["get", "patch"]},
+    )
+}
+CLUSTER_RESOURCES_WITH_WATCH_NAMESPACES = {
+    "customresourcedefinitions",
+    "namespaces",
+    "eciaccounts",
+    "eciaccounts/status",
+    "mutatingwebhookconfigurations",
+}
+
+
 def dry_run(controlplane: ControlPlane, rendered: str) -> str:
     result = controlplane.kubectl(
         "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered, check=False
@@ -153,6 +172,8 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
         "verbs": ["get", "patch"],
     } in cluster_role["rules"]
     assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]} in cluster_role["rules"]
+    assert ACCOUNT_RULES <= {json.dumps(rule, sort_keys=True) for rule in cluster_role["rules"]}
+    assert "EciAccount" not in kinds  # `accounts` is empty by default
 
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     spec = deployment["spec"]
@@ -184,6 +205,7 @@ def test_default_rendering_is_accepted_by_the_apiserver(controlplane: ControlPla
     assert env["DATACACHE_DEFAULT_DELETION_POLICY"] == "Delete"
     assert env["DATACACHE_HEALTH_PORT"] == "8081" and env["DATACACHE_METRICS_PORT"] == "8080"
     assert "ALIBABA_CLOUD_ACCESS_KEY_ID" not in env and "ALIBABA_CLOUD_ROLE_ARN" not in env
+    assert "DATACACHE_STS_ENDPOINT" not in env  # the credentials library's default
     # Every env var the chart sets is one the operator reads.
     from datacache_operator.settings import OperatorSettings
 
@@ -275,7 +297,8 @@ def test_watch_namespaces_renders_roles_per_namespace(controlplane: ControlPlane
     assert len([d for d in docs if d["kind"] == "RoleBinding"]) == 4  # and the webhook's, the Lease's
     cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces", "mutatingwebhookconfigurations"}
+    assert cluster_resources == CLUSTER_RESOURCES_WITH_WATCH_NAMESPACES
+    assert ACCOUNT_RULES <= {json.dumps(rule, sort_keys=True) for rule in cluster_role["rules"]}
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
         0
     ]
@@ -475,6 +498,145 @@ def test_schema_rejects_wrong_values_readably(
     assert message in result.stderr, result.stderr
 
 
+def test_accounts_render_eciaccounts_the_apiserver_accepts_and_a_role_for_their_secrets(
+    controlplane: ControlPlane, namespace: str, datacache_crds: list[str]
+):
+    """`accounts` become EciAccounts (both kinds of credentials), and the Secrets they name plus
+    `accountSecrets` a Role per namespace granting `get` on exactly those names."""
+    secrets_namespace = f"{namespace}-accounts"
+    controlplane.kubectl("create", "namespace", secrets_namespace)
+    role_arn = "acs:ram::1000000000000003:role/eci-datacache"
+    accounts = [
+        {
+            "name": f"{namespace}-a",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"{namespace}-a"}},
+            "credentials": {
+                "secretRef": {"namespace": secrets_namespace, "name": "team-a-keys", "accessKeyIdKey": "id"}
+            },
+            "rateLimit": 5,
+        },
+        {
+            "name": f"{namespace}-b",
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [f"{namespace}-b"]}
+                ]
+            },
+            "credentials": {"ramRoleArn": role_arn, "sessionDuration": "2h"},
+        },
+    ]
+    extra = [{"namespace": secrets_namespace, "name": "extra-keys"}]
+    rendered = render(
+        controlplane, namespace,
+        "--set-json", f"accounts={json.dumps(accounts)}",
+        "--set-json", f"accountSecrets={json.dumps(extra)}",
+        "--set-json", f'watchNamespaces=["{namespace}"]',
+        "--set", "sts.endpoint=sts-vpc.cn-hangzhou.aliyuncs.com",
+    )  # fmt: skip
+    docs = documents(rendered)
+    found = {d["metadata"]["name"]: d for d in docs if d["kind"] == "EciAccount"}
+    assert set(found) == {f"{namespace}-a", f"{namespace}-b"}
+    for account in accounts:
+        obj = found[account["name"]]
+        assert obj["apiVersion"] == "eci.datacache.dev/v1alpha1" and "namespace" not in obj["metadata"]
+        assert obj["spec"] == {k: v for k, v in account.items() if k != "name"}
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-accounts")]
+    assert [(r["metadata"]["namespace"], r["rules"]) for r in roles] == [
+        (
+            secrets_namespace,
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["extra-keys", "team-a-keys"],
+                    "verbs": ["get"],
+                }
+            ],
+        )
+    ]
+    binding = next(
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("-accounts")
+    )
+    assert binding["metadata"]["namespace"] == secrets_namespace
+    assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "edc-eci-datacache-operator", "namespace": namespace}
+    ]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    assert {"name": "DATACACHE_STS_ENDPOINT", "value": "sts-vpc.cn-hangzhou.aliyuncs.com"} in container["env"]
+    applied = dry_run(controlplane, rendered)
+    for account in accounts:
+        assert f"eciaccount.eci.datacache.dev/{account['name']} created (server dry run)" in applied, applied
+    assert "role.rbac.authorization.k8s.io/edc-eci-datacache-operator-accounts created" in applied
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"accounts": [{"name": "x", "namespaceSelector": {}, "credentials": {}}]},
+            "accounts: x: set one of credentials.secretRef (an AccessKey pair) and credentials.ramRoleArn",
+        ),
+        (
+            {
+                "accounts": [
+                    {
+                        "name": "x",
+                        "namespaceSelector": {},
+                        "credentials": {
+                            "ramRoleArn": "acs:ram::1:role/r",
+                            "secretRef": {"namespace": "a", "name": "b"},
+                        },
+                    }
+                ]
+            },
+            "accounts: x: set credentials.secretRef or credentials.ramRoleArn, not both",
+        ),
+        (
+            {
+                "accounts": [
+                    {
+                        "name": "x",
+                        "namespaceSelector": {},
+                        "credentials": {
+                            "sessionDuration": "1h",
+                            "secretRef": {"namespace": "a", "name": "b"},
+                        },
+                    }
+                ]
+            },
+            "accounts: x: credentials.sessionDuration applies to ramRoleArn only",
+        ),
+        (
+            {
+                "accounts": [
+                    {
+                        "name": "x",
+                        "namespaceSelector": {},
+                        "credentials": {"ramRoleArn": "arn:aws:iam::1:role/r"},
+                    }
+                ]
+            },
+            "at '/accounts/0/credentials/ramRoleArn'",
+        ),
+        (
+            {"accounts": [{"name": "x", "credentials": {"ramRoleArn": "acs:ram::1:role/r"}}]},
+            "at '/accounts/0': missing property 'namespaceSelector'",
+        ),
+        ({"accountSecrets": [{"name": "keys"}]}, "at '/accountSecrets/0': missing property 'namespace'"),
+    ],
+)
+def test_wrong_accounts_values_are_refused_readably(controlplane: ControlPlane, values: dict, message: str):
+    key, value = next(iter(values.items()))
+    result = helm(
+        controlplane, "template", "edc", str(CHART), "--set-json", f"{key}={json.dumps(value)}", check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
 def test_both_credential_kinds_at_once_is_refused(controlplane: ControlPlane):
     result = helm(
         controlplane,
@@ -581,11 +743,9 @@ def test_helm_install_upgrade_uninstall_in_the_real_apiserver(controlplane: Cont
             f"rolebinding.rbac.authorization.k8s.io/{fullname}-leader-election",
         }
         cluster_role = json.loads(controlplane.kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
-        assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
-            "customresourcedefinitions",
-            "namespaces",
-            "mutatingwebhookconfigurations",
-        }
+        assert {
+            r for rule in cluster_role["rules"] for r in rule["resources"]
+        } == CLUSTER_RESOURCES_WITH_WATCH_NAMESPACES
         webhook = json.loads(
             controlplane.kubectl("get", "mutatingwebhookconfiguration", fullname, "-o", "json").stdout
         )["webhooks"][0]

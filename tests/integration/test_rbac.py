@@ -22,7 +22,7 @@ from tests.integration.support import (
 )
 from tests.integration.test_chart import render
 from tests.integration.test_replication import destinations, ref, replication
-from tests.support.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, free_port, run_kubectl
 
 from datacache_operator import API_VERSION
 
@@ -39,17 +39,19 @@ TIMEOUT = 120  # generous: the machine is shared with other test runs
 
 
 def chart_rbac(
-    controlplane: ControlPlane, namespace: str, namespaced: bool = True
+    controlplane: ControlPlane, namespace: str, namespaced: bool = True, *values: str
 ) -> tuple[str, list[dict[str, Any]]]:
     """The chart's ServiceAccount and RBAC for a release in `namespace`: namespaced mode
-    (`watchNamespaces: [namespace]`) or the default ClusterRole mode. A unique release name
-    keeps the cluster-scoped ClusterRole of each test apart."""
+    (`watchNamespaces: [namespace]`) or the default ClusterRole mode, with more `values`
+    (helm's arguments). A unique release name keeps the cluster-scoped ClusterRole of each test
+    apart."""
     release = f"rbac-{uuid.uuid4().hex[:6]}"
     mode = ("--set-json", f'watchNamespaces=["{namespace}"]') if namespaced else ()
     rendered = render(
         controlplane,
         namespace,
         *mode,
+        *values,
         "--show-only",
         "templates/serviceaccount.yaml",
         "--show-only",
@@ -301,3 +303,182 @@ def test_a_missing_rule_shows_up(
         assert kube.condition(kind, name, "Ready") is None
     finally:
         running.stop()
+
+
+# --- EciAccounts: administrators' kind, read by the operator, out of tenants' reach -------------
+
+
+def eci_account(name: str, secret_namespace: str = "eci-accounts", secret: str = "keys") -> dict[str, Any]:
+    """An EciAccount selecting no namespace that exists (never one a test uses)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "EciAccount",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"{name}-nowhere"}},
+            "credentials": {"secretRef": {"namespace": secret_namespace, "name": secret}},
+        },
+    }
+
+
+class As:
+    """kubectl with nothing but a TokenRequest token of one ServiceAccount: real requests,
+    authorized by the real apiserver as that account."""
+
+    def __init__(self, controlplane: ControlPlane, namespace: str, account: str) -> None:
+        self.controlplane = controlplane
+        self.kubeconfig = controlplane.service_account_kubeconfig(namespace, account)
+
+    def kubectl(self, *args: str, input: str | None = None) -> Any:
+        return run_kubectl(
+            self.controlplane.kubectl_path, self.kubeconfig, *args, input=input, check=False, timeout=60
+        )
+
+    def refused(self, *args: str, input: str | None = None) -> str:
+        """The command's refusal: HTTP 403 (kubectl's `Error from server (Forbidden)`)."""
+        result = self.kubectl(*args, input=input)
+        assert result.returncode != 0, f"allowed: kubectl {' '.join(args)}\n{result.stdout}"
+        assert "(Forbidden)" in result.stderr, result.stderr
+        return str(result.stderr)
+
+    def allowed(self, *args: str, input: str | None = None) -> str:
+        result = self.kubectl(*args, input=input)
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return str(result.stdout)
+
+
+@pytest.fixture
+def an_eci_account(controlplane: ControlPlane, datacache_crds: list[str]) -> Any:
+    """An EciAccount made by the cluster's administrator, deleted after the test."""
+    name = f"acct-{uuid.uuid4().hex[:8]}"
+    controlplane.apply(eci_account(name))
+    yield name
+    controlplane.kubectl("delete", "eciaccount", name, "--ignore-not-found", "--wait=false")
+
+
+@pytest.mark.parametrize("role", ["admin", "edit"])
+def test_tenants_cannot_create_change_or_delete_eciaccounts(
+    role: str, controlplane: ControlPlane, namespace: str, an_eci_account: str
+):
+    """A team bound to Kubernetes' `admin` or `edit` in its namespace (with the chart's tenant
+    roles aggregated into them) manages its DataCaches there, yet every write to an EciAccount,
+    which would point its namespace at another team's cloud account, is refused with 403."""
+    controlplane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=render(controlplane, namespace, "--show-only", "templates/tenant-roles.yaml"),
+    )
+    controlplane.kubectl("create", "serviceaccount", "team", "-n", namespace)
+    controlplane.kubectl(
+        "create", "rolebinding", "team", f"--clusterrole={role}", f"--serviceaccount={namespace}:team",
+        "-n", namespace,
+    )  # fmt: skip
+    tenant = As(controlplane, namespace, "team")
+    wait_for(
+        lambda: tenant.kubectl("-n", namespace, "auth", "can-i", "create", "datacaches.eci.datacache.dev")
+        .stdout.strip() == "yes",
+        what=f"the tenant roles aggregated into {role}",
+    )  # fmt: skip
+    tenant.allowed("-n", namespace, "get", "datacaches")  # the role works for the team's own kind
+
+    mine = eci_account(f"{an_eci_account}-mine", secret_namespace=namespace)
+    denied = tenant.refused("create", "-f", "-", input=json.dumps(mine))
+    assert (
+        'cannot create resource "eciaccounts" in API group "eci.datacache.dev" at the cluster scope' in denied
+    )
+    selector = {"spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}
+    tenant.refused("patch", "eciaccount", an_eci_account, "--type=merge", "-p", json.dumps(selector))
+    tenant.refused(
+        "patch", "eciaccount", an_eci_account, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"namespaces": [namespace]}}),
+    )  # fmt: skip
+    tenant.refused("delete", "eciaccount", an_eci_account)
+    tenant.refused("get", "eciaccounts")  # not even to read which accounts there are
+    found = json.loads(controlplane.kubectl("get", "eciaccount", an_eci_account, "-o", "json").stdout)
+    assert found["spec"] == eci_account(an_eci_account)["spec"] | {
+        "credentials": {
+            "secretRef": {
+                "namespace": "eci-accounts",
+                "name": "keys",
+                "accessKeyIdKey": "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                "accessKeySecretKey": "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            }
+        }
+    }
+    assert "status" not in found
+    assert (
+        controlplane.kubectl("get", "eciaccount", f"{an_eci_account}-mine", "--ignore-not-found").stdout == ""
+    )
+
+
+@pytest.mark.parametrize("mode", ["namespaced", "cluster"])
+def test_the_operator_watches_namespaces_and_eciaccounts_and_writes_only_their_status(
+    mode: str, controlplane: ControlPlane, namespace: str, an_eci_account: str
+):
+    """As the chart's ServiceAccount: Namespaces and EciAccounts listed and watched
+    cluster-wide (also with watchNamespaces), an EciAccount's status patched; its spec never
+    changed, none created or deleted."""
+    account, docs = chart_rbac(controlplane, namespace, mode == "namespaced")
+    controlplane.apply(docs)
+    operator = As(controlplane, namespace, account)
+    assert namespace in operator.allowed("get", "namespaces", "-o", "name")
+    assert an_eci_account in operator.allowed("get", "eciaccounts", "-o", "name")
+    assert an_eci_account in operator.allowed("get", "eciaccount", an_eci_account, "-o", "name")
+    for verb, resource in [("watch", "namespaces"), ("watch", "eciaccounts.eci.datacache.dev")]:
+        assert operator.kubectl("auth", "can-i", verb, resource).stdout.strip() == "yes", (verb, resource)
+    # A real list and watch (kubectl lists, then watches until the request times out).
+    watched = operator.kubectl("get", "eciaccounts", "--watch", "-o", "name", "--request-timeout=3s")
+    assert an_eci_account in watched.stdout and "Forbidden" not in watched.stderr, watched.stderr
+
+    status = {"status": {"namespaces": ["served-here"]}}
+    operator.allowed(
+        "patch",
+        "eciaccount",
+        an_eci_account,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+    found = json.loads(controlplane.kubectl("get", "eciaccount", an_eci_account, "-o", "json").stdout)
+    assert found["status"] == status["status"]
+
+    operator.refused("patch", "eciaccount", an_eci_account, "--type=merge", "-p", '{"spec":{"rateLimit":1}}')
+    operator.refused("create", "-f", "-", input=json.dumps(eci_account(f"{an_eci_account}-new")))
+    operator.refused("delete", "eciaccount", an_eci_account)
+
+
+def test_the_operator_reads_exactly_the_account_secrets_the_chart_names(
+    controlplane: ControlPlane, namespace: str, datacache_crds: list[str]
+):
+    """watchNamespaces mode with `accounts` and `accountSecrets`: in the namespace holding the
+    key pairs the chart's ServiceAccount may get exactly the Secrets named, not another there,
+    and may not list them."""
+    secrets_namespace = f"{namespace}-accounts"
+    controlplane.kubectl("create", "namespace", secrets_namespace)
+    for name in ("team-a-keys", "extra-keys", "unrelated"):
+        controlplane.kubectl(
+            "-n", secrets_namespace, "create", "secret", "generic", name,
+            "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_ID=id", "--from-literal=ALIBABA_CLOUD_ACCESS_KEY_SECRET=s",
+        )  # fmt: skip
+    accounts = [eci_account(f"acct-{uuid.uuid4().hex[:8]}", secrets_namespace, "team-a-keys")]
+    values = [{"name": a["metadata"]["name"], **a["spec"]} for a in accounts]
+    account, docs = chart_rbac(
+        controlplane, namespace, True,
+        "--set-json", f"accounts={json.dumps(values)}",
+        "--set-json", f'accountSecrets=[{{"namespace":"{secrets_namespace}","name":"extra-keys"}}]',
+    )  # fmt: skip
+    controlplane.apply(docs)
+    operator = As(controlplane, namespace, account)
+    for name in ("team-a-keys", "extra-keys"):
+        assert (
+            operator.allowed("-n", secrets_namespace, "get", "secret", name, "-o", "name")
+            == f"secret/{name}\n"
+        )
+    denied = operator.refused("-n", secrets_namespace, "get", "secret", "unrelated")
+    assert f'cannot get resource "secrets" in API group "" in the namespace "{secrets_namespace}"' in denied
+    operator.refused("-n", secrets_namespace, "get", "secrets")  # no list
+    # Its own watched namespace still gives it dataSource.secretRef's Secrets, as before.
+    controlplane.kubectl("-n", namespace, "create", "secret", "generic", "oss-keys", "--from-literal=k=v")
+    operator.allowed("-n", namespace, "get", "secret", "oss-keys")

@@ -64,3 +64,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "edc.webhookService" -}}
 {{ include "edc.fullname" . }}-webhook
 {{- end }}
+
+{{/* The Secrets the operator may read for EciAccounts, as JSON {namespace: [names, sorted]}:
+`accountSecrets` and the secretRef of every entry of `accounts`. */}}
+{{- define "edc.accountSecrets" -}}
+{{- $secrets := dict }}
+{{- $refs := list }}
+{{- range .Values.accountSecrets }}
+{{- $refs = append $refs . }}
+{{- end }}
+{{- range .Values.accounts }}
+{{- with (.credentials | default dict).secretRef }}
+{{- $refs = append $refs . }}
+{{- end }}
+{{- end }}
+{{- range $refs }}
+{{- $names := get $secrets .namespace | default list }}
+{{- $_ := set $secrets .namespace (append $names .name | uniq | sortAlpha) }}
+{{- end }}
+{{- $secrets | toJson }}
+{{- end }}
