@@ -378,14 +378,20 @@ class WatchedObjects:
         metadata = obj.get("metadata") or {}
         return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
-    def _lister(self, api: CustomObjectsApi, scope: str | None) -> tuple[Callable[..., Any], list[Any]]:
+    def _lister(
+        self, client: kubernetes.client.ApiClient, scope: str | None
+    ) -> tuple[Callable[..., Any], list[Any]]:
+        api = CustomObjectsApi(client)
         if scope is None:
             return api.list_cluster_custom_object, [GROUP, VERSION, self.plural]
         return api.list_namespaced_custom_object, [GROUP, VERSION, scope, self.plural]
 
-    def _list(self, api: CustomObjectsApi, scope: str | None) -> str:
-        lister, arguments = self._lister(api, scope)
-        listed: dict[str, Any] = lister(*arguments, _request_timeout=(10, self.READ_TIMEOUT_SECONDS))
+    def _list(self, client: kubernetes.client.ApiClient, scope: str | None) -> str:
+        lister, arguments = self._lister(client, scope)
+        response = lister(
+            *arguments, _request_timeout=(10, self.READ_TIMEOUT_SECONDS), _preload_content=False
+        )
+        listed: dict[str, Any] = json.loads(response.data)
         # A new store, not an update: objects deleted while nobody watched are gone from it.
         self._stores[scope] = {self._key(obj): self._kept(obj) for obj in listed.get("items") or []}
         self._healthy.add(scope)
@@ -394,13 +400,13 @@ class WatchedObjects:
     def _keep(self, scope: str | None) -> None:
         from kubernetes import watch
 
-        api = CustomObjectsApi(_api_client())
-        lister, arguments = self._lister(api, scope)
+        client = _api_client()
+        lister, arguments = self._lister(client, scope)
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         failures = 0
         while not self._stopping.is_set():
             try:
-                version = self._list(api, scope)
+                version = self._list(client, scope)
                 failures = 0
                 while not self._stopping.is_set():
                     for event in stream.stream(  # type: ignore[no-untyped-call]
@@ -412,7 +418,9 @@ class WatchedObjects:
                         _request_timeout=(10, self.READ_TIMEOUT_SECONDS),
                     ):
                         store = self._stores[scope]
-                        obj = event["object"]
+                        obj = event[
+                            "raw_object"
+                        ]  # a dict whatever the API (core kinds are models in "object")
                         if event["type"] == "DELETED":
                             store.pop(self._key(obj), None)
                         elif event["type"] in ("ADDED", "MODIFIED"):
@@ -431,6 +439,19 @@ class WatchedObjects:
                         f"listing again in {delay:g} s"
                     )
                     self._stopping.wait(delay)
+
+
+class WatchedNamespaces(WatchedObjects):
+    """Every Namespace (their labels choose each one's cloud account), watched like our kinds;
+    read with `get("", name)`."""
+
+    def __init__(self) -> None:
+        super().__init__("namespaces", [])
+
+    def _lister(
+        self, client: kubernetes.client.ApiClient, scope: str | None
+    ) -> tuple[Callable[..., Any], list[Any]]:
+        return CoreV1Api(client).list_namespace, []
 
 
 # ---- the webhook's serving certificate and its CA ------------------------------------------

@@ -2,11 +2,11 @@
 nowhere else; each handler hands the object to the runtime (`runtime.py`), which drives a
 controller (`controllers/`) and posts what comes back.
 
-Both kinds are registered from one table (`KINDS`): every watch event kept by the one
+Every kind is registered from one table (`KINDS`): every watch event kept by the one
 scheduler (a real change, the start of a deletion among them, makes the object due at once).
 The passes put the finalizer on and take it off themselves (`runtime.py`): kopf's own handling
-cost two patches and a watch round trip per object before its first pass. A third kind is one
-more entry.
+cost two patches and a watch round trip per object before its first pass. A kind is one entry
+(EciAccount, the third, is cluster-scoped and has no finalizer).
 
 The pod webhook, health and metrics are served outside kopf's run (every replica serves
 them, leader or not); the scheduler and the pod binder run inside it (events are kopf's).
@@ -28,11 +28,15 @@ import kopf
 
 from datacache_operator import GROUP, VERSION, kube, runtime
 from datacache_operator.admission.server import WebhookServer
+from datacache_operator.api import account as account_api
 from datacache_operator.api import datacache as datacache_api
 from datacache_operator.api import replication as replication_api
+from datacache_operator.cloud.accounts import AccountClients, eci_client_factory
 from datacache_operator.cloud.client import EciClient
+from datacache_operator.controllers.accounts import AccountDirectory
 from datacache_operator.controllers.base import PollingController, UsersLister
 from datacache_operator.controllers.datacache import DataCacheController
+from datacache_operator.controllers.eciaccount import AccountController
 from datacache_operator.controllers.pods import PodBinder
 from datacache_operator.controllers.replication import ReplicationController
 from datacache_operator.leader import LeaderElection, default_identity
@@ -42,7 +46,7 @@ from datacache_operator.settings import OperatorSettings, add_settings_arguments
 
 logger = logging.getLogger("datacache_operator")
 
-ControllerFactory = Callable[[OperatorSettings, EciClient, UsersLister], PollingController]
+ControllerFactory = Callable[[OperatorSettings, AccountDirectory, UsersLister], PollingController]
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ KINDS = (
             datacache_api.cloud_statuses,
             cache_usable_change,
         ),
-        lambda settings, cloud, users: DataCacheController(settings, cloud, kube.read_secret, users=users),
+        lambda settings, accounts, users: DataCacheController(
+            settings, accounts.clients.own, kube.read_secret, users=users, accounts=accounts
+        ),
     ),
     Kind(
         runtime.KindSpec(
@@ -72,7 +78,20 @@ KINDS = (
             replication_api.cloud_statuses,
             copy_usable_change,
         ),
-        lambda settings, cloud, users: ReplicationController(settings, cloud, kube.get_object, users=users),
+        lambda settings, accounts, users: ReplicationController(
+            settings, accounts.clients.own, kube.get_object, users=users, accounts=accounts
+        ),
+    ),
+    Kind(
+        runtime.KindSpec(
+            account_api.KIND,
+            account_api.PLURAL,
+            "nothing in the cloud is",
+            lambda status: (),
+            lambda before, after, region: (False, False),
+            finalizer=False,
+        ),
+        lambda settings, accounts, users: AccountController(settings, accounts),
     ),
 )
 
@@ -141,6 +160,9 @@ def register(
         settings.posting.worker_limit = EVENT_POSTERS
         operator_settings = await runtime.with_cluster_id(given_settings)
         cloud = EciClient(operator_settings, hooks=metrics, guard=kube.check_may_act)
+        build = eci_client_factory(operator_settings, hooks=metrics, guard=kube.check_may_act)
+        accounts = AccountDirectory(AccountClients(cloud, build))
+        accounts.start()
         binder = PodBinder(
             operator_settings,
             kube.list_pods,
@@ -153,11 +175,13 @@ def register(
         )
         kinds = {
             kind.spec.plural: runtime.Registered(
-                kind.spec, kind.controller(operator_settings, cloud, binder.users)
+                kind.spec, kind.controller(operator_settings, accounts, binder.users)
             )
             for kind in KINDS
         }
-        memo.shared = runtime.prepare(operator_settings, metrics, kinds, cloud=cloud, binder=binder)
+        memo.shared = runtime.prepare(
+            operator_settings, metrics, kinds, cloud=cloud, binder=binder, accounts=accounts
+        )
 
     given_settings = settings
 

@@ -26,6 +26,7 @@ from datacache_operator.api.conditions import get_condition
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.ratelimit import CURRENT_FLOW
+from datacache_operator.controllers.accounts import AccountDirectory
 from datacache_operator.controllers.base import (
     backoff_delay,
     error_text,
@@ -194,6 +195,9 @@ class KindSpec:
     # (turned usable, turned failed) between two statuses, in the cluster's region: when the
     # pods waiting for the object must be looked at now.
     usable_change: Callable[[Mapping[str, Any], Mapping[str, Any], str], tuple[bool, bool]]
+    # Whether its deletion waits for the cloud side (our finalizer): not for a kind that makes
+    # nothing in the cloud.
+    finalizer: bool = True
 
 
 class Registered(NamedTuple):
@@ -215,6 +219,7 @@ class Shared:
     status_writer: StatusWriter
     cloud: EciClient | None = None
     binder: PodBinder | None = None
+    accounts: AccountDirectory | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -293,6 +298,7 @@ def prepare(
     kinds: Mapping[str, Registered],
     cloud: EciClient | None = None,
     binder: PodBinder | None = None,
+    accounts: AccountDirectory | None = None,
 ) -> Shared:
     """At start-up: one scheduler for every object; `kinds` maps each plural to its kind.
     Its workers start with the first event (`start_background`)."""
@@ -308,6 +314,7 @@ def prepare(
         status_writer=StatusWriter(_patch_status),
         cloud=cloud,
         binder=binder,
+        accounts=accounts,
     )
     metrics.status_writes_pending.set_function(shared.status_writer.pending)
     return shared
@@ -344,12 +351,15 @@ def start_background(shared: Shared) -> None:
 
 
 async def stop(shared: Shared) -> None:
-    """At shutdown: the passes, then the statuses they left to write, then the ECI client.
+    """At shutdown: the passes, then the statuses they left to write, then the ECI clients.
     The events they left go later (`flush_events`): not on the way to handing the Lease over."""
     for task in shared.background:
         task.cancel()
     await shared.scheduler.stop()
     await shared.status_writer.close(STATUS_WRITES_AT_STOP_SECONDS)
+    if shared.accounts is not None:
+        shared.accounts.stop()
+        await shared.accounts.clients.aclose()
     if shared.cloud is not None:
         await shared.cloud.aclose()
 
@@ -392,7 +402,7 @@ async def run_pass(registered: Registered, shared: Shared, entry: Entry) -> tupl
     CURRENT_FLOW.set(meta.get("namespace") or "")
     if meta.get("deletionTimestamp"):
         return await finalize_pass(registered, shared, entry, body)
-    if FINALIZER not in (meta.get("finalizers") or []):
+    if spec.finalizer and FINALIZER not in (meta.get("finalizers") or []):
         # Before anything is made in the cloud: without the finalizer a deletion would not
         # wait for us, and a cache made now could outlive its object. The patch holds only for
         # the object as seen, so it cannot land on one being deleted.

@@ -360,6 +360,11 @@ class DataCacheStatus(ApiModel):
     )
     data_cache_id: str | None = Field(default=None, description="ID of the cloud cache (edc-...).")
     region: str | None = Field(default=None, description="Region the cache lives in.")
+    account: str | None = Field(
+        default=None,
+        description="The EciAccount whose credentials the cache is built, read and deleted with; empty: "
+        "the operator's own. A cache stays in the account it was built in.",
+    )
     status: str | None = Field(
         default=None,
         description="Cloud status: Creating, Loading, Available, Updating, Failed, UpdateFailed, Deleting; "
@@ -455,6 +460,7 @@ DATACACHE = ResourceDefinition(
         PrinterColumn("Bucket", ".status.bucket", description="ECI bucket of the cache.", priority=1),
         PrinterColumn("Path", ".spec.path", description="Path of the cache in the bucket.", priority=1),
         PrinterColumn("Progress", ".status.progress", description="Build progress.", priority=1),
+        PrinterColumn("Account", ".status.account", description="EciAccount of the cache.", priority=1),
         AGE_COLUMN,
     ),
     labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},

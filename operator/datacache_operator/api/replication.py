@@ -212,6 +212,11 @@ class DataCacheReplicationStatus(ApiModel):
     )
     source_data_cache_id: str | None = Field(default=None, description="ID of the resolved source cache.")
     source_region: str | None = Field(default=None, description="Region of the resolved source cache.")
+    account: str | None = Field(
+        default=None,
+        description="The EciAccount whose credentials the copies are made, read and deleted with; empty: "
+        "the operator's own. Copies stay in the account they were made in.",
+    )
     source_revision: str | None = Field(
         default=None,
         description="Digest of the source's id and data source: it changes when the source is re-created "
@@ -284,6 +289,7 @@ DATACACHE_REPLICATION = ResourceDefinition(
         PrinterColumn(
             "Source Region", ".status.sourceRegion", description="Region of the source.", priority=1
         ),
+        PrinterColumn("Account", ".status.account", description="EciAccount of the copies.", priority=1),
         AGE_COLUMN,
     ),
     labels={"app.kubernetes.io/part-of": "eci-datacache-operator"},

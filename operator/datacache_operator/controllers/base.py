@@ -15,13 +15,16 @@ from datacache_operator.api.binding import STATUS_KEYS_OF_THE_BINDER
 from datacache_operator.api.buckets import bucket_allowed, bucket_refusal, default_bucket, namespace_bucket
 from datacache_operator.api.common import MAY_ADOPT_FROM_ANNOTATION, reconcile_request
 from datacache_operator.api.conditions import get_condition, set_condition
+from datacache_operator.cloud.accounts import AccountCredentialsError
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache
+from datacache_operator.controllers.accounts import Accounts, OwnCredentialsOnly
 from datacache_operator.controllers.sync import ResourceManager, StepT, sync
 from datacache_operator.kube import NamespaceReader
+from datacache_operator.reconcile.accounts import OWN_ACCOUNT, account_refusal
 from datacache_operator.reconcile.binding import in_use_message
-from datacache_operator.reconcile.common import ConditionValue, Event, reason_from_code
+from datacache_operator.reconcile.common import ConditionValue, Event, reason_from_code, refused_conditions
 from datacache_operator.reconcile.ownership import Owner, may_take, owned_by, parse_grants, refusal
 from datacache_operator.settings import OperatorSettings
 
@@ -49,9 +52,28 @@ def backoff_delay(error: EciError, attempt: int, settings: OperatorSettings) -> 
     return error.retry_delay(attempt, base=settings.poll_interval_loading, cap=longest_backoff(settings))
 
 
-def error_text(error: EciError) -> str:
-    """The exact ECI code and its message, for condition messages and events."""
-    return f"{error.code}: {error.message}" if error.message else error.code
+def error_text(error: EciError, account: str = OWN_ACCOUNT) -> str:
+    """The exact ECI code and its message, for condition messages and events; the EciAccount
+    whose credentials made the call, when not the operator's own."""
+    text = f"{error.code}: {error.message}" if error.message else error.code
+    return f"EciAccount {account}: {text}" if account else text
+
+
+@dataclass(frozen=True)
+class AccountRefused:
+    """Why an object's pass makes no call: its namespace's account cannot be used for it."""
+
+    reason: str  # AccountConflict, AccountChanged (Stalled), AccountNotReady (retried)
+    message: str
+
+    @property
+    def stalls(self) -> bool:
+        return self.reason != ACCOUNT_NOT_READY
+
+
+ACCOUNT_NOT_READY = "AccountNotReady"
+# Refusals that only an administrator's change outside the object ends: every poll looks again.
+ACCOUNT_STALL_REASONS = frozenset({"AccountConflict", "AccountChanged"})
 
 
 @dataclass
@@ -75,15 +97,40 @@ class PollingController:
         rng: random.Random | None = None,
         users: UsersLister | None = None,
         read_namespace: NamespaceReader = kube.read_namespace,
+        accounts: Accounts | None = None,
     ) -> None:
         self.settings = settings
         self.read_namespace = read_namespace
         self.users = users or _nobody  # in-use protection: who still uses what a deletion would remove
-        self.cloud = cloud
+        self.accounts = accounts or OwnCredentialsOnly(cloud)
         self.clock = clock
         self.rng = rng or random.Random()
         self._failures: dict[str, int] = {}  # uid -> consecutive retryable failures
         self._last_status: dict[str, dict[str, Any]] = {}  # uid -> the status our last pass computed
+
+    async def cloud_for(
+        self, namespace: str, status: Mapping[str, Any], cache_id: str | None
+    ) -> tuple[str, CloudClient] | AccountRefused:
+        """The account the object's calls go with (its namespace's) and that account's client,
+        or why it makes none: `cache_id` (what the object holds) was made with the account
+        its status records, and is never read, changed or deleted with another's credentials."""
+        choice = await self.accounts.choice(namespace)
+        refused = account_refusal(namespace, choice, status.get("account"), cache_id)
+        if refused is not None:
+            return AccountRefused(*refused)
+        try:
+            return choice.name, await self.accounts.client(choice.name)
+        except AccountCredentialsError as error:
+            return AccountRefused(ACCOUNT_NOT_READY, str(error))
+
+    @staticmethod
+    def account_conditions(refused: AccountRefused) -> list[ConditionValue]:
+        if refused.stalls:
+            return refused_conditions(refused.reason, f"{refused.message}.")
+        return [
+            ConditionValue("Ready", "False", refused.reason, f"{refused.message}."),
+            ConditionValue("Synced", "False", refused.reason, f"{refused.message}; retrying."),
+        ]
 
     async def _namespace_annotations(self, namespace: str) -> dict[str, str]:
         """Set by administrators: tenants cannot edit their Namespace."""
@@ -147,12 +194,14 @@ class PollingController:
             and not retry
         )
 
-    def _failed_call(self, uid: str, error: EciError, events: list[Event]) -> tuple[str, str, float]:
+    def _failed_call(
+        self, uid: str, error: EciError, events: list[Event], account: str = OWN_ACCOUNT
+    ) -> tuple[str, str, float]:
         """Count a pass of `uid` that an ECI error ended: the condition reason, the message and
         the next delay. A retryable error backs off; a terminal one is also an event."""
         failures = self._failures.get(uid, 0)
         self._failures[uid] = failures + 1
-        reason, message = reason_from_code(error.code), error_text(error)
+        reason, message = reason_from_code(error.code), error_text(error, account)
         if error.retryable:
             return reason, message, backoff_delay(error, failures, self.settings)
         events.append(Event("Warning", reason, message))
@@ -212,11 +261,17 @@ class PollingController:
     ) -> dict[str, Any]:
         """The status (from `current_status`) of an object whose deletion waits for pods
         (Ready=False, reason InUse); an event naming a pod when the message is new."""
-        message = in_use_message(users, what)
+        return self._deletion_waits(meta, status, "InUse", in_use_message(users, what), events)
+
+    def _deletion_waits(
+        self, meta: Mapping[str, Any], status: dict[str, Any], reason: str, message: str, events: list[Event]
+    ) -> dict[str, Any]:
+        """The status of an object whose deletion waits (Ready=False with `reason`); an event
+        when the message is new, not one every pass."""
         ready = get_condition(status.get("conditions"), "Ready") or {}
-        if ready.get("reason") != "InUse" or ready.get("message") != message:
-            events.append(Event("Warning", "InUse", f"Deletion waits: {message}"))
-        values = [ConditionValue("Ready", "False", "InUse", message)]
+        if ready.get("reason") != reason or ready.get("message") != message:
+            events.append(Event("Warning", reason, f"Deletion waits: {message}"))
+        values = [ConditionValue("Ready", "False", reason, message)]
         return self._conclude(
             meta["uid"], status, values, meta.get("generation"), self.clock(), 0, events
         ).status

@@ -27,7 +27,14 @@ from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import ObservedCache, parse_time
-from datacache_operator.controllers.base import PassResult, PollingController, UsersLister
+from datacache_operator.controllers.accounts import Accounts
+from datacache_operator.controllers.base import (
+    ACCOUNT_STALL_REASONS,
+    AccountRefused,
+    PassResult,
+    PollingController,
+    UsersLister,
+)
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import NamespaceReader, SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
@@ -42,6 +49,7 @@ from datacache_operator.settings import OperatorSettings
 # a terminal error of a call, which is not repeated until the spec changes.
 _CACHE_STALL_REASONS = frozenset(
     {"Failed", "UpdateFailed", "Expired", "NotFound", "NotOwned", "BucketNotAllowed", "PathInUse"}
+    | ACCOUNT_STALL_REASONS
 )
 
 logger = logging.getLogger(__name__)
@@ -125,8 +133,9 @@ class DataCacheController(PollingController):
         rng: random.Random | None = None,
         users: UsersLister | None = None,
         read_namespace: NamespaceReader = kube.read_namespace,
+        accounts: Accounts | None = None,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng, users, read_namespace)
+        super().__init__(settings, cloud, clock, rng, users, read_namespace, accounts)
         self.read_secret = read_secret
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
@@ -176,14 +185,19 @@ class DataCacheController(PollingController):
                 max(loading, 30.0),
             )
         status.update(DataCacheStatus(region=desired.region).to_patch())
+        picked = await self.cloud_for(meta["namespace"], status, status.get("dataCacheId"))
+        if isinstance(picked, AccountRefused):
+            return finish(self.account_conditions(picked), stable if picked.stalls else max(loading, 30.0))
+        account, cloud = picked
+        status.update(DataCacheStatus(account=account).to_patch())
 
         adopted = spec.data_cache_id is not None
         # An adopted cache's bucket is the one ECI reports (checked after the read below).
         refused = None if adopted else await self.bucket_refusal(desired.bucket, meta["namespace"])
         if refused is not None:
-            return finish(decide.refused_conditions("BucketNotAllowed", f"spec.{refused}."), stable)
+            return finish(decide_common.refused_conditions("BucketNotAllowed", f"spec.{refused}."), stable)
         manager = CacheManager(
-            self.cloud,
+            cloud,
             desired,
             status,
             meta,
@@ -198,7 +212,7 @@ class DataCacheController(PollingController):
             step, observed = await self.sync(manager, now)
         except EciError as error:
             events += manager.events
-            reason, message, delay = self._failed_call(uid, error, events)
+            reason, message, delay = self._failed_call(uid, error, events, account)
             return finish(
                 decide_common.error_conditions(reason, message, terminal=not error.retryable), delay
             )
@@ -206,19 +220,19 @@ class DataCacheController(PollingController):
         self._failures.pop(uid, None)
         status.update(DataCacheStatus(last_sync_time=_seconds(now)).to_patch())
         if step == Step.PATH_IN_USE:
-            return finish(decide.refused_conditions("PathInUse", manager.occupied), stable)
+            return finish(decide_common.refused_conditions("PathInUse", manager.occupied), stable)
         if step == Step.NOT_OWNED:
             assert observed is not None
             status.update({key: None for key in observed_status(observed)})  # nothing of its data
             message = self.refusal(owner_of(observed.tags), "spec.dataCacheId names a data cache that")
-            return finish(decide.refused_conditions("NotOwned", message), stable)
+            return finish(decide_common.refused_conditions("NotOwned", message), stable)
         refused = (
             await self.bucket_refusal(observed.bucket, meta["namespace"]) if adopted and observed else None
         )
         if refused is not None:
             # Its pods could not mount it: the admission policies hold them to their buckets.
             message = f"The adopted data cache's {refused}."
-            return finish(decide.refused_conditions("BucketNotAllowed", message), stable)
+            return finish(decide_common.refused_conditions("BucketNotAllowed", message), stable)
         if observed is not None:
             status.update(observed_status(observed))
         return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
@@ -243,23 +257,31 @@ class DataCacheController(PollingController):
         if users:  # like a PVC in use: the data stays while a pod may read it
             events: list[Event] = []
             return False, events, self._in_use(meta, status, users, "the cloud cache", events)
-        done, events = await self._delete_cache(meta, spec, status, region)
-        return done, events, None
+        return await self._delete_cache(meta, spec, status, region)
 
     async def _delete_cache(
-        self, meta: Mapping[str, Any], spec: DataCacheSpec, status: Mapping[str, Any], region: str
-    ) -> tuple[bool, list[Event]]:
+        self, meta: Mapping[str, Any], spec: DataCacheSpec, status: dict[str, Any], region: str
+    ) -> tuple[bool, list[Event], dict[str, Any] | None]:
         adopted = spec.data_cache_id is not None
         default_policy = "Retain" if adopted else self.settings.default_deletion_policy
         policy = str(spec.deletion_policy or default_policy)
         known_id = spec.data_cache_id or status.get("dataCacheId")
         what = f"data cache {known_id}" if known_id else "no data cache"
         if policy == "Retain":
-            return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")]
+            return (
+                True,
+                [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left in {region}.")],
+                None,
+            )
         if not may(spec.management_policies, adopted, ManagementPolicy.DELETE):
             message = f"managementPolicies do not include Delete: {what} left in {region}."
-            return True, [Event("Normal", "Retained", message)]
+            return True, [Event("Normal", "Retained", message)], None
         cluster, namespace = self.settings.cluster_id, meta["namespace"]
+        events: list[Event] = []
+        picked = await self.cloud_for(namespace, status, known_id)
+        if isinstance(picked, AccountRefused):
+            return False, events, self._deletion_waits(meta, status, picked.reason, picked.message, events)
+        cloud = picked[1]
         grants = await self.grants(namespace) if adopted else frozenset()
 
         def deletable(cache: ObservedCache) -> bool:
@@ -273,18 +295,18 @@ class DataCacheController(PollingController):
         # No id known: a create whose reply was lost may have made one, found by its tag.
         tags = None if known_id else {OWNER_UID_TAG: meta["uid"]}
         try:
-            removal = await remove(self.cloud, region, [known_id] if known_id else [], tags, deletable)
+            removal = await remove(cloud, region, [known_id] if known_id else [], tags, deletable)
         except EciError as error:
             if not error.retryable:
                 raise
-            return False, []
-        events = [Event("Normal", "Deleted", f"Data cache {gone} is gone.") for gone in removal.gone]
+            return False, events, None
+        events += [Event("Normal", "Deleted", f"Data cache {gone} is gone.") for gone in removal.gone]
         events += [Event("Normal", "Deleting", f"Deleting data cache {d}.") for d in removal.deleting]
         events += [
             Event("Warning", "NotOwned", f"Data cache {r} is not this namespace's: left in {region}.")
             for r in removal.refused
         ]
-        return not removal.pending, events
+        return not removal.pending, events, None
 
 
 class CacheManager(ResourceManager[Step]):

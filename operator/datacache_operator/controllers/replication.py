@@ -27,7 +27,15 @@ from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
 from datacache_operator.cloud.models import STATUS_DELETING, ObservedCache
-from datacache_operator.controllers.base import PassResult, PollingController, UsersLister, error_text
+from datacache_operator.controllers.accounts import Accounts
+from datacache_operator.controllers.base import (
+    ACCOUNT_STALL_REASONS,
+    AccountRefused,
+    PassResult,
+    PollingController,
+    UsersLister,
+    error_text,
+)
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import NamespaceReader, ObjectReader
 from datacache_operator.reconcile import common as decide_common
@@ -43,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 # Stalled reasons that the copies themselves give (they keep being watched), as opposed to a
 # terminal error of a call, which is not repeated until the spec changes.
-_COPY_STALL_REASONS = frozenset({"CopyFailed", "NotOwned"})
+_COPY_STALL_REASONS = frozenset({"CopyFailed", "NotOwned"}) | ACCOUNT_STALL_REASONS
 
 
 def deletion_policy(spec: DataCacheReplicationSpec, settings: OperatorSettings) -> str:
@@ -91,12 +99,20 @@ class ReplicationController(PollingController):
         rng: random.Random | None = None,
         users: UsersLister | None = None,
         read_namespace: NamespaceReader = kube.read_namespace,
+        accounts: Accounts | None = None,
     ) -> None:
-        super().__init__(settings, cloud, clock, rng, users, read_namespace)
+        super().__init__(settings, cloud, clock, rng, users, read_namespace, accounts)
         self.read_object = read_object
 
+    @staticmethod
+    def _held_id(status: Mapping[str, Any]) -> str | None:
+        """A copy the object holds (any region's): what stays in the account it was made in."""
+        return next(
+            (e["dataCacheId"] for e in status.get("destinations") or [] if e.get("dataCacheId")), None
+        )
+
     async def _resolve_source(
-        self, spec: DataCacheReplicationSpec, namespace: str
+        self, cloud: CloudClient, spec: DataCacheReplicationSpec, namespace: str
     ) -> tuple[SourceState, str | None, str | None, str, ObservedCache | None]:
         """(state, source id, source region, a label for messages, the source as read)."""
         source = spec.source
@@ -117,7 +133,7 @@ class ReplicationController(PollingController):
             known_id, region = source.data_cache_id, source.region
             label = f"data cache {known_id} in {region}"
         assert region is not None
-        observed = await self.cloud.describe(region, known_id) if known_id else None
+        observed = await cloud.describe(region, known_id) if known_id else None
         if observed is not None:
             # Whoever wrote the id (the spec, or a status a tenant may have written), the cache
             # must be one this namespace may copy.
@@ -148,6 +164,11 @@ class ReplicationController(PollingController):
             # again would fail the same way, until the spec changes or a reconcile request.
             return finish([], stable)
 
+        picked = await self.cloud_for(meta["namespace"], status, self._held_id(status))
+        if isinstance(picked, AccountRefused):
+            return finish(self.account_conditions(picked), stable if picked.stalls else max(loading, 30.0))
+        account, cloud = picked
+        status.update(ReplicationStatus(account=account).to_patch())
         entries: dict[str, dict[str, Any]] = {
             entry["region"]: dict(entry) for entry in status.get("destinations") or [] if entry.get("region")
         }
@@ -159,16 +180,16 @@ class ReplicationController(PollingController):
                     entries[region].update(reason="InUse", message=in_use_message(users, "the copy"))
                     continue
                 policy = deletion_policy(spec, self.settings)
-                if await self._remove(region, entries[region], policy, meta["namespace"], events):
+                if await self._remove(cloud, region, entries[region], policy, meta["namespace"], events):
                     del entries[region]
             state, source_id, source_region, label, source = await self._resolve_source(
-                spec, meta["namespace"]
+                cloud, spec, meta["namespace"]
             )
         except EciError as error:
             requested = self.pending_reconcile_request(meta, status)
             if requested is not None and not error.retryable:
                 status.update(ReplicationStatus(last_handled_reconcile_at=requested).to_patch())  # tried once
-            return self._retry_or_stall(uid, error, events, status, entries, finish)
+            return self._retry_or_stall(uid, error, events, status, entries, finish, account)
         self._failures.pop(uid, None)
         status.update(
             ReplicationStatus(source_data_cache_id=source_id, source_region=source_region).to_patch()
@@ -195,9 +216,9 @@ class ReplicationController(PollingController):
                     continue
                 target = _Target(dest, source, revision, generation, retry)
                 try:
-                    steps[dest.region] = await self._destination(target, entry, meta, now, events)
+                    steps[dest.region] = await self._destination(cloud, target, entry, meta, now, events)
                 except EciError as error:
-                    code, message = decide_common.reason_from_code(error.code), error_text(error)
+                    code, message = decide_common.reason_from_code(error.code), error_text(error, account)
                     if error.retryable:
                         retry_error = retry_error or error
                         entry.update(
@@ -217,7 +238,9 @@ class ReplicationController(PollingController):
             status["destinations"] = self._ordered(entries, wanted)
             status.update(ReplicationStatus(ready_destinations=decide.ready_count(steps)).to_patch())
             if retry_error is not None:
-                return self._retry_or_stall(uid, retry_error, events, status, entries, finish, keep=True)
+                return self._retry_or_stall(
+                    uid, retry_error, events, status, entries, finish, account, keep=True
+                )
             if retry:
                 status.update(ReplicationStatus(last_handled_reconcile_at=requested).to_patch())
             values = decide.summary_conditions(steps)
@@ -249,15 +272,17 @@ class ReplicationController(PollingController):
         status: dict[str, Any],
         entries: Mapping[str, dict[str, Any]],
         finish: Callable[[list[decide_common.ConditionValue], float], PassResult],
+        account: str,
         keep: bool = False,
     ) -> PassResult:
-        reason, message, delay = self._failed_call(uid, error, events)
+        reason, message, delay = self._failed_call(uid, error, events, account)
         if not keep and entries:
             status["destinations"] = list(entries.values())
         return finish(decide_common.error_conditions(reason, message, terminal=not error.retryable), delay)
 
     async def _destination(
         self,
+        cloud: CloudClient,
         target: _Target,
         entry: dict[str, Any],
         meta: Mapping[str, Any],
@@ -266,7 +291,7 @@ class ReplicationController(PollingController):
     ) -> DestStep:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated."""
         identity = Identity.of(self.settings.cluster_id, meta)
-        manager = CopyManager(self.cloud, target, entry, identity, now)
+        manager = CopyManager(cloud, target, entry, identity, now)
         try:
             step, _ = await self.sync(manager, now)
         finally:
@@ -274,7 +299,13 @@ class ReplicationController(PollingController):
         return step
 
     async def _remove(
-        self, region: str, entry: dict[str, Any], policy: str, namespace: str, events: list[Event]
+        self,
+        cloud: CloudClient,
+        region: str,
+        entry: dict[str, Any],
+        policy: str,
+        namespace: str,
+        events: list[Event],
     ) -> bool:
         """Delete (or retain) the copy of a removed destination; True once its entry can go."""
         known_id = entry.get("dataCacheId")
@@ -284,7 +315,7 @@ class ReplicationController(PollingController):
                     Event("Normal", "Retained", f"deletionPolicy Retain: copy {known_id} left in {region}.")
                 )
             return True
-        removal = await remove(self.cloud, region, [known_id], None, self._own_copy(namespace))
+        removal = await remove(cloud, region, [known_id], None, self._own_copy(namespace))
         events += [Event("Normal", "Deleted", f"Copy {gone} in {region} is gone.") for gone in removal.gone]
         events += [self._not_owned(cache_id, region) for cache_id in removal.refused]
         events += [Event("Normal", "Deleting", f"Deleting copy {d} in {region}.") for d in removal.deleting]
@@ -323,11 +354,15 @@ class ReplicationController(PollingController):
             kept = [f"{e['dataCacheId']} in {r}" for r, e in entries.items() if e.get("dataCacheId")]
             what = ", ".join(kept) or "no copies"
             return True, [Event("Normal", "Retained", f"deletionPolicy Retain: {what} left.")], None
+        picked = await self.cloud_for(meta["namespace"], status, self._held_id(status))
+        if isinstance(picked, AccountRefused):
+            return False, events, self._deletion_waits(meta, status, picked.reason, picked.message, events)
+        cloud = picked[1]
         pending = False
         for region in regions:
             try:
                 pending |= await self._delete_copies(
-                    region, entries.get(region, {}).get("dataCacheId"), meta, events
+                    cloud, region, entries.get(region, {}).get("dataCacheId"), meta, events
                 )
             except EciError as error:
                 if not error.retryable:
@@ -347,12 +382,17 @@ class ReplicationController(PollingController):
         )
 
     async def _delete_copies(
-        self, region: str, known_id: str | None, meta: Mapping[str, Any], events: list[Event]
+        self,
+        cloud: CloudClient,
+        region: str,
+        known_id: str | None,
+        meta: Mapping[str, Any],
+        events: list[Event],
     ) -> bool:
         """Delete the copies in one region, also one whose id was lost (a crash right after
         the call), found by its tags; True while one still exists."""
         removal = await remove(
-            self.cloud,
+            cloud,
             region,
             [known_id] if known_id else [],
             {OWNER_UID_TAG: meta["uid"]},

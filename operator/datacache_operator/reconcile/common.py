@@ -150,3 +150,16 @@ def status_to_write(
     except ValueError:  # not ours: write ours
         return after
     return after if (now - oldest).total_seconds() >= max_age else None
+
+
+def refused_conditions(reason: str, refusal: str) -> list[ConditionValue]:
+    """Nothing is read out of the object's caches or sent to them, until something outside
+    the spec changes (the poll keeps looking): spec.dataCacheId names another namespace's cache
+    (NotOwned), its bucket is not the namespace's (BucketNotAllowed), another cache is at its
+    bucket and path (PathInUse), or its namespace's cloud account is not the one to use
+    (AccountConflict, AccountChanged)."""
+    return [
+        ConditionValue("Ready", "False", reason, refusal),
+        ConditionValue("Synced", "False", reason, refusal),
+        ConditionValue("Stalled", "True", reason, refusal),
+    ]

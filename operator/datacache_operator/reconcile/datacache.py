@@ -189,14 +189,3 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
     if step == Step.NOT_OWNED:
         raise ValueError("a refused adoption has its own conditions: refused_conditions")
     raise ValueError(f"no conditions for {step}")
-
-
-def refused_conditions(reason: str, refusal: str) -> list[ConditionValue]:
-    """Nothing is read out of the cache or sent to it: spec.dataCacheId names another
-    namespace's cache (NotOwned), its bucket is not the namespace's (BucketNotAllowed), or
-    another cache is at its bucket and path (PathInUse)."""
-    return [
-        ConditionValue("Ready", "False", reason, refusal),
-        ConditionValue("Synced", "False", reason, refusal),
-        ConditionValue("Stalled", "True", reason, refusal),
-    ]
