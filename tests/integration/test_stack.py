@@ -41,6 +41,27 @@ def test_make_run_serves_the_webhook_for_the_quick_start(controlplane: ControlPl
                 [controlplane.kubectl_path, *args], env=env, capture_output=True, text=True, check=True
             ).stdout
 
+        # Two cloud accounts besides the operator's own, one EciAccount each, printed in the banner.
+        banner = "".join(output)
+        assert "EciAccount team-a: account 1000000000000002, key pair in Secret" in banner, banner
+        assert (
+            "EciAccount team-b: account 1000000000000003, role acs:ram::1000000000000003:role/eci-datacache"
+            in banner
+        )
+        accounts = {
+            a["metadata"]["name"]: a["spec"]
+            for a in json.loads(kubectl("get", "eciaccounts", "-o", "json"))["items"]
+        }
+        assert set(accounts) == {"team-a", "team-b"}
+        for name, spec in accounts.items():
+            assert spec["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": name}}
+            kubectl("get", "namespace", name)
+        assert accounts["team-a"]["credentials"]["secretRef"]["name"] == "team-a-eci-keys"
+        kubectl("-n", "eci-datacache-system", "get", "secret", "team-a-eci-keys")
+        assert accounts["team-b"]["credentials"] == {
+            "ramRoleArn": "acs:ram::1000000000000003:role/eci-datacache"
+        }
+
         kubectl("apply", "-f", str(REPO / "examples" / "datacache-huggingface.yaml"))
         kubectl("apply", "-f", str(REPO / "examples" / "deployment-using-cache.yaml"))
 

@@ -4,8 +4,16 @@ virtual ECI node backed by it (tests/support/virtualnode.py: bound pods run as c
 with their cache) and the operator serving the pod webhook to that apiserver — until Ctrl-C
 stops them all.
 
+Two cloud accounts besides the operator's own, one EciAccount each (README: "Cloud accounts per
+namespace"): `team-a`, an AccessKey pair of account 1000000000000002 in a Secret of the operator's
+namespace, selecting the namespace `team-a`; `team-b`, a RAM role of account 1000000000000003
+that trusts the operator's own account (1000000000000001), assumed through the emulator's STS
+(HTTPS, its CA trusted with SSL_CERT_FILE), selecting `team-b`. Every other namespace uses the
+operator's own key pair.
+
 Leaves `.local/kubeconfig` (admin) and `.local/emulator.env` (`ECI_ENDPOINT`, the key pair,
-`ECI_PROTOCOL`) for `kubectl` and the SDK in another terminal.
+`ECI_PROTOCOL`) for `kubectl` and the SDK in another terminal, and the emulator's CA in
+`.local/emulator-tls/`.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from eci_datacache_emulator import Emulator, EmulatorConfig
+from eci_datacache_emulator import DEFAULT_ACCOUNT_ID, AccountConfig, Emulator, EmulatorConfig, RoleConfig
 from tests.support.controlplane import ControlPlane, _Process, free_port
 from tests.support.virtualnode import VirtualNode
 from tests.support.webhook import webhook_configuration
@@ -29,6 +39,85 @@ ACCESS_KEY_SECRET = "local-emulator-secret"  # noqa: S105 - the emulator's own d
 OPERATOR_NAMESPACE = "eci-datacache-system"
 WEBHOOK = "eci-datacache-operator"
 WEBHOOK_READY_TIMEOUT_S = 60.0
+ECI_ACCOUNTS_API = "eci.datacache.dev/v1alpha1"
+
+
+@dataclass(frozen=True)
+class LocalAccount:
+    """A cloud account of the emulator, the namespace whose caches it holds and its EciAccount
+    (same name as the namespace): an AccessKey pair in a Secret, or a role to assume."""
+
+    name: str
+    account_id: str
+    key_id: str | None = None
+    key_secret: str | None = field(default=None, repr=False)
+    role: str | None = None
+
+    @property
+    def secret(self) -> str:
+        return f"{self.name}-eci-keys"
+
+    @property
+    def role_arn(self) -> str:
+        return f"acs:ram::{self.account_id}:role/{self.role}"
+
+    def emulator_account(self) -> AccountConfig:
+        keys = {self.key_id: self.key_secret} if self.key_id and self.key_secret else {}
+        # The role trusts the operator's own account: its own identity assumes it.
+        roles = [RoleConfig(self.role, trusted_accounts=(DEFAULT_ACCOUNT_ID,))] if self.role else []
+        return AccountConfig(self.account_id, keys, roles=roles)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """The namespace, the Secret (for a key pair) and the EciAccount selecting the namespace
+        by `kubernetes.io/metadata.name`, which the apiserver sets and no tenant can change."""
+        found: list[dict[str, Any]] = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.name}}
+        ]
+        if self.role:
+            credentials: dict[str, Any] = {"ramRoleArn": self.role_arn}
+        else:
+            found.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": self.secret, "namespace": OPERATOR_NAMESPACE},
+                    "stringData": {
+                        "ALIBABA_CLOUD_ACCESS_KEY_ID": self.key_id,
+                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": self.key_secret,
+                    },
+                }
+            )
+            credentials = {"secretRef": {"namespace": OPERATOR_NAMESPACE, "name": self.secret}}
+        found.append(
+            {
+                "apiVersion": ECI_ACCOUNTS_API,
+                "kind": "EciAccount",
+                "metadata": {"name": self.name},
+                "spec": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.name}},
+                    "credentials": credentials,
+                },
+            }
+        )
+        return found
+
+    def describe(self, sts_endpoint: str) -> str:
+        if self.role:
+            how = f"role {self.role_arn}, assumed at STS https://{sts_endpoint}"
+        else:
+            how = f"key pair in Secret {OPERATOR_NAMESPACE}/{self.secret}"
+        return f"EciAccount {self.name}: account {self.account_id}, {how}; namespace {self.name}"
+
+
+ACCOUNTS = (
+    LocalAccount(
+        "team-a",
+        "1000000000000002",
+        key_id="LTAI-local-team-a",
+        key_secret="local-team-a-secret",  # noqa: S106 - the emulator's dev key pair of account A
+    ),
+    LocalAccount("team-b", "1000000000000003", role="eci-datacache"),
+)
 
 
 def wait_for_the_webhook(plane: ControlPlane, operator: subprocess.Popen[bytes]) -> None:
@@ -121,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                 },
             )
         )
-        config = EmulatorConfig(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET)
+        plane.apply([manifest for account in ACCOUNTS for manifest in account.manifests()])
+        config = EmulatorConfig(
+            access_key_id=ACCESS_KEY_ID,
+            access_key_secret=ACCESS_KEY_SECRET,
+            accounts=[account.emulator_account() for account in ACCOUNTS],
+            tls_dir=local / "emulator-tls",  # its CA is kept and reused by the next run
+        )
         with Emulator(config).in_thread() as emulator:
             emulator_env = {
                 "ECI_ENDPOINT": emulator.endpoint,
@@ -143,12 +238,16 @@ def main(argv: list[str] | None = None) -> int:
                 "DATACACHE_WEBHOOK_PORT": str(webhook_port),
                 "DATACACHE_WEBHOOK_HOSTS": "127.0.0.1",
                 "DATACACHE_WEBHOOK_CONFIGURATION": WEBHOOK,
+                # EciAccount team-b's role is assumed at the emulator's STS, over HTTPS.
+                "DATACACHE_STS_ENDPOINT": emulator.sts_endpoint,
+                "SSL_CERT_FILE": str(emulator.ca_file),
             }
             scheduler, node = start_ecis_node(plane, root, emulator.endpoint, args.cluster_region)
             operator = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "datacache_operator", "run"], env=operator_env, start_new_session=True
             )
             kubeconfig = os.path.relpath(local / "kubeconfig")
+            accounts = "\n".join(f"                  {a.describe(emulator.sts_endpoint)}" for a in ACCOUNTS)
             try:
                 wait_for_the_webhook(plane, operator)
             except BaseException:
@@ -162,12 +261,15 @@ Local stack is up.
   operator        pid {operator.pid}, region {args.region}, pods in {args.cluster_region}
   pod webhook     https://127.0.0.1:{webhook_port} (MutatingWebhookConfiguration {WEBHOOK})
   virtual node    {node.name if node else "none (no kube-scheduler among the control plane's binaries)"}: pods bound to a cache run on ECI (the emulator)
+  cloud accounts  the operator's own: account {DEFAULT_ACCOUNT_ID} (its key pair; every namespace no EciAccount selects, and the virtual node's pods)
+{accounts}
 
 Try, in another terminal:
   export KUBECONFIG={kubeconfig}
   kubectl apply -f examples/datacache-huggingface.yaml
   kubectl apply -f examples/deployment-using-cache.yaml
   kubectl get edc,pods -o wide -w   # gated until the cache is Ready, then Running on the virtual node
+  kubectl get eciaccounts -o wide   # namespaces team-a and team-b build their caches in their own accounts
 
 Ctrl-C stops everything.
 """,
