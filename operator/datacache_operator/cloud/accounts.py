@@ -130,7 +130,8 @@ def eci_client_factory(settings: OperatorSettings, identity: Any = None, **optio
     an account's calls: at the account's `rateLimit` with a burst of 1, so that no second
     holds more than ceil(rateLimit) of its calls as ECI receives them (the bucket lets
     `burst + ceil(rate) - 1` into a second); without one, at DATACACHE_RATE_LIMIT and
-    DATACACHE_RATE_BURST."""
+    DATACACHE_RATE_BURST. A refused key or token is retried, not a stall of the objects: the
+    fix is an administrator's, to the EciAccount or its Secret."""
     from datacache_operator.cloud.client import EciClient
 
     def build(credentials: AccountCredentials) -> EciClient:
@@ -138,7 +139,13 @@ def eci_client_factory(settings: OperatorSettings, identity: Any = None, **optio
         if credentials.rate_limit:
             own = settings.model_copy(update={"rate_limit": credentials.rate_limit, "rate_burst": 1})
         credential = credential_client(credentials, settings.sts_endpoint, identity)
-        return EciClient(own, credential=credential, one_bucket_for_all_regions=True, **options)
+        return EciClient(
+            own,
+            credential=credential,
+            one_bucket_for_all_regions=True,
+            credential_errors_retryable=True,
+            **options,
+        )
 
     return build
 

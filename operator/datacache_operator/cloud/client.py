@@ -182,14 +182,19 @@ class EciClient:
         environ: Mapping[str, str] | None = None,
         guard: Callable[[], None] = lambda: None,
         one_bucket_for_all_regions: bool = False,
+        credential_errors_retryable: bool = False,
     ) -> None:
         """``credential``: an ``alibabacloud_credentials.client.Client`` (tests inject a
         static one); default: the SDK's default chain. ``sdk_client_factory`` replaces the
         real SDK client (unit tests). ``guard`` runs right before each call is sent (leader
         election: it exits unless this process holds a fresh Lease).
         ``one_bucket_for_all_regions``: the settings' rate limit holds for all regions
-        together (an account's limit) instead of for each region."""
+        together (an account's limit) instead of for each region.
+        ``credential_errors_retryable``: a refused key, token or signature is retried with
+        backoff instead of stalling the object (an EciAccount's credentials, which an
+        administrator fixes outside the objects that use them)."""
         self.settings = settings or OperatorSettings()
+        self._credential_errors_retryable = credential_errors_retryable
         self._guard = guard
         self._hooks: CloudHooks = hooks or NoHooks()
         self._environ = os.environ if environ is None else environ
@@ -565,6 +570,8 @@ class EciClient:
                 raise
             except Exception as exc:
                 error = classify(exc, action=action, region=region, secrets=secrets)
+                if self._credential_errors_retryable and error.category == ErrorCategory.CREDENTIALS:
+                    error.retryable = True
                 self._report_call(action, region, error.code, time.monotonic() - started)
                 # `from None`: the SDK exception (string-to-sign, signed request) must not be
                 # printed as the cause in a traceback.

@@ -314,6 +314,26 @@ def _transport_error(text: str, secrets: Iterable[str]) -> tuple[str, ErrorCateg
     return CODE_CONNECTION, ErrorCategory.TRANSPORT, True, message or "connection failed"
 
 
+_STS_REPLY = re.compile(r'"Code"\s*:\s*"(?P<code>[^"]+)".*?"Message"\s*:\s*"(?P<message>[^"]*)"', re.DOTALL)
+
+
+def _credentials_error(text: str, action: str | None, region: str | None, secrets: Iterable[str]) -> EciError:
+    """No credentials to sign with. When STS refused to assume a role, its error code (e.g.
+    NoPermission, EntityNotExist.Role) is the code: what the administrator must fix."""
+    refused = _STS_REPLY.search(text)
+    code, message = CODE_CREDENTIALS_UNAVAILABLE, text
+    if refused is not None:
+        code, message = refused["code"], f"STS AssumeRole: {refused['message']}"
+    return EciError(
+        code,
+        scrub(message, secrets),
+        retryable=True,
+        category=ErrorCategory.CREDENTIALS,
+        action=action,
+        region=region,
+    )
+
+
 def classify(
     exc: BaseException,
     *,
@@ -366,14 +386,7 @@ def classify(
         if "CredentialException" in inner_names:
             # The chain could not produce credentials (no env keys, IMDS or STS unreachable).
             # Retryable: refreshing providers recover by themselves once STS/IMDS answer.
-            return EciError(
-                CODE_CREDENTIALS_UNAVAILABLE,
-                scrub(getattr(inner, "message", None) or str(inner), secrets),
-                retryable=True,
-                category=ErrorCategory.CREDENTIALS,
-                action=action,
-                region=region,
-            )
+            return _credentials_error(getattr(inner, "message", None) or str(inner), action, region, secrets)
         if inner is None or "RetryError" in inner_names:
             text = str(getattr(inner, "message", "") or "") if inner is not None else ""
             code, category, retryable, message = _transport_error(text, secrets)
@@ -395,14 +408,7 @@ def classify(
         )
 
     if "CredentialException" in names:
-        return EciError(
-            CODE_CREDENTIALS_UNAVAILABLE,
-            scrub(str(exc), secrets),
-            retryable=True,
-            category=ErrorCategory.CREDENTIALS,
-            action=action,
-            region=region,
-        )
+        return _credentials_error(str(exc), action, region, secrets)
 
     if isinstance(exc, TimeoutError):
         return EciError(

@@ -292,6 +292,29 @@ async def test_delete_does_not_swallow_real_errors() -> None:
     assert fake.actions("DescribeDataCaches") == []
 
 
+async def test_an_accounts_client_retries_refused_credentials_instead_of_stalling() -> None:
+    """An EciAccount's keys are fixed by an administrator, outside the objects using them."""
+    fake = FakeSdk()
+
+    def factory(region: str, endpoint: str, protocol: str) -> FakeSdk:
+        return fake
+
+    client = EciClient(
+        OperatorSettings(rate_limit=10_000),
+        sdk_client_factory=factory,
+        environ={},
+        credential_errors_retryable=True,
+    )
+    fake.fail_next["DeleteDataCache"] = client_error(400, "InvalidAccessKeyId.Inactive", "key disabled")
+    with pytest.raises(EciError) as raised:
+        await client.delete("r", "edc-1")
+    assert raised.value.code == "InvalidAccessKeyId.Inactive" and raised.value.retryable
+    fake.fail_next["DeleteDataCache"] = client_error(400, "InvalidParameter", "bad")
+    with pytest.raises(EciError) as raised:
+        await client.delete("r", "edc-1")
+    assert not raised.value.retryable  # only credentials
+
+
 async def test_copy() -> None:
     fake = FakeSdk()
     client, _ = make_client(fake)

@@ -214,6 +214,25 @@ def test_credential_chain_failure_is_retryable() -> None:
     )
 
 
+def test_a_role_sts_refused_to_assume_is_its_sts_code() -> None:
+    """What the administrator must fix (the role's trust policy, its name), not just "no credentials"."""
+    from alibabacloud_credentials.exceptions import CredentialException
+
+    reply = (
+        '{"RequestId": "C2", "HostId": "sts.aliyuncs.com", "Code": "NoPermission", '
+        '"Message": "No permission perform sts:AssumeRole on this Role.", "Recommend": "https://x"}'
+    )
+    text = f"error refreshing credentials from ram_role_arn, http_code: 403, result: {reply}"
+    for raised in (CredentialException(text), unretryable(CredentialException(text))):
+        error = classify(raised)
+        assert (error.code, error.retryable, error.category) == (
+            "NoPermission",
+            True,
+            ErrorCategory.CREDENTIALS,
+        )
+        assert error.message == "STS AssumeRole: No permission perform sts:AssumeRole on this Role."
+
+
 def test_no_credentials_at_all_is_terminal() -> None:
     # The SDK's own error when Config has no credential.
     error = classify(

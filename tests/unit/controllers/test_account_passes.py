@@ -152,7 +152,10 @@ async def test_unusable_credentials_are_retried_and_an_eci_error_names_the_accou
         "InvalidAccessKeyId.NotFound", "Specified access key is not found."
     )
     result = await obj.pass_(cache_controller(accounts))
-    assert condition(result.status, "Stalled") == ("True", "InvalidAccessKeyIdNotFound")  # the code as a condition reason
+    assert condition(result.status, "Stalled") == (
+        "True",
+        "InvalidAccessKeyIdNotFound",
+    )  # the code as a condition reason
     assert message(result.status).startswith("EciAccount a: InvalidAccessKeyId.NotFound: ")
 
 
