@@ -380,7 +380,10 @@ def poll_deferral(shared: Shared, entry: Entry) -> float | None:
     unused."""
     if entry.priority == PassPriority.CHANGE:
         return None
-    queued = shared.cloud.queued_seconds() if shared.cloud is not None else 0.0
+    if shared.accounts is not None:  # the limiter of the object's account
+        queued = shared.accounts.queued_seconds(entry.namespace or "")
+    else:
+        queued = shared.cloud.queued_seconds() if shared.cloud is not None else 0.0
     if queued <= POLL_DEFER_QUEUE_SECONDS:
         return None
     return queued * random.uniform(1.0, 1.5)  # noqa: S311 - spread out: not all back at once

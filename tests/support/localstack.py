@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 **plane.env(),
                 **emulator_env,
                 "DATACACHE_DEFAULT_REGION": args.region,
+                # No instance metadata here: as the chart does, or the credentials library's
+                # chain (the identity that assumes team-b's role) polls it every minute.
+                "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
                 "DATACACHE_POLL_INTERVAL_LOADING": "1",
                 "DATACACHE_POLL_INTERVAL_STABLE": "30",
                 "DATACACHE_HEALTH_PORT": str(free_port()),

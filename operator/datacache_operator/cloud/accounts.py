@@ -134,11 +134,17 @@ def eci_client_factory(settings: OperatorSettings, identity: Any = None, **optio
     fix is an administrator's, to the EciAccount or its Secret."""
     from datacache_operator.cloud.client import EciClient
 
+    assumer: list[Any] = [identity]  # one default chain for every role: each starts a thread
+
     def build(credentials: AccountCredentials) -> EciClient:
+        if credentials.role_arn and assumer[0] is None:
+            from alibabacloud_credentials.provider import DefaultCredentialsProvider
+
+            assumer[0] = DefaultCredentialsProvider()
         own = settings
         if credentials.rate_limit:
             own = settings.model_copy(update={"rate_limit": credentials.rate_limit, "rate_burst": 1})
-        credential = credential_client(credentials, settings.sts_endpoint, identity)
+        credential = credential_client(credentials, settings.sts_endpoint, assumer[0])
         return EciClient(
             own,
             credential=credential,
@@ -174,6 +180,13 @@ class AccountClients:
         client = self._build(credentials)
         self._clients[credentials.account] = (credentials, client)
         return client
+
+    def known(self, account: str) -> EciClient | None:
+        """The account's client if one was built ("" : the operator's own)."""
+        if not account:
+            return self.own
+        known = self._clients.get(account)
+        return None if known is None else known[1]
 
     def forget(self, account: str) -> None:
         """An EciAccount deleted: its client goes."""

@@ -103,10 +103,10 @@ class AccountDirectory:
             return view.in_namespace("")
         return await self._list_objects(ECI_ACCOUNTS, None)
 
-    async def namespaces(self) -> list[dict[str, Any]]:
-        """Every Namespace, from the watch (empty until it has listed them)."""
+    def namespaces(self) -> list[dict[str, Any]] | None:
+        """Every Namespace, from the watch; None while it is not healthy."""
         view = self.namespaces_view
-        return view.in_namespace("") if view is not None else []
+        return view.in_namespace("") if view is not None and view.covers("") else None
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         view = self.namespaces_view
@@ -115,6 +115,20 @@ class AccountDirectory:
             found = await self._read_namespace(namespace)
         labels: dict[str, str] = ((found or {}).get("metadata") or {}).get("labels") or {}
         return {**labels, NAME_LABEL: namespace}
+
+    def queued_seconds(self, namespace: str) -> float:
+        """How long the calls already waiting for the rate limiter of `namespace`'s account take
+        to go: from the watches alone (no call: it decides whether a poll runs now); the
+        operator's own client's while they are not healthy."""
+        client = self.clients.own
+        accounts, namespaces = self.accounts_view, self.namespaces_view
+        if accounts is not None and namespaces is not None and accounts.covers("") and namespaces.covers(""):
+            found = namespaces.get("", namespace) or {}
+            labels = {**((found.get("metadata") or {}).get("labels") or {}), NAME_LABEL: namespace}
+            choice = account_for(labels, accounts.in_namespace(""))
+            client = (self.clients.known(choice.name) if choice.usable else None) or client
+        queued: float = client.queued_seconds()
+        return queued
 
     async def choice(self, namespace: str) -> AccountChoice:
         return account_for(await self.namespace_labels(namespace), await self.accounts())

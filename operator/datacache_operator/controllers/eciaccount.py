@@ -49,8 +49,11 @@ class AccountController(PollingController):
         if known is not None and known[1] != secret:
             self.directory.forget(name, known[1])  # the old Secret's keys are not used again
         self._known[uid] = (name, secret)
-        served = served_namespaces(name, await self.directory.namespaces(), await self.directory.accounts())
-        status.update(EciAccountStatus(namespaces=served).to_patch())
+        namespaces = self.directory.namespaces()
+        if namespaces is not None:  # else the list is left as last seen, not emptied
+            served = served_namespaces(name, namespaces, await self.directory.accounts())
+            status.update(EciAccountStatus(namespaces=served).to_patch())
+        served = list(status.get("namespaces") or [])
         region = self.settings.default_region
         try:
             cloud = await self.directory.client_of(body)
