@@ -21,9 +21,15 @@ from typing import Any, TypeVar
 
 import kubernetes
 
-# The client imports each API module on first use (0.6 s of CPU for these four): here, at
+# The client imports each API module on first use (0.6 s of CPU for these): here, at
 # import, not in 32 threads at once on the first objects of a burst.
-from kubernetes.client import AdmissionregistrationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    AppsV1Api,
+    CoordinationV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 from kubernetes.client.exceptions import ApiException
 
 from datacache_operator import GROUP, VERSION
@@ -305,6 +311,79 @@ async def list_objects(plural: str, namespace: str | None) -> list[dict[str, Any
 async def list_objects_to_admit(plural: str, namespace: str | None) -> list[dict[str, Any]]:
     """`list_objects` for the webhook, in the webhook's own threads."""
     return await _in_admission_thread(_list_objects_sync, plural, namespace)
+
+
+# ---- workloads rolled onto a cache's new revision (rollouts, off unless enabled) ----------
+
+# Each kind's list, read and patch calls of AppsV1Api, by the kind's name.
+_WORKLOAD_CALLS = {
+    "Deployment": ("list_namespaced_deployment", "read_namespaced_deployment", "patch_namespaced_deployment"),
+    "StatefulSet": (
+        "list_namespaced_stateful_set",
+        "read_namespaced_stateful_set",
+        "patch_namespaced_stateful_set",
+    ),
+}
+WORKLOAD_PAGE = 100
+
+
+def _workload_call(kind: str, which: int) -> Callable[..., Any]:
+    if kind not in _WORKLOAD_CALLS:
+        raise ValueError(f"{kind} is not a workload the operator rolls ({', '.join(_WORKLOAD_CALLS)})")
+    return getattr(AppsV1Api(_api_client()), _WORKLOAD_CALLS[kind][which])  # type: ignore[no-any-return]
+
+
+def _list_workloads_sync(namespace: str) -> list[dict[str, Any]]:
+    workloads: list[dict[str, Any]] = []
+    for kind in _WORKLOAD_CALLS:
+        lister = _workload_call(kind, 0)
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": WORKLOAD_PAGE, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            page = json.loads(lister(namespace, **kwargs).data)
+            # A list's items carry no kind: each is given its own, so callers can name it.
+            workloads.extend(
+                {**item, "apiVersion": "apps/v1", "kind": kind} for item in page.get("items") or []
+            )
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+    return workloads
+
+
+async def list_workloads(namespace: str) -> list[dict[str, Any]]:
+    """Every Deployment and StatefulSet of a namespace (every page), each with its `kind`."""
+    return await _in_thread(_list_workloads_sync, namespace)
+
+
+def _read_workload_sync(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        response = _workload_call(kind, 1)(name, namespace, _preload_content=False)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    found: dict[str, Any] = json.loads(response.data)
+    return {**found, "apiVersion": "apps/v1", "kind": kind}
+
+
+async def read_workload(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One Deployment or StatefulSet, None when it does not exist."""
+    return await _in_thread(_read_workload_sync, kind, namespace, name)
+
+
+def _patch_workload_sync(kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    patch = _workload_call(kind, 2)
+    return _json_patched(lambda content_type: patch(name, namespace, operations, _content_type=content_type))
+
+
+async def patch_workload(kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> bool:
+    """Apply a JSON patch to a Deployment or StatefulSet; False when it is gone or a `test`
+    operation failed (it changed since it was read)."""
+    check_may_act()
+    return await _in_thread(_patch_workload_sync, kind, namespace, name, operations)
 
 
 class WatchedObjects:

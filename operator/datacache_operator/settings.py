@@ -217,6 +217,13 @@ class OperatorSettings(BaseSettings):
         "(BucketNotAllowed). Off (single-team clusters): spec.bucket defaults to ECI's bucket default "
         "and any bucket is allowed. The chart's admission policies hold pods to the same rule.",
     )
+    rollouts: bool = Field(
+        default=False,
+        validation_alias=_env("DATACACHE_ROLLOUTS"),
+        description="Roll Deployments and StatefulSets annotated eci.datacache.dev/rollout=true onto a "
+        "cache's new revision through their own rolling update (a pod-template annotation, as kubectl "
+        "rollout restart). Off unless enabled: it needs get, list and patch on the namespace's workloads.",
+    )
     eci_placement: EciPlacement = Field(
         default="label-and-node",
         validation_alias=_env("DATACACHE_ECI_PLACEMENT"),

@@ -40,6 +40,7 @@ ENV_NAMES = {
     "cluster_id": "DATACACHE_CLUSTER_ID",
     "sts_endpoint": "DATACACHE_STS_ENDPOINT",
     "tenancy": "DATACACHE_TENANCY",
+    "rollouts": "DATACACHE_ROLLOUTS",
     "regions": "DATACACHE_REGIONS",
     "max_regions": "DATACACHE_MAX_REGIONS",
     "eci_placement": "DATACACHE_ECI_PLACEMENT",
@@ -92,6 +93,7 @@ def test_defaults() -> None:
     assert (settings.log_level, settings.log_json) == ("INFO", False)
     # The webhook is off unless asked for (the chart asks); pods run in the default region.
     assert settings.webhook_port == 0 and settings.effective_cluster_region == "cn-hangzhou"
+    assert settings.rollouts is False  # workloads are rolled only when the chart enables it
     assert settings.effective_webhook_hosts == ["eci-datacache-operator-webhook.eci-datacache-system.svc"]
 
 
