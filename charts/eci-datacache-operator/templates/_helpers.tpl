@@ -35,7 +35,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The rules on the operator's own kinds, events and Secrets (cluster- or namespace-wide). */}}
+{{/* The rules on the operator's own kinds, events, Secrets, pods and (rollouts) workloads (cluster- or namespace-wide). */}}
 {{- define "edc.namespacedRules" -}}
 - apiGroups: ["eci.datacache.dev"]
   resources: ["datacaches", "datacachereplications"]
@@ -54,6 +54,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
+{{- end }}
+{{- if .Values.rollouts.enabled }}
+# Rollouts (off unless rollouts.enabled: write access to workloads): opted-in Deployments and
+# StatefulSets are listed, read again when they changed meanwhile, and patched (one pod-template
+# annotation) when a cache their pods use gets a new revision.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
 {{- end }}
 
