@@ -34,7 +34,7 @@ from datacache_operator.api import replication as replication_api
 from datacache_operator.cloud.accounts import AccountClients, eci_client_factory
 from datacache_operator.cloud.client import EciClient
 from datacache_operator.controllers.accounts import AccountDirectory
-from datacache_operator.controllers.base import PollingController, UsersLister
+from datacache_operator.controllers.base import PollingController
 from datacache_operator.controllers.datacache import DataCacheController
 from datacache_operator.controllers.eciaccount import AccountController
 from datacache_operator.controllers.pods import PodBinder
@@ -46,7 +46,7 @@ from datacache_operator.settings import OperatorSettings, add_settings_arguments
 
 logger = logging.getLogger("datacache_operator")
 
-ControllerFactory = Callable[[OperatorSettings, AccountDirectory, UsersLister], PollingController]
+ControllerFactory = Callable[[OperatorSettings, AccountDirectory, PodBinder], PollingController]
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,13 @@ KINDS = (
             datacache_api.cloud_statuses,
             cache_usable_change,
         ),
-        lambda settings, accounts, users: DataCacheController(
-            settings, accounts.clients.own, kube.read_secret, users=users, accounts=accounts
+        lambda settings, accounts, pods: DataCacheController(
+            settings,
+            accounts.clients.own,
+            kube.read_secret,
+            users=pods.users,
+            accounts=accounts,
+            revision_users=pods.users_by_id,
         ),
     ),
     Kind(
@@ -78,8 +83,8 @@ KINDS = (
             replication_api.cloud_statuses,
             copy_usable_change,
         ),
-        lambda settings, accounts, users: ReplicationController(
-            settings, accounts.clients.own, kube.get_object, users=users, accounts=accounts
+        lambda settings, accounts, pods: ReplicationController(
+            settings, accounts.clients.own, kube.get_object, users=pods.users, accounts=accounts
         ),
     ),
     Kind(
@@ -91,7 +96,7 @@ KINDS = (
             lambda before, after, region: (False, False),
             finalizer=False,
         ),
-        lambda settings, accounts, users: AccountController(settings, accounts),
+        lambda settings, accounts, pods: AccountController(settings, accounts),
     ),
 )
 
@@ -175,7 +180,7 @@ def register(
         )
         kinds = {
             kind.spec.plural: runtime.Registered(
-                kind.spec, kind.controller(operator_settings, accounts, binder.users)
+                kind.spec, kind.controller(operator_settings, accounts, binder)
             )
             for kind in KINDS
         }

@@ -179,6 +179,7 @@ class BoundCache:
     path: str
     dataCacheId: str | None = None  # noqa: N815 - the annotation's JSON key
     replication: str | None = None  # the DataCacheReplication whose copy it is, if any
+    revision: str | None = None  # the DataCache's revision it got (r1, r2, ...)
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -234,6 +234,16 @@ class NetConfig(ApiModel):
     )
 
 
+class UpdatePolicy(StrEnum):
+    """What a change of the data source (or the size) does to the cache pods use."""
+
+    REPLACE = "Replace"  # a new revision beside the current one; it takes over once Available
+    IN_PLACE = "InPlace"  # UpdateDataCache: the cache reloads and is unusable meanwhile
+
+
+DEFAULT_REVISION_HISTORY_LIMIT = 1
+
+
 class DataCacheSpec(ApiModel):
     """Desired state of an ECI data cache."""
 
@@ -345,6 +355,59 @@ class DataCacheSpec(ApiModel):
         description="The disk of each pod that uses the cache through the webhook (annotation "
         "eci.datacache.dev/caches); a pod that sets the ECI annotation itself keeps its own value.",
     )
+    update_policy: UpdatePolicy | None = Field(
+        default=None,
+        description="Replace (the default): a change of dataSource or size builds a new revision at a "
+        "path of its own (spec.path + '.rN') while the current one keeps serving, and new pods get the "
+        "new one once it is Available. InPlace: UpdateDataCache reloads the one cache, unusable meanwhile, "
+        "and pods created before and after it hold different data.",
+    )
+    revision_history_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Superseded revisions no pod uses that are kept (the newest ones); older unused ones "
+        "are deleted under deletionPolicy. One a pod uses is never deleted. Default 1.",
+    )
+
+    @property
+    def replaces(self) -> bool:
+        """Whether a reload builds a new revision (not for an adopted cache: there is one)."""
+        return self.update_policy != UpdatePolicy.IN_PLACE and self.data_cache_id is None
+
+    @property
+    def history_limit(self) -> int:
+        limit = self.revision_history_limit
+        return DEFAULT_REVISION_HISTORY_LIMIT if limit is None else limit
+
+
+class RevisionStatus(ApiModel):
+    """One revision of the cache: its own cloud cache at its own path."""
+
+    name: str = Field(description="r1, r2, ...: numbered in the order they were built.")
+    data_cache_id: str | None = Field(default=None, description="ID of its cloud cache.")
+    path: str | None = Field(default=None, description="Path of its cloud cache in the bucket.")
+    status: str | None = Field(default=None, description="Cloud status of its cache.")
+    bucket: str | None = Field(default=None, description="Bucket of its cloud cache.")
+    size: int | None = Field(default=None, ge=0, description="Size of its cloud cache in GiB.")
+    source: str | None = Field(
+        default=None, description="What it was built from: the source type and the options naming the data."
+    )
+    source_key: str | None = Field(
+        default=None, description="Digest of the data source and size it was built from (no Secret values)."
+    )
+    consumers: int | None = Field(default=None, ge=0, description="Pods bound to it.")
+    creation_time: datetime | None = Field(default=None, description="When ECI created its cache.")
+    expire_time: datetime | None = Field(default=None, description="When ECI deletes its cache.")
+    message: str | None = Field(default=None, description="Latest event ECI reported for its cache.")
+    reason: str | None = Field(default=None, description="Why its build was refused (the ECI code).")
+    retention_days: int | None = Field(default=None, ge=1, description="The retentionDays last applied.")
+    cache_generation: int | None = Field(
+        default=None, ge=0, description="Caches created for this revision (part of its ClientToken)."
+    )
+    failed_generation: int | None = Field(
+        default=None, ge=0, description="The generation whose spec failed to build it (not retried for it)."
+    )
 
 
 class DataCacheStatus(ApiModel):
@@ -411,6 +474,16 @@ class DataCacheStatus(ApiModel):
         description="Pods (not yet terminated) bound to this cache by the webhook; while there are any, "
         "deleting the object keeps the cloud cache. Unset when none ever was.",
     )
+    current_revision: str | None = Field(
+        default=None,
+        description="The revision new pods get (r1, r2, ...); dataCacheId, path and status above are its.",
+    )
+    revisions: list[RevisionStatus] | None = Field(
+        default=None,
+        description="Every revision the object holds: the current one, one being built, superseded ones "
+        "still used by pods or kept by revisionHistoryLimit.",
+        max_length=16,
+    )
 
 
 class DataCache(ApiModel):
@@ -460,6 +533,9 @@ DATACACHE = ResourceDefinition(
         PrinterColumn("Bucket", ".status.bucket", description="ECI bucket of the cache.", priority=1),
         PrinterColumn("Path", ".spec.path", description="Path of the cache in the bucket.", priority=1),
         PrinterColumn("Progress", ".status.progress", description="Build progress.", priority=1),
+        PrinterColumn(
+            "Revision", ".status.currentRevision", description="The revision new pods get.", priority=1
+        ),
         PrinterColumn("Account", ".status.account", description="EciAccount of the cache.", priority=1),
         AGE_COLUMN,
     ),

@@ -6,6 +6,7 @@ No kopf here: the handlers in `main.py` call these and post the returned events.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +35,10 @@ from datacache_operator.controllers.base import (
     PassResult,
     PollingController,
     UsersLister,
+    backoff_delay,
+    error_text,
 )
+from datacache_operator.controllers.revisions import RevisionPass, RevisionUsers, nobody_by_id, serving
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import NamespaceReader, SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
@@ -42,6 +46,8 @@ from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
 from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of, path_in_use
+from datacache_operator.reconcile.revisions import FIRST as FIRST_REVISION
+from datacache_operator.reconcile.revisions import revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
@@ -134,9 +140,11 @@ class DataCacheController(PollingController):
         users: UsersLister | None = None,
         read_namespace: NamespaceReader = kube.read_namespace,
         accounts: Accounts | None = None,
+        revision_users: RevisionUsers = nobody_by_id,
     ) -> None:
         super().__init__(settings, cloud, clock, rng, users, read_namespace, accounts)
         self.read_secret = read_secret
+        self.revision_users = revision_users  # pods bound to each cache id: what a superseded revision keeps
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
         if spec.data_source is None or spec.data_source.secret_ref is None:
@@ -196,17 +204,23 @@ class DataCacheController(PollingController):
         refused = None if adopted else await self.bucket_refusal(desired.bucket, meta["namespace"])
         if refused is not None:
             return finish(decide_common.refused_conditions("BucketNotAllowed", f"spec.{refused}."), stable)
+        current = status.get("currentRevision") or FIRST_REVISION
+        status.update(DataCacheStatus(current_revision=current).to_patch())
+        identity = Identity.of(self.settings.cluster_id, meta)
         manager = CacheManager(
             cloud,
-            desired,
+            dataclasses.replace(desired, path=revision_path(desired.path, current)),
             status,
             meta,
-            Identity.of(self.settings.cluster_id, meta),
+            identity,
             spec.data_cache_id,
             self._failed_generation(conditions, retry),
             now,
             may_take=lambda owner: self.may_take(owner, meta["namespace"]),
             may_update=may(spec.management_policies, adopted, ManagementPolicy.UPDATE),
+            # What reloads the data goes to a new revision while this one serves.
+            keep_source=spec.replaces and serving(status),
+            revision=current,
         )
         try:
             step, observed = await self.sync(manager, now)
@@ -235,7 +249,34 @@ class DataCacheController(PollingController):
             return finish(decide_common.refused_conditions("BucketNotAllowed", message), stable)
         if observed is not None:
             status.update(observed_status(observed))
-        return finish(decide.conditions_for(step, observed), decide.poll_delay(step, loading, stable))
+        values = decide.conditions_for(step, observed)
+        delay = decide.poll_delay(step, loading, stable)
+        if not spec.replaces:
+            return finish(values, delay)
+        beside = await RevisionPass(
+            cloud=cloud,
+            spec=spec,
+            meta=meta,
+            status=status,
+            desired=desired,
+            cluster=self.settings.cluster_id,
+            account=account,
+            now=now,
+            manager_for=lambda wanted, entry, name: CacheManager(
+                cloud, wanted, entry, meta, identity, None, entry.get("failedGeneration"), now, revision=name
+            ),
+            sync=lambda revision: self.sync(revision, now),
+            users_by_id=self.revision_users,
+            error_text=lambda error: error_text(error, account),
+        ).run()
+        events += beside.events
+        if beside.took_over is not None:
+            values = decide.conditions_for(Step.READY, None)
+        if beside.error is not None:
+            delay = min(delay, backoff_delay(beside.error, 0, self.settings))
+        elif beside.busy:
+            delay = min(delay, loading)
+        return finish(values + beside.conditions, delay)
 
     @staticmethod
     def _failed_generation(conditions: list[dict[str, Any]], retry: bool) -> int | None:
@@ -294,8 +335,11 @@ class DataCacheController(PollingController):
 
         # No id known: a create whose reply was lost may have made one, found by its tag.
         tags = None if known_id else {OWNER_UID_TAG: meta["uid"]}
+        # Every revision's cache goes with the object (pods of any revision hold the deletion).
+        others = [str(e["dataCacheId"]) for e in status.get("revisions") or [] if e.get("dataCacheId")]
+        ids = list(dict.fromkeys(([known_id] if known_id else []) + others))
         try:
-            removal = await remove(cloud, region, [known_id] if known_id else [], tags, deletable)
+            removal = await remove(cloud, region, ids, tags, deletable)
         except EciError as error:
             if not error.retryable:
                 raise
@@ -325,6 +369,8 @@ class CacheManager(ResourceManager[Step]):
         *,
         may_take: Callable[[Owner | None], Awaitable[bool]] | None = None,
         may_update: bool = True,
+        keep_source: bool = False,
+        revision: str = FIRST_REVISION,
     ) -> None:
         record = CloudRecord(status, counter=DataCacheStatus.alias("cache_generation"), pinned_id=adopt_id)
         super().__init__(cloud, desired.region, record, identity)
@@ -338,6 +384,9 @@ class CacheManager(ResourceManager[Step]):
         self.taken = True  # the adopted cache, as last read, is one this namespace may take
         self.may_update = may_update
         self.occupied = ""  # why nothing was created (PATH_IN_USE)
+        self.keep_source = keep_source  # its data source and size stay as built (a new revision takes them)
+        self.revision = revision
+        self.rebuilt = False  # an update in this pass loads the data again
 
     def is_own(self, found: ObservedCache) -> bool:
         return DESTINATION_REGION_TAG not in found.tags  # a replication's copy of the same name
@@ -371,16 +420,19 @@ class CacheManager(ResourceManager[Step]):
             may_take=observed is None or self.taken,
             may_update=self.may_update,
         )
-        return decide.next_step(situation, self.desired, self.record.applied_retention)
+        return decide.next_step(situation, self.desired, self.record.applied_retention, self.wanted())
 
     def verb(self, step: Step) -> Verb:
         return decide.VERBS.get(step, Verb.SETTLE)
 
     def wanted(self) -> CacheFields:
-        return self.desired.fields()
+        fields = self.desired.fields()
+        return dataclasses.replace(fields, data_source=None, size=None) if self.keep_source else fields
 
     def client_token(self, creates: int) -> str:
-        return decide_common.client_token(self.owner_uid, creates)
+        if self.revision == FIRST_REVISION:
+            return decide_common.client_token(self.owner_uid, creates)
+        return decide_common.client_token(self.owner_uid, self.revision, creates)
 
     async def create(self, client_token: str) -> str:
         return await self.cloud.create(self.region, create_request(self.desired), client_token)
@@ -407,6 +459,7 @@ class CacheManager(ResourceManager[Step]):
         self.events.append(Event("Normal", "Creating", f"Created data cache {new_id} in {self.region}."))
 
     def updating(self, sent: CacheFields) -> None:
+        self.rebuilt = self.rebuilt or sent.rebuilds
         self.events.append(Event("Normal", "Updating", f"Updating {sent.describe()} of {self.record.id}."))
 
     def forgotten(self, gone_id: str) -> None:

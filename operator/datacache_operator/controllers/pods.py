@@ -244,6 +244,16 @@ class PodBinder:
                 patched += 1
         return patched
 
+    async def users_by_id(self, namespace: str, cache: str, region: str) -> dict[str, list[str]]:
+        """The non-terminated pods bound to each cloud cache id of `cache` in `region` (each of
+        its revisions): what keeps a superseded revision."""
+        pods = await self.list_pods(namespace, f"{uses_label(cache)}={region}", NOT_TERMINATED)
+        found: dict[str, list[str]] = {}
+        for pod in pods:
+            for cache_id in decide.bound_ids(pod, cache, region):
+                found.setdefault(cache_id, []).append(f"{namespace}/{pod['metadata']['name']}")
+        return found
+
     async def users(
         self, namespace: str, cache: str, region: str, replication: str | None = None
     ) -> list[str]:

@@ -101,7 +101,9 @@ def binding_of(
     if region == cluster_region:
         stalled = _condition_true(datacache, "Stalled")
         return Binding(
-            bound=BoundCache(name, region, bucket, path, status.get("dataCacheId")),
+            bound=BoundCache(
+                name, region, bucket, path, status.get("dataCacheId"), revision=status.get("currentRevision")
+            ),
             ready=_condition_true(datacache, "Ready") is not None,
             failure=stalled.get("message") or stalled.get("reason") if stalled else None,
             pod_disk=_pod_disk(datacache),
@@ -231,6 +233,15 @@ def uses(pod: Mapping[str, Any], cache: str, region: str, replication: str | Non
         entry.name == cache and entry.region == region and entry.replication == replication
         for entry in parse_bound((pod.get("metadata") or {}).get("annotations"))
     )
+
+
+def bound_ids(pod: Mapping[str, Any], cache: str, region: str) -> list[str]:
+    """The cloud cache ids of `cache` in `region` the pod is bound to (its own, not a copy's)."""
+    return [
+        entry.dataCacheId
+        for entry in parse_bound((pod.get("metadata") or {}).get("annotations"))
+        if entry.name == cache and entry.region == region and entry.replication is None and entry.dataCacheId
+    ]
 
 
 def in_use_message(pods: Sequence[str], what: str) -> str:

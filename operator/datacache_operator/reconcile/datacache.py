@@ -103,7 +103,14 @@ class Situation:
     may_update: bool = True  # managementPolicies let spec changes go to the cache
 
 
-def next_step(situation: Situation, desired: DesiredCache, applied_retention: int | None) -> Step:
+def next_step(
+    situation: Situation,
+    desired: DesiredCache,
+    applied_retention: int | None,
+    wanted: CacheFields | None = None,
+) -> Step:
+    """`wanted`: what UpdateDataCache keeps matching, when not all of `desired` (a serving
+    revision keeps its data source and size)."""
     s = situation
     cache_id = s.adopt_id or s.known_id
     if cache_id is None:
@@ -126,7 +133,7 @@ def next_step(situation: Situation, desired: DesiredCache, applied_retention: in
             return Step.REPLACE_FAILED
         return Step.FAILED
     if status in UPDATABLE_STATUSES:
-        if s.may_update and delta(desired.fields(), s.observed, applied_retention):
+        if s.may_update and delta(wanted or desired.fields(), s.observed, applied_retention):
             return Step.UPDATE
         return Step.READY if status == STATUS_AVAILABLE else Step.FAILED
     return Step.WAIT  # an unknown status: keep watching it

@@ -1,0 +1,181 @@
+"""Revisions of a DataCache against the in-memory cloud: a new data source is built beside the
+current cache, which serves until the new one is Available and takes over in one status write;
+a failed build leaves the current one serving; superseded revisions go once no pod uses them.
+The same runs end to end on the virtual node in tests/e2e."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.controllers.test_controllers import NOW, DataCacheObject, FakeCloud, condition, settings
+
+from datacache_operator.controllers.datacache import DataCacheController
+
+QWEN = {"type": "URL", "options": {"repoSource": "HuggingFace/Model", "repoId": "Qwen/Qwen2-0.5B"}}
+
+
+def source(revision: str) -> dict[str, Any]:
+    return {"type": "URL", "options": {**QWEN["options"], "revision": revision}}
+
+
+class Pods:
+    """Which pods are bound to which cloud cache id (what the pod binder would list)."""
+
+    def __init__(self) -> None:
+        self.bound: dict[str, list[str]] = {}
+
+    async def by_id(self, namespace: str, cache: str, region: str) -> dict[str, list[str]]:
+        return self.bound
+
+
+def controller(cloud: FakeCloud, pods: Pods | None = None) -> DataCacheController:
+    return DataCacheController(
+        settings(),
+        cloud,
+        read_secret=None,  # type: ignore[arg-type]
+        clock=lambda: NOW,
+        revision_users=(pods or Pods()).by_id,
+    )
+
+
+async def available(cloud: FakeCloud, obj: DataCacheObject, run: DataCacheController) -> None:
+    """Passes until every cache of the object is Available (ECI finishing its builds)."""
+    for _ in range(4):
+        for cache in list(cloud.caches.values()):
+            if cache.status in ("Creating", "Loading", "Updating"):
+                cloud.set(cache.data_cache_id, status="Available")
+        await obj.pass_(run)
+
+
+def revisions(obj: DataCacheObject) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in obj.body["status"].get("revisions") or []}
+
+
+def conditions_named(obj: DataCacheObject, type_: str) -> dict[str, Any]:
+    return next((c for c in obj.body["status"]["conditions"] if c["type"] == type_), {})
+
+
+async def test_a_new_source_is_built_beside_the_current_cache_which_serves_until_it_takes_over() -> None:
+    cloud, pods = FakeCloud(), Pods()
+    run = controller(cloud, pods)
+    obj = DataCacheObject(dataSource=source("main"), revisionHistoryLimit=0)
+    await available(cloud, obj, run)
+    first = obj.body["status"]["dataCacheId"]
+    assert obj.body["status"]["currentRevision"] == "r1" and obj.body["status"]["path"] == "/models/qwen"
+    pods.bound = {first: ["ml/serve-0"]}
+
+    obj.change(dataSource=source("v2"))
+    result = await obj.pass_(run)
+    building = revisions(obj)["r2"]
+    assert building["path"] == "/models/qwen.r2" and building["status"] == "Creating"
+    assert "revision=v2" in building["source"] and "revision=main" in revisions(obj)["r1"]["source"]
+    assert obj.body["status"]["dataCacheId"] == first  # new pods still get r1, which is Available
+    assert condition(obj.body["status"], "Ready") == ("True", "Available")
+    assert "update" not in cloud.actions()  # the serving cache is never reloaded in place
+    assert [e.reason for e in result.events] == ["BuildingRevision", "Creating"]
+
+    cloud.set(building["dataCacheId"], status="Available")
+    result = await obj.pass_(run)
+    status = obj.body["status"]
+    assert (status["currentRevision"], status["dataCacheId"]) == ("r2", building["dataCacheId"])
+    assert status["path"] == "/models/qwen.r2" and "RevisionCurrent" in [e.reason for e in result.events]
+    assert revisions(obj)["r1"]["consumers"] == 1 and first in cloud.caches  # a pod still uses it
+
+    pods.bound = {}  # the last pod on r1 ended
+    await obj.pass_(run)
+    assert first not in cloud.caches and revisions(obj)["r1"]["status"] == "Deleting"
+    result = await obj.pass_(run)  # ECI no longer lists it
+    assert list(revisions(obj)) == ["r2"] and "RevisionDeleted" in [e.reason for e in result.events]
+
+
+async def test_a_failed_revision_leaves_the_current_one_serving_until_a_new_spec() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"))
+    await available(cloud, obj, run)
+    obj.change(dataSource=source("broken"))
+    await obj.pass_(run)
+    broken = revisions(obj)["r2"]["dataCacheId"]
+    cloud.set(broken, status="Failed", last_event_message="repo not found: Qwen/Qwen2-0.5B@broken")
+    result = await obj.pass_(run)
+    assert condition(obj.body["status"], "Ready") == ("True", "Available")
+    failed = conditions_named(obj, "RevisionFailed")
+    assert (failed["status"], failed["reason"]) == ("True", "Failed")
+    assert "repo not found" in failed["message"] and "r1 keeps serving" in failed["message"]
+    assert [(e.reason, e.message) for e in result.events] == [
+        ("Failed", "Revision r2: repo not found: Qwen/Qwen2-0.5B@broken")
+    ]
+    await obj.pass_(run)
+    assert cloud.actions().count("create") == 2  # the failed build is not repeated for this spec
+
+    obj.change(dataSource=source("v3"))  # fixed: the failed cache is replaced by one of the new spec
+    await obj.pass_(run)
+    assert broken not in cloud.caches and cloud.actions().count("create") == 3
+    await available(cloud, obj, run)
+    assert obj.body["status"]["currentRevision"] == "r2"
+    assert conditions_named(obj, "RevisionFailed")["status"] == "False"
+
+
+async def test_going_back_to_the_current_source_drops_the_build() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"))
+    await available(cloud, obj, run)
+    obj.change(dataSource=source("v2"))
+    await obj.pass_(run)
+    building = revisions(obj)["r2"]["dataCacheId"]
+    obj.change(dataSource=source("main"))
+    await obj.pass_(run)
+    result = await obj.pass_(run)
+    assert building not in cloud.caches and list(revisions(obj)) == ["r1"]
+    assert "RevisionDropped" in [e.reason for e in result.events]
+
+
+async def test_the_newest_unused_revisions_are_kept_up_to_the_history_limit() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("v1"))  # revisionHistoryLimit: 1 by default
+    await available(cloud, obj, run)
+    for version in ("v2", "v3"):
+        obj.change(dataSource=source(version))
+        await available(cloud, obj, run)
+    assert obj.body["status"]["currentRevision"] == "r3"
+    assert list(revisions(obj)) == ["r2", "r3"]  # r1 deleted, r2 kept for a rollback
+    assert len(cloud.caches) == 2
+
+
+async def test_what_does_not_reload_the_data_changes_the_current_cache_in_place() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"))
+    await available(cloud, obj, run)
+    obj.change(retentionDays=7)
+    await obj.pass_(run)
+    assert "update" in cloud.actions() and list(revisions(obj)) == ["r1"]
+
+    obj.change(size=40)  # a new size reloads the data: a new revision
+    await obj.pass_(run)
+    assert revisions(obj)["r2"]["size"] == 40
+
+
+async def test_in_place_updates_reload_the_one_cache() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"), updatePolicy="InPlace")
+    await available(cloud, obj, run)
+    obj.change(dataSource=source("v2"))
+    await obj.pass_(run)
+    assert "update" in cloud.actions() and len(cloud.caches) == 1
+    assert obj.body["status"].get("revisions") is None
+
+
+async def test_deleting_the_object_deletes_every_revision() -> None:
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"), deletionPolicy="Delete")
+    await available(cloud, obj, run)
+    obj.change(dataSource=source("v2"))
+    await obj.pass_(run)
+    assert len(cloud.caches) == 2
+    done, _, _ = await run.finalize(obj.body)
+    assert not cloud.caches
