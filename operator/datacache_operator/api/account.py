@@ -9,13 +9,18 @@ it), or a RAM role the operator's own identity assumes with STS AssumeRole.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
 from datacache_operator import GROUP, VERSION
-from datacache_operator.api.common import ApiModel, Condition, ConditionType, conditions_schema_extra
+from datacache_operator.api.common import (
+    ApiModel,
+    Condition,
+    ConditionType,
+    conditions_schema_extra,
+    duration_seconds,
+)
 from datacache_operator.api.schema import (
     AGE_COLUMN,
     FORBIDDEN,
@@ -35,19 +40,11 @@ ACCESS_KEY_SECRET_KEY = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a key 
 RAM_ROLE_ARN_PATTERN = r"^acs:ram::[0-9]+:role/[A-Za-z0-9.@_/-]+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DEFAULT_SESSION_SECONDS = 3600
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def session_seconds(duration: str | None) -> int:
-    """A Go duration as CEL's duration() reads it (`1h30m`, `90m`, `3600s`), in whole seconds;
-    unset: an hour, as STS's default."""
-    if not duration:
-        return DEFAULT_SESSION_SECONDS
-    parts = _DURATION_PART.findall(duration)
-    if not parts or "".join(number + unit for number, unit in parts) != duration:
-        raise ValueError(f"not a duration: {duration!r} (e.g. 1h, 90m, 3600s)")
-    return int(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    """`sessionDuration` in whole seconds; unset: an hour, as STS's default."""
+    return int(duration_seconds(duration)) if duration else DEFAULT_SESSION_SECONDS
 
 
 class SecretReference(ApiModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -125,6 +126,18 @@ def is_paused(meta: Mapping[str, Any]) -> bool:
 def reconcile_request(meta: Mapping[str, Any]) -> str | None:
     """The value of the reconcile-request annotation, if set."""
     return (meta.get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_seconds(duration: str) -> float:
+    """A Go duration as CEL's duration() reads it (`1h30m`, `90m`, `3600s`), in seconds."""
+    parts = _DURATION_PART.findall(duration)
+    if not parts or "".join(number + unit for number, unit in parts) != duration:
+        raise ValueError(f"not a duration: {duration!r} (e.g. 1h, 90m, 3600s)")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 class ApiModel(BaseModel):

@@ -31,6 +31,7 @@ from datacache_operator.api.common import (  # noqa: F401 - DeletionPolicy, Obje
     ObjectMeta,
     cloud_tags_field,
     conditions_schema_extra,
+    duration_seconds,
 )
 from datacache_operator.api.schema import (
     AGE_COLUMN,
@@ -370,6 +371,22 @@ class DataCacheSpec(ApiModel):
         "are deleted under deletionPolicy. One a pod uses is never deleted. Default 1.",
     )
 
+    expire_after_unused: str | None = Field(
+        default=None,
+        description="Scale to zero: once no pod has used the cache for this long (a duration, e.g. 168h), "
+        "its cloud caches are deleted and the object shows Ready=False, reason Idle; a pod that names it "
+        "later waits at the gate while it is built again from the same source. Unset: kept while the "
+        "object exists.",
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "duration(self) >= duration('1m')", "expireAfterUnused must be a duration of 1m or more"
+            ),
+        ),
+    )
+
+    def unused_seconds(self) -> float | None:
+        return duration_seconds(self.expire_after_unused) if self.expire_after_unused else None
+
     @property
     def replaces(self) -> bool:
         """Whether a reload builds a new revision (not for an adopted cache: there is one)."""
@@ -473,6 +490,16 @@ class DataCacheStatus(ApiModel):
         ge=0,
         description="Pods (not yet terminated) bound to this cache by the webhook; while there are any, "
         "deleting the object keeps the cloud cache. Unset when none ever was.",
+    )
+    unused_since: datetime | None = Field(
+        default=None,
+        description="When the last pod using the cache ended (unset while one does); with "
+        "expireAfterUnused, what makes it idle.",
+    )
+    idle_since: datetime | None = Field(
+        default=None,
+        description="When its cloud caches were deleted for want of use (spec.expireAfterUnused); unset "
+        "once a pod asks for it again.",
     )
     current_revision: str | None = Field(
         default=None,

@@ -47,7 +47,7 @@ from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
 from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of, path_in_use
 from datacache_operator.reconcile.revisions import FIRST as FIRST_REVISION
-from datacache_operator.reconcile.revisions import revision_path
+from datacache_operator.reconcile.revisions import number, revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
@@ -120,6 +120,7 @@ def observed_status(observed: ObservedCache) -> dict[str, Any]:
         progress=observed.progress,
         creation_time=_seconds(observed.creation_time),
         expire_time=_seconds(observed.expire_time),
+        last_matched_time=_seconds(observed.last_matched_time),
         message=observed.last_event_message,
     ).to_patch()
 
@@ -204,6 +205,12 @@ class DataCacheController(PollingController):
         refused = None if adopted else await self.bucket_refusal(desired.bucket, meta["namespace"])
         if refused is not None:
             return finish(decide_common.refused_conditions("BucketNotAllowed", f"spec.{refused}."), stable)
+        if status.get("idleSince"):
+            waiting = await self.users(meta["namespace"], meta["name"], desired.region, None)
+            if not waiting:
+                return finish(decide.idle_conditions(str(spec.expire_after_unused)), stable)
+            status.update(DataCacheStatus(idle_since=None, unused_since=None).to_patch())
+            events.append(Event("Normal", "Waking", f"Pod {waiting[0]} names it: building it again."))
         current = status.get("currentRevision") or FIRST_REVISION
         status.update(DataCacheStatus(current_revision=current).to_patch())
         identity = Identity.of(self.settings.cluster_id, meta)
@@ -251,6 +258,11 @@ class DataCacheController(PollingController):
             status.update(observed_status(observed))
         values = decide.conditions_for(step, observed)
         delay = decide.poll_delay(step, loading, stable)
+        if step == Step.READY and spec.expire_after_unused and await self._gone_idle(body, spec, status, now):
+            events.append(
+                Event("Normal", "Idle", f"Unused for {spec.expire_after_unused}: cloud caches deleted.")
+            )
+            return finish(decide.idle_conditions(spec.expire_after_unused), stable)
         if not spec.replaces:
             return finish(values, delay)
         beside = await RevisionPass(
@@ -277,6 +289,57 @@ class DataCacheController(PollingController):
         elif beside.busy:
             delay = min(delay, loading)
         return finish(values + beside.conditions, delay)
+
+    async def _gone_idle(
+        self, body: Mapping[str, Any], spec: DataCacheSpec, status: dict[str, Any], now: datetime
+    ) -> bool:
+        """Scale to zero: once no pod has used the cache for spec.expireAfterUnused, every
+        revision's cloud cache is deleted (consumers count the pods bound to any of them).
+        True when it went idle in this pass."""
+        consumers = int((body.get("status") or {}).get("consumers") or 0)  # the pod binder's
+        since = decide.unused_since(consumers, parse_time(status.get("unusedSince")), now)
+        status.update(DataCacheStatus(unused_since=_seconds(since)).to_patch())
+        if any(
+            number(e.get("name", "")) > number(status.get("currentRevision") or "")
+            for e in status.get("revisions") or []
+        ):
+            return False  # a new revision is being built: someone changed the spec
+        due = decide.idle_due(
+            consumers,
+            since,
+            parse_time(status.get("lastMatchedTime")),
+            parse_time(status.get("creationTime")),
+            now,
+            spec.unused_seconds(),
+        )
+        if not due:
+            return False
+        cloud = await self.accounts.client(status.get("account") or "")
+        ids = [status.get("dataCacheId")] + [e.get("dataCacheId") for e in status.get("revisions") or []]
+        namespace, cluster = body["metadata"]["namespace"], self.settings.cluster_id
+        try:
+            await remove(
+                cloud,
+                str(status.get("region") or self.settings.default_region),
+                list(dict.fromkeys(str(i) for i in ids if i)),
+                None,
+                lambda cache: owned_by(owner_of(cache.tags), cluster, namespace),
+            )
+        except EciError:
+            return False  # still Ready; the next pass tries again
+        keep = {"name", "path", "source", "sourceKey"}
+        current = status.get("currentRevision")
+        status["revisions"] = [
+            {k: v for k, v in e.items() if k in keep}
+            for e in status.get("revisions") or []
+            if e.get("name") == current
+        ] or None
+        status.update(
+            DataCacheStatus(
+                idle_since=_seconds(now), unused_since=None, data_cache_id=None, status=None, progress=None
+            ).to_patch()
+        )
+        return True
 
     @staticmethod
     def _failed_generation(conditions: list[dict[str, Any]], retry: bool) -> int | None:

@@ -196,3 +196,36 @@ def conditions_for(step: Step, observed: ObservedCache | None) -> list[Condition
     if step == Step.NOT_OWNED:
         raise ValueError("a refused adoption has its own conditions: refused_conditions")
     raise ValueError(f"no conditions for {step}")
+
+
+def unused_since(consumers: int, recorded: datetime | None, now: datetime) -> datetime | None:
+    """When the cache became unused: None while pods use it, else the first time seen unused."""
+    return None if consumers else (recorded or now)
+
+
+def idle_due(
+    consumers: int,
+    since: datetime | None,
+    last_matched: datetime | None,
+    created: datetime | None,
+    now: datetime,
+    after_seconds: float | None,
+) -> bool:
+    """Whether no pod has used the cache for `after_seconds` (expireAfterUnused): none uses it
+    now, and neither the last one's end, ECI's last match nor the cache's creation is newer."""
+    if consumers or after_seconds is None:
+        return False
+    moments = [moment for moment in (since, last_matched, created) if moment is not None]
+    return bool(moments) and (now - max(moments)).total_seconds() >= after_seconds
+
+
+def idle_conditions(after: str) -> list[ConditionValue]:
+    message = (
+        f"No pod used it for {after} (expireAfterUnused): its cloud cache was deleted. A pod that "
+        "names it waits at the gate while it is built again."
+    )
+    return [
+        ConditionValue("Ready", "False", "Idle", message),
+        ConditionValue("Synced", "True", "ReconcileSuccess", message),
+        ConditionValue("Stalled", "False", "NotStalled", ""),
+    ]

@@ -5,6 +5,7 @@ The same runs end to end on the virtual node in tests/e2e."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from tests.unit.controllers.test_controllers import NOW, DataCacheObject, FakeCloud, condition, settings
@@ -179,3 +180,54 @@ async def test_deleting_the_object_deletes_every_revision() -> None:
     assert len(cloud.caches) == 2
     done, _, _ = await run.finalize(obj.body)
     assert not cloud.caches
+
+
+class Users:
+    """The pods naming the cache (what the pod binder would list), for the idle cache's wake-up."""
+
+    def __init__(self) -> None:
+        self.pods: list[str] = []
+
+    async def __call__(self, namespace: str, cache: str, region: str, replication: str | None) -> list[str]:
+        return self.pods
+
+
+async def test_an_unused_cache_scales_to_zero_and_back_when_a_pod_asks() -> None:
+    cloud, users, clock = FakeCloud(), Users(), [NOW]
+    run = DataCacheController(
+        settings(),
+        cloud,
+        read_secret=None,  # type: ignore[arg-type]
+        clock=lambda: clock[0],
+        users=users,
+    )
+    obj = DataCacheObject(dataSource=source("main"), expireAfterUnused="2h")
+    await available(cloud, obj, run)
+    first = obj.body["status"]["dataCacheId"]
+    obj.body["status"]["consumers"] = 3  # pods use it: never idle, however long
+    clock[0] = NOW + timedelta(hours=5)
+    await obj.pass_(run)
+    assert first in cloud.caches and "unusedSince" not in obj.body["status"]
+
+    obj.body["status"]["consumers"] = 0  # the last pod ended
+    await obj.pass_(run)
+    clock[0] += timedelta(hours=1, minutes=59)
+    await obj.pass_(run)
+    assert first in cloud.caches  # not yet two hours unused
+
+    clock[0] += timedelta(minutes=2)
+    result = await obj.pass_(run)
+    assert first not in cloud.caches and obj.body["status"].get("dataCacheId") is None
+    assert condition(obj.body["status"], "Ready") == ("False", "Idle")
+    assert obj.body["status"]["path"] == "/models/qwen"  # where a pod that asks will find it
+    assert "Idle" in [e.reason for e in result.events]
+    calls = len(cloud.calls)
+    await obj.pass_(run)
+    assert len(cloud.calls) == calls  # idle: no call until a pod names it
+
+    users.pods = ["ml/serve-0"]  # a gated pod names it
+    result = await obj.pass_(run)
+    assert "Waking" in [e.reason for e in result.events] and cloud.actions()[-1] == "create"
+    await available(cloud, obj, run)
+    assert condition(obj.body["status"], "Ready") == ("True", "Available")
+    assert obj.body["status"]["dataCacheId"] != first and obj.body["status"]["path"] == "/models/qwen"
