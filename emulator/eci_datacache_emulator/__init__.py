@@ -99,8 +99,16 @@ Limits and faults (``faults.py``): a per-account rate limit answers 400 ``Thrott
 with ``x-acs-retry-after`` (ms); seeded faults inject 500 ``InternalError``, 503
 ``ServiceUnavailable``, throttling, added latency and dropped connections.
 
+Hubs (``hubs.py``): Hugging Face's ``GET /hub/huggingface/api/{models|datasets}/{repo}/revision/
+{revision}`` and ModelScope's ``GET /hub/modelscope/api/v1/{models|datasets}/{owner}/{name}/commits
+?Ref=...``, in each hub's answer and error shapes, so that ``DATACACHE_HUGGINGFACE_ENDPOINT`` /
+``DATACACHE_MODELSCOPE_ENDPOINT`` = ``emu.hub_endpoint("huggingface" | "modelscope")`` pin branches
+to commits here. A fresh emulator answers every repository's default branch (main, master) with
+a commit derived from its names; the admin API sets refs, absent, private or gated repositories,
+outages, and lists the hub calls. Not in the state file; reset forgets it.
+
 Admin API (``admin.py``, client in ``admin_client.py``): state, call log, counters, reset,
-faults, rules, clock, out-of-band deletion, accounts and keys.
+faults, rules, clock, out-of-band deletion, accounts and keys, hubs.
 """
 
 from .config import (

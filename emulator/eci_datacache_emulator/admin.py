@@ -33,6 +33,18 @@
 * ``POST /_emulator/keys/{id}/disable`` | ``/enable``: calls with a disabled key answer 400
   ``InvalidAccessKeyId.Inactive``; ``DELETE /_emulator/keys/{id}`` revokes it (permanent or
   STS): 404 ``InvalidAccessKeyId.NotFound`` from then on.
+* Hubs (the revision endpoints under ``/hub/huggingface`` and ``/hub/modelscope``, ``hubs.py``):
+  ``GET /_emulator/hubs``: default commits on or off, outages, every repository set (refs, access,
+  never a token). ``POST /_emulator/hubs/commits`` with ``{"hub", "kind"?, "repoId",
+  "revision"?, "commit"?}`` moves a branch or tag (default: the default branch) to the commit (a
+  new one when none is given) and answers it; ``hub`` is ``huggingface``, ``modelscope`` or a
+  repoSource value (``HuggingFace/DataSet``), ``kind`` ``model`` (default) or ``dataset``.
+  ``POST /_emulator/hubs/repos`` with ``{"hub", "kind"?, "repoId", "exists"?, "access"?
+  (public, private, gated), "token"?}``. ``POST /_emulator/hubs/settings`` with
+  ``{"defaultCommits": bool}``. ``POST /_emulator/hubs/outage`` with ``{"hub"? (both when
+  absent), "status"? (503), "delaySeconds"?}``; ``DELETE /_emulator/hubs/outage[?hub=]`` ends it.
+  ``GET /_emulator/hubs/calls[?hub=&repoId=]``: every hub request (time, hub, kind, repoId,
+  revision, status, outcome, token: whether one came).
 
 Bad input answers 400 ``{"error": "..."}``; an unknown rule or cache 404.
 """
@@ -47,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .faults import FaultSettings
+from .hubs import parse_hub
 from .state import format_second
 
 if TYPE_CHECKING:
@@ -246,6 +259,78 @@ class AdminApi:
             return _problem(f"no AccessKey {key_id}", 404)
         return _reply({"revoked": key_id})
 
+    # ---- hubs ------------------------------------------------------------------------
+
+    async def hubs(self, request: web.Request) -> web.Response:
+        return _reply(self.emulator.hubs.admin_view())
+
+    async def set_hub_commit(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        hub, kind = _hub_and_kind(body)
+        revision, commit = _optional_str(body, "revision"), _optional_str(body, "commit")
+        repo, ref, sha = self.emulator.hubs.set_commit(hub, kind, body.get("repoId"), revision, commit)
+        return _reply({"hub": hub, "kind": kind, "repoId": repo.repo_id, "revision": ref, "commit": sha})
+
+    async def set_hub_repo(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        hub, kind = _hub_and_kind(body)
+        exists = body.get("exists", True)
+        if not isinstance(exists, bool):
+            raise ValueError("'exists' must be true or false")
+        repo = self.emulator.hubs.set_repo(
+            hub,
+            kind,
+            body.get("repoId"),
+            exists=exists,
+            access=_optional_str(body, "access") or "public",
+            token=_optional_str(body, "token"),
+        )
+        return _reply(repo.admin_view())
+
+    async def set_hub_settings(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if "defaultCommits" in body:
+            if not isinstance(body["defaultCommits"], bool):
+                raise ValueError("'defaultCommits' must be true or false")
+            self.emulator.hubs.default_commits = body["defaultCommits"]
+        return _reply(self.emulator.hubs.admin_view())
+
+    async def set_hub_outage(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        hub = parse_hub(body["hub"])[0] if body.get("hub") is not None else None
+        status, delay = body.get("status", 503), body.get("delaySeconds", 0)
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ValueError("'status' must be an HTTP status")
+        if not isinstance(delay, int | float) or isinstance(delay, bool):
+            raise ValueError("'delaySeconds' must be a number")
+        self.emulator.hubs.set_outage(hub, status, float(delay))
+        return _reply(self.emulator.hubs.admin_view())
+
+    async def clear_hub_outage(self, request: web.Request) -> web.Response:
+        hub = request.query.get("hub")
+        self.emulator.hubs.clear_outage(parse_hub(hub)[0] if hub else None)
+        return _reply(self.emulator.hubs.admin_view())
+
+    async def hub_calls(self, request: web.Request) -> web.Response:
+        hub = request.query.get("hub")
+        return _reply(
+            self.emulator.hubs.call_log(parse_hub(hub)[0] if hub else None, request.query.get("repoId"))
+        )
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string")
+    return value
+
+
+def _hub_and_kind(body: dict[str, Any]) -> tuple[str, str]:
+    hub = body.get("hub")
+    if not isinstance(hub, str):
+        raise ValueError("'hub' must be huggingface, modelscope or a repoSource value")
+    return parse_hub(hub, _optional_str(body, "kind"))
+
 
 def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
     api = AdminApi(emulator)
@@ -270,6 +355,13 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("POST", "/keys/{access_key_id}/disable", api.disable_key),
         ("POST", "/keys/{access_key_id}/enable", api.enable_key),
         ("DELETE", "/keys/{access_key_id}", api.revoke_key),
+        ("GET", "/hubs", api.hubs),
+        ("POST", "/hubs/commits", api.set_hub_commit),
+        ("POST", "/hubs/repos", api.set_hub_repo),
+        ("POST", "/hubs/settings", api.set_hub_settings),
+        ("POST", "/hubs/outage", api.set_hub_outage),
+        ("DELETE", "/hubs/outage", api.clear_hub_outage),
+        ("GET", "/hubs/calls", api.hub_calls),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _loopback_only(handler))

@@ -149,3 +149,88 @@ class EmulatorAdmin:
 
     def delete_out_of_band(self, data_cache_id: str) -> dict[str, Any]:
         return self._call("POST", f"/caches/{quote(data_cache_id, safe='')}/delete-out-of-band", body={})
+
+    # ---- hubs (``hubs.py``): Hugging Face's and ModelScope's revision endpoints ----------
+
+    def hub_endpoint(self, hub: str) -> str:
+        """The emulator's ``hub`` (``huggingface`` or ``modelscope``) API: what
+        ``DATACACHE_HUGGINGFACE_ENDPOINT`` / ``DATACACHE_MODELSCOPE_ENDPOINT`` should be."""
+        name = hub.strip().lower().split("/")[0]
+        if name not in ("huggingface", "modelscope"):
+            raise ValueError(f"unknown hub {hub!r}; use huggingface or modelscope")
+        return self.admin_url.removesuffix("/_emulator") + f"/hub/{name}"
+
+    def hubs(self) -> dict[str, Any]:
+        """Default commits on or off, outages and every repository set (refs, access; no token)."""
+        return self._call("GET", "/hubs")
+
+    def set_hub_commit(
+        self,
+        hub: str,
+        repo_id: str,
+        revision: str | None = None,
+        commit: str | None = None,
+        *,
+        kind: str | None = None,
+    ) -> str:
+        """Move a branch or tag (default: the hub's default branch) of ``repo_id`` to ``commit``
+        (40 hex digits; a new one when None) and answer the commit. ``hub``: ``huggingface``,
+        ``modelscope`` or a repoSource value such as ``HuggingFace/DataSet``; ``kind``: model
+        (default) or dataset."""
+        body: dict[str, Any] = {"hub": hub, "repoId": repo_id, "revision": revision, "commit": commit}
+        if kind is not None:
+            body["kind"] = kind
+        return str(self._call("POST", "/hubs/commits", body=body)["commit"])
+
+    def hub_commit(
+        self, hub: str, repo_id: str, revision: str | None = None, *, kind: str | None = None
+    ) -> str | None:
+        """The commit a ref of a repository set through the admin API is at (None: not set)."""
+        wanted_hub = hub.strip().lower().split("/")[0]
+        wanted_kind = (kind or (hub.split("/")[1] if "/" in hub else "model")).lower()
+        for repo in self.hubs()["repos"]:
+            if (repo["hub"], repo["kind"], repo["repoId"]) == (wanted_hub, wanted_kind, repo_id):
+                refs = repo["refs"]
+                default = "main" if wanted_hub == "huggingface" else "master"
+                return refs.get(revision or default)
+        return None
+
+    def set_hub_repo(
+        self,
+        hub: str,
+        repo_id: str,
+        *,
+        kind: str | None = None,
+        exists: bool = True,
+        access: str = "public",
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """``exists=False``: the hub does not know the repository; ``access`` public, private or
+        gated (then only ``token`` reads it)."""
+        body: dict[str, Any] = {"hub": hub, "repoId": repo_id, "exists": exists, "access": access}
+        if kind is not None:
+            body["kind"] = kind
+        if token is not None:
+            body["token"] = token
+        return self._call("POST", "/hubs/repos", body=body)
+
+    def set_hub_default_commits(self, enabled: bool) -> dict[str, Any]:
+        """On (a fresh emulator): any repository's default branch is at a commit derived from its
+        name. Off: only repositories set through the admin API exist."""
+        return self._call("POST", "/hubs/settings", body={"defaultCommits": enabled})
+
+    def set_hub_outage(
+        self, hub: str | None = None, status: int = 503, delay_seconds: float = 0.0
+    ) -> dict[str, Any]:
+        """Every request to ``hub`` (both when None) answers ``status`` after ``delay_seconds``."""
+        return self._call(
+            "POST", "/hubs/outage", body={"hub": hub, "status": status, "delaySeconds": delay_seconds}
+        )
+
+    def clear_hub_outage(self, hub: str | None = None) -> dict[str, Any]:
+        return self._call("DELETE", "/hubs/outage", query={"hub": hub})
+
+    def hub_calls(self, hub: str | None = None, repo_id: str | None = None) -> list[dict[str, Any]]:
+        """Every request to the hubs: time, hub, kind, repoId, revision, status, outcome, token
+        (whether one came; never its value)."""
+        return self._call("GET", "/hubs/calls", query={"hub": hub, "repoId": repo_id})

@@ -1,4 +1,5 @@
-"""The HTTP side: the signed RPC endpoint at ``/``, the admin API, start and stop.
+"""The HTTP side: the signed RPC endpoint at ``/``, the admin API, the hubs' revision endpoints
+under ``/hub/`` (``hubs.py``), start and stop.
 
 One asyncio event loop owns all state, so there are no locks: in-process users either share
 the loop (``async with Emulator(...)``) or run it on a thread of its own (``in_thread()``)
@@ -35,6 +36,7 @@ from .admin_client import EmulatorAdmin
 from .config import EmulatorConfig
 from .errors import ApiError, internal_error, missing_parameter
 from .faults import NO_FAULT, FaultInjector, FaultSettings, RateLimiter
+from .hubs import HubState, add_hub_routes, hub_endpoint_path
 from .operations import DataCacheService, Limits
 from .outcomes import RuleBook
 from .signature import V1_PROTOCOL_PARAMETERS, Authenticator
@@ -144,6 +146,8 @@ class Emulator:
         self.faults = FaultInjector(FaultSettings.from_config(self.config), self.config.seed)
         self.rate_limiter = RateLimiter(self.config.rate_limit)  # per account: ECI's flow control
         self.calls = CallLog(self.config.call_log_limit)
+        # Hugging Face's and ModelScope's revision endpoints (their own call log: not ECI calls).
+        self.hubs = HubState(self.clock.now)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._tls_port: int | None = None
@@ -197,6 +201,11 @@ class Emulator:
         """A synchronous admin client; only for code not running on the emulator's own loop."""
         return EmulatorAdmin(self.admin_url)
 
+    def hub_endpoint(self, hub: str) -> str:
+        """What ``DATACACHE_HUGGINGFACE_ENDPOINT`` (hub ``huggingface``) or
+        ``DATACACHE_MODELSCOPE_ENDPOINT`` (``modelscope``) should be to resolve revisions here."""
+        return f"http://{self.endpoint}{hub_endpoint_path(hub)}"
+
     def _client_host(self) -> str:
         # A wildcard bind is reached through loopback; the admin API answers only there anyway.
         return "127.0.0.1" if self.config.host in ("", "0.0.0.0", "::") else self.config.host
@@ -207,6 +216,7 @@ class Emulator:
         self._load_state_file()
         app = web.Application(middlewares=[_json_everywhere])
         add_admin_routes(app, self)
+        add_hub_routes(app, self.hubs)
         app.router.add_route("*", "/", self._handle_api)
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, handle_signals=False
@@ -316,6 +326,7 @@ class Emulator:
         self.rate_limiter.clear()
         self.authenticator.nonces.clear()
         self.faults.settings = FaultSettings.from_config(self.config)
+        self.hubs.reset()
 
     # ---- every account -------------------------------------------------------------------
 

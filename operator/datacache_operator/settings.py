@@ -101,6 +101,20 @@ class OperatorSettings(BaseSettings):
         description="STS endpoint (host[:port], always HTTPS) for EciAccounts with a RAM role. Unset: the "
         "credentials library's default (sts.aliyuncs.com, or ALIBABA_CLOUD_STS_REGION's).",
     )
+    huggingface_endpoint: str = Field(
+        default="https://huggingface.co",
+        validation_alias=_env("DATACACHE_HUGGINGFACE_ENDPOINT"),
+        description="Base URL of the Hugging Face Hub API that branches and tags of HuggingFace sources are "
+        "resolved to commits with (GET <endpoint>/api/models/<repo>/revision/<revision>); a mirror that "
+        "answers the same API works too (e.g. https://hf-mirror.com).",
+    )
+    modelscope_endpoint: str = Field(
+        default="https://modelscope.cn",
+        validation_alias=_env("DATACACHE_MODELSCOPE_ENDPOINT"),
+        description="Base URL of the ModelScope Hub API that branches and tags of ModelScope sources are "
+        "resolved to commits with (GET <endpoint>/api/v1/models/<repo>/commits?Ref=<revision>), e.g. "
+        "https://www.modelscope.ai outside mainland China.",
+    )
     rate_limit: float = Field(
         default=10.0,
         gt=0,
@@ -374,6 +388,15 @@ class OperatorSettings(BaseSettings):
         if not hostport or "/" in hostport or "?" in hostport:
             # The SDK uses the endpoint verbatim as the Host header and URL authority.
             raise ValueError("ECI_ENDPOINT must be host[:port] (optionally http:// or https://), no path")
+        return value
+
+    @field_validator("huggingface_endpoint", "modelscope_endpoint")
+    @classmethod
+    def _check_hub_endpoint(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        scheme, rest = split_scheme(value)
+        if scheme is None or not rest or "?" in rest or "#" in rest or "@" in rest.split("/", 1)[0]:
+            raise ValueError("a hub endpoint must be an http:// or https:// URL, optionally with a path")
         return value
 
     @field_validator("endpoint_template")

@@ -39,6 +39,8 @@ ENV_NAMES = {
     "operator_namespace": "DATACACHE_OPERATOR_NAMESPACE",
     "cluster_id": "DATACACHE_CLUSTER_ID",
     "sts_endpoint": "DATACACHE_STS_ENDPOINT",
+    "huggingface_endpoint": "DATACACHE_HUGGINGFACE_ENDPOINT",
+    "modelscope_endpoint": "DATACACHE_MODELSCOPE_ENDPOINT",
     "tenancy": "DATACACHE_TENANCY",
     "rollouts": "DATACACHE_ROLLOUTS",
     "regions": "DATACACHE_REGIONS",
