@@ -33,6 +33,7 @@ from datacache_operator.api import datacache as datacache_api
 from datacache_operator.api import replication as replication_api
 from datacache_operator.cloud.accounts import AccountClients, eci_client_factory
 from datacache_operator.cloud.client import EciClient
+from datacache_operator.controllers import rollouts
 from datacache_operator.controllers.accounts import AccountDirectory
 from datacache_operator.controllers.base import PollingController
 from datacache_operator.controllers.datacache import DataCacheController
@@ -47,6 +48,16 @@ from datacache_operator.settings import OperatorSettings, add_settings_arguments
 logger = logging.getLogger("datacache_operator")
 
 ControllerFactory = Callable[[OperatorSettings, AccountDirectory, PodBinder], PollingController]
+
+
+def roller() -> Callable[[str, str, str], Awaitable[list[str]]]:
+    """Rolling opted-in workloads onto a cache's new revision, with the operator's kube calls."""
+    return functools.partial(
+        rollouts.roll,
+        list_workloads=kube.list_workloads,
+        read_workload=kube.read_workload,
+        patch_workload=kube.patch_workload,
+    )
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ KINDS = (
             users=pods.users,
             accounts=accounts,
             revision_users=pods.users_by_id,
+            roll=roller() if settings.rollouts else None,
         ),
     ),
     Kind(

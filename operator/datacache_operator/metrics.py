@@ -42,18 +42,31 @@ class ObjectState:
     not_ready_reason: str | None
     stalled_reason: str | None
     name: str  # namespace/name, only exported while Stalled
+    snapshot_gib: int = 0  # the size of every cloud cache of its revisions that exists
+    revisions: int = 0  # the revisions it holds (a DataCache)
+
+    @property
+    def namespace(self) -> str:
+        return self.name.split("/", 1)[0] if "/" in self.name else ""
 
     @classmethod
     def of(cls, status: Mapping[str, Any], caches: tuple[str, ...], name: str) -> ObjectState:
         ready = _condition(status, "Ready")
         stalled = _condition(status, "Stalled")
         ready_status = ready.get("status") or "Unknown"
+        held = {
+            e.get("dataCacheId"): e.get("size") for e in status.get("revisions") or [] if e.get("dataCacheId")
+        }
+        if status.get("dataCacheId"):
+            held[status["dataCacheId"]] = status.get("size")
         return cls(
             caches=caches,
             ready=ready_status,
             not_ready_reason=None if ready_status == "True" else ready.get("reason"),
             stalled_reason=(stalled.get("reason") or "Unknown") if stalled.get("status") == "True" else None,
             name=name,
+            snapshot_gib=sum(int(size or 0) for size in held.values()),
+            revisions=len(status.get("revisions") or []) or (1 if status.get("dataCacheId") else 0),
         )
 
 
@@ -71,6 +84,9 @@ class ObjectStates(Collector):
         self._not_ready: Counter[tuple[str, str]] = Counter()
         self._stalled: Counter[tuple[str, str]] = Counter()
         self._stalled_objects: dict[tuple[str, str], ObjectState] = {}
+        self._snapshot_gib: Counter[tuple[str, str]] = Counter()  # (kind, namespace)
+        self._idle: Counter[tuple[str, str]] = Counter()  # (kind, namespace)
+        self._revisions: Counter[tuple[str, str]] = Counter()  # (kind, revisions held)
 
     def record(
         self, kind: str, uid: str, status: Mapping[str, Any], caches: tuple[str, ...], name: str
@@ -103,6 +119,14 @@ class ObjectStates(Collector):
             changes.append((self._not_ready, state.not_ready_reason))
         if state.stalled_reason:
             changes.append((self._stalled, state.stalled_reason))
+        if state.not_ready_reason == "Idle":
+            changes.append((self._idle, state.namespace))
+        if state.revisions:
+            changes.append((self._revisions, str(state.revisions)))
+        if state.snapshot_gib:
+            self._snapshot_gib[(kind, state.namespace)] += delta * state.snapshot_gib
+            if self._snapshot_gib[(kind, state.namespace)] <= 0:
+                del self._snapshot_gib[(kind, state.namespace)]
         for counts, label in changes:
             counts[(kind, label)] += delta
             if counts[(kind, label)] <= 0:
@@ -118,6 +142,12 @@ class ObjectStates(Collector):
              "reason", self._not_ready),
             ("datacache_operator_stalled", "Objects with Stalled=True (only a spec change or a "
              "reconcile request helps), by reason.", "reason", self._stalled),
+            ("datacache_operator_snapshot_gib", "GiB of cloud caches held (billed for their snapshot), "
+             "every revision of each DataCache, by namespace.", "namespace", self._snapshot_gib),
+            ("datacache_operator_idle_caches", "DataCaches scaled to zero for want of use "
+             "(expireAfterUnused), by namespace.", "namespace", self._idle),
+            ("datacache_operator_cache_revisions", "DataCaches by how many revisions they hold "
+             "(the current one, one being built, superseded ones).", "revisions", self._revisions),
         ]  # fmt: skip
         for name, documentation, label, counts in families:
             family = GaugeMetricFamily(name, documentation, labels=["kind", label])

@@ -93,6 +93,35 @@ def test_object_gauges_count_by_status_and_reason_and_forget_deleted_objects():
     assert "datacache_operator_stalled_object{" not in text
 
 
+def test_snapshot_gib_idle_caches_and_revisions_are_counted_per_namespace():
+    metrics = Metrics()
+    two = {
+        **cache_status("Available"),
+        "dataCacheId": "edc-2",
+        "size": 40,
+        "currentRevision": "r2",
+        "revisions": [
+            {"name": "r1", "dataCacheId": "edc-1", "size": 20},  # superseded, a pod still on it
+            {"name": "r2", "dataCacheId": "edc-2", "size": 40},
+        ],
+    }
+    record(metrics, "DataCache", "a", two, "ml/a")
+    record(
+        metrics, "DataCache", "b", {**cache_status("Available"), "dataCacheId": "edc-3", "size": 20}, "ml/b"
+    )
+    record(metrics, "DataCache", "c", cache_status("Available", "False", "Idle"), "web/c")  # scaled to zero
+    assert {
+        'datacache_operator_snapshot_gib{kind="DataCache",namespace="ml"} 80.0',
+        'datacache_operator_idle_caches{kind="DataCache",namespace="web"} 1.0',
+        'datacache_operator_cache_revisions{kind="DataCache",revisions="2"} 1.0',
+        'datacache_operator_cache_revisions{kind="DataCache",revisions="1"} 1.0',
+    } <= lines(metrics)
+    record(metrics, "DataCache", "a", {**two, "revisions": two["revisions"][1:]}, "ml/a")  # r1 deleted
+    assert 'datacache_operator_snapshot_gib{kind="DataCache",namespace="ml"} 60.0' in lines(metrics)
+    metrics.objects.forget("DataCache", "c")
+    assert "datacache_operator_idle_caches{" not in scrape(metrics)
+
+
 def test_a_replication_counts_each_copy_by_its_cloud_status():
     metrics = Metrics()
     waiting = {

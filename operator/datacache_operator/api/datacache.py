@@ -505,6 +505,11 @@ class DataCacheStatus(ApiModel):
         default=None,
         description="The revision new pods get (r1, r2, ...); dataCacheId, path and status above are its.",
     )
+    rolled_out_revision: str | None = Field(
+        default=None,
+        description="The revision the opted-in Deployments and StatefulSets using the cache were last "
+        "rolled onto (with the chart's rollouts.enabled).",
+    )
     revisions: list[RevisionStatus] | None = Field(
         default=None,
         description="Every revision the object holds: the current one, one being built, superseded ones "

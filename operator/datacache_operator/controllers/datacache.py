@@ -27,7 +27,7 @@ from datacache_operator.api.datacache import DataCacheSpec, DataCacheStatus, Mis
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
-from datacache_operator.cloud.models import ObservedCache, parse_time
+from datacache_operator.cloud.models import STATUS_AVAILABLE, ObservedCache, parse_time
 from datacache_operator.controllers.accounts import Accounts
 from datacache_operator.controllers.base import (
     ACCOUNT_STALL_REASONS,
@@ -50,6 +50,9 @@ from datacache_operator.reconcile.revisions import FIRST as FIRST_REVISION
 from datacache_operator.reconcile.revisions import number, revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
+
+# (namespace, cache, revision) -> the workloads rolled ("Deployment/name")
+Roller = Callable[[str, str, str], Awaitable[list[str]]]
 
 # Stalled reasons that come from the cache itself (and keep being watched), as opposed to
 # a terminal error of a call, which is not repeated until the spec changes.
@@ -142,9 +145,11 @@ class DataCacheController(PollingController):
         read_namespace: NamespaceReader = kube.read_namespace,
         accounts: Accounts | None = None,
         revision_users: RevisionUsers = nobody_by_id,
+        roll: Roller | None = None,
     ) -> None:
         super().__init__(settings, cloud, clock, rng, users, read_namespace, accounts)
         self.read_secret = read_secret
+        self.roll = roll  # workloads onto a new current revision (chart: rollouts.enabled)
         self.revision_users = revision_users  # pods bound to each cache id: what a superseded revision keeps
 
     async def _secret_data(self, spec: DataCacheSpec, namespace: str) -> dict[str, str] | None:
@@ -284,11 +289,33 @@ class DataCacheController(PollingController):
         events += beside.events
         if beside.took_over is not None:
             values = decide.conditions_for(Step.READY, None)
+        if self.roll is not None and status.get("status") == STATUS_AVAILABLE:
+            await self._roll_out(meta, status, events)
         if beside.error is not None:
             delay = min(delay, backoff_delay(beside.error, 0, self.settings))
         elif beside.busy:
             delay = min(delay, loading)
         return finish(values + beside.conditions, delay)
+
+    async def _roll_out(self, meta: Mapping[str, Any], status: dict[str, Any], events: list[Event]) -> None:
+        """Roll the opted-in workloads onto the current revision once it differs from the one
+        they were last rolled onto (level-based: a failed or interrupted roll is tried again
+        next pass). The revision current when rollouts were first seen is not rolled onto."""
+        assert self.roll is not None
+        current, rolled = status.get("currentRevision"), status.get("rolledOutRevision")
+        if rolled is None or rolled == current:
+            status.update(DataCacheStatus(rolled_out_revision=current).to_patch())
+            return
+        try:
+            names = await self.roll(meta["namespace"], meta["name"], str(current))
+        except Exception as error:  # a 403, a workload that kept changing: tried again next pass
+            events.append(Event("Warning", "RolloutFailed", f"Rolling onto revision {current}: {error}"))
+            return
+        status.update(DataCacheStatus(rolled_out_revision=current).to_patch())
+        if names:
+            events.append(
+                Event("Normal", "RolledOut", f"Rolling {', '.join(names)} onto revision {current}.")
+            )
 
     async def _gone_idle(
         self, body: Mapping[str, Any], spec: DataCacheSpec, status: dict[str, Any], now: datetime

@@ -231,3 +231,37 @@ async def test_an_unused_cache_scales_to_zero_and_back_when_a_pod_asks() -> None
     await available(cloud, obj, run)
     assert condition(obj.body["status"], "Ready") == ("True", "Available")
     assert obj.body["status"]["dataCacheId"] != first and obj.body["status"]["path"] == "/models/qwen"
+
+
+async def test_opted_in_workloads_are_rolled_once_the_new_revision_is_current() -> None:
+    cloud, rolls = FakeCloud(), []
+    refuse = [True]
+
+    async def roll(namespace: str, cache: str, revision: str) -> list[str]:
+        rolls.append((namespace, cache, revision))
+        if refuse[0]:
+            raise PermissionError("deployments.apps is forbidden")
+        return ["Deployment/serve"]
+
+    run = DataCacheController(settings(), cloud, read_secret=None, clock=lambda: NOW, roll=roll)  # type: ignore[arg-type]
+    obj = DataCacheObject(dataSource=source("main"))
+    await available(cloud, obj, run)
+    assert rolls == [] and obj.body["status"]["rolledOutRevision"] == "r1"  # nothing rolled onto r1
+
+    obj.change(dataSource=source("v2"))
+    await obj.pass_(run)
+    assert rolls == []  # r2 is only being built
+    for cache in list(cloud.caches.values()):
+        cloud.set(cache.data_cache_id, status="Available")
+    result = await obj.pass_(run)
+    assert rolls == [("ml", "qwen", "r2")] and obj.body["status"]["rolledOutRevision"] == "r1"
+    assert "RolloutFailed" in [e.reason for e in result.events]
+
+    refuse[0] = False  # RBAC granted: the next pass rolls
+    result = await obj.pass_(run)
+    assert rolls[-1] == ("ml", "qwen", "r2") and obj.body["status"]["rolledOutRevision"] == "r2"
+    assert [e.message for e in result.events if e.reason == "RolledOut"] == [
+        "Rolling Deployment/serve onto revision r2."
+    ]
+    await obj.pass_(run)
+    assert len(rolls) == 2  # done: not again
