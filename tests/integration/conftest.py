@@ -65,6 +65,9 @@ def operator_env(controlplane: ControlPlane, emulator: Any, namespace: str) -> d
         ALIBABA_CLOUD_ACCESS_KEY_ID=ACCESS_KEY_ID,
         ALIBABA_CLOUD_ACCESS_KEY_SECRET=ACCESS_KEY_SECRET,
         DATACACHE_DEFAULT_REGION="cn-hangzhou",
+        # A RAM role of an EciAccount is assumed at the emulator's STS, never the Internet's.
+        DATACACHE_STS_ENDPOINT=emulator.sts_endpoint,
+        SSL_CERT_FILE=str(emulator.ca_file),
         DATACACHE_NAMESPACES=namespace,
         DATACACHE_POLL_INTERVAL_LOADING="0.5",
         DATACACHE_POLL_INTERVAL_STABLE="3",

@@ -104,6 +104,9 @@ def credential_client(
         StaticAKCredentialsProvider,
     )
 
+    from datacache_operator.cloud.client import quiet_credentials_log
+
+    quiet_credentials_log()  # imported above: its handler is set up by now
     if credentials.role_arn:
         session = f"{ROLE_SESSION_NAME}-{credentials.account}"[:64]  # ActionTrail names the account
         provider: Any = RamRoleArnCredentialsProvider(

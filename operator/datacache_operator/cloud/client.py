@@ -159,11 +159,22 @@ def check_no_proxy_for_loopback(
         )
 
 
+def quiet_credentials_log() -> None:
+    """The credentials library logs a failed refresh with the full STS request (the AccessKeyId,
+    the signature) through a stderr handler of its own, set up on import. Its failures reach
+    us as exceptions, which become conditions without those: its own log stays silent."""
+    library_log = logging.getLogger("credentials")
+    library_log.handlers.clear()
+    library_log.propagate = False
+    library_log.setLevel(logging.CRITICAL + 1)
+
+
 def _default_credential_client() -> CredentialClient:
     # The default chain: env AK (+STS token), RRSA OIDC, CLI profile, credentials file,
     # ECS RAM role, credentials URI. Built once and shared by every region's client.
     from alibabacloud_credentials.client import Client as CredentialClient
 
+    quiet_credentials_log()
     return CredentialClient()
 
 
