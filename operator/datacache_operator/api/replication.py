@@ -156,16 +156,20 @@ class DataCacheReplicationSpec(ApiModel):
     )
 
 
-class DestinationStatus(ApiModel):
-    """Observed state of the copy in one destination region."""
+class _CopyFields(ApiModel):
+    """What the status records of one copy, the serving one or another."""
 
-    region: str = Field(description="Region of the copy.")
     data_cache_id: str | None = Field(default=None, description="ID of the copy (edc-...).")
     status: str | None = Field(
         default=None, description="Cloud status of the copy: Creating, Loading, Available, Failed..."
     )
     reason: str | None = Field(default=None, description="Why the copy is in this state, CamelCase.")
     message: str | None = Field(default=None, description="Details of the state, for humans.")
+    bucket: str | None = Field(default=None, description="ECI bucket of the copy, as ECI reports it.")
+    path: str | None = Field(
+        default=None,
+        description="Path of the copy in its bucket, as ECI reports it: what pods in the region mount.",
+    )
     source_data_cache_id: str | None = Field(
         default=None, description="ID of the source cache this copy was made from."
     )
@@ -173,6 +177,11 @@ class DestinationStatus(ApiModel):
         default=None,
         description="The source revision this copy holds (see status.sourceRevision); a newer one "
         "refreshes the copy.",
+    )
+    revision: str | None = Field(
+        default=None,
+        description="The source DataCache's revision (its status.currentRevision, e.g. r2) this copy "
+        "holds; unset for a source given by id.",
     )
     retention_days: int | None = Field(
         default=None, ge=1, description="The retentionDays the operator last applied to the copy."
@@ -195,6 +204,31 @@ class DestinationStatus(ApiModel):
     )
     last_transition_time: datetime | None = Field(
         default=None, description="When the copy's cloud status last changed."
+    )
+
+
+class CopyStatus(_CopyFields):
+    """A copy of one destination besides the one its pods get: the copy of the source's new
+    revision being made, or one of an earlier revision kept while pods use it."""
+
+    consumers: int | None = Field(
+        default=None, ge=0, description="Pods of the region (not yet terminated) bound to this copy."
+    )
+
+
+class DestinationStatus(_CopyFields):
+    """Observed state of the copy in one destination region: the one new pods there get."""
+
+    region: str = Field(description="Region of the copy.")
+    building: CopyStatus | None = Field(
+        default=None,
+        description="The copy of the source's new revision, made while this entry's copy keeps serving; "
+        "once it is Available this entry switches to it in one status write.",
+    )
+    previous: list[CopyStatus] | None = Field(
+        default=None,
+        description="Copies of earlier revisions that pods of the region may still use: each is deleted "
+        "(per deletionPolicy) once no pod is bound to it.",
     )
 
 
