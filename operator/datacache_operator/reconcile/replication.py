@@ -1,8 +1,17 @@
 """Pure decisions for one DataCacheReplication: source readiness, the next step of each
-destination, and the conditions that sum them up.
+destination, where a copy of each source revision goes, and the conditions that sum them up.
 
 No kopf, no I/O: the controller reads the source and each copy, asks these functions what
 to do, performs it, and writes the status they compute.
+
+Copies follow the source's current revision make-before-break: when the source holds a new
+revision, each destination makes the copy of it at its own address (the source's new path, or
+the destination's `path` + ".rN" as `reconcile.revisions.revision_path` places a DataCache's
+revisions) while its entry keeps naming the old copy, which pods of the region get; the entry
+switches once the new copy is Available, and the old copy goes once no pod is bound to it.
+Only where the new copy would sit at the old one's very bucket and path (a source given by id
+and re-created there, a DataCache reloaded in place under `updatePolicy: InPlace`) is the old
+copy deleted first, as before: pods pick a cache by bucket and path.
 """
 
 from __future__ import annotations
@@ -10,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from datacache_operator.api.binding import parse_bound
 from datacache_operator.api.common import DESTINATION_REGION_TAG
 from datacache_operator.cloud.models import (
     BUSY_STATUSES,
@@ -22,6 +33,7 @@ from datacache_operator.cloud.models import (
 )
 from datacache_operator.reconcile.common import TRY_AGAIN, ConditionValue, client_token
 from datacache_operator.reconcile.ownership import Identity
+from datacache_operator.reconcile.revisions import revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
 
 SOURCE_ID_TAG = "eci.datacache.dev/source-id"
@@ -86,6 +98,14 @@ class DestinationSituation:
     changed: bool = False  # the copy's name, retention or tags differ from the spec
     stale: bool = False  # the copy holds an older revision of the source
     retry_requested: bool = False  # a new reconcile request: failed copies are tried again
+    beside: bool = False  # the copy of the new revision goes to another bucket or path than this one
+
+    @property
+    def superseded(self) -> bool:
+        """A copy of an older revision that stays while the copy of the new one is made beside
+        it (make-before-break): neither moved nor refreshed in place, it serves (when Available)
+        until the new one takes over."""
+        return self.stale and self.beside and self.observed is not None
 
 
 def next_destination_step(s: DestinationSituation) -> DestStep:
@@ -98,6 +118,12 @@ def next_destination_step(s: DestinationSituation) -> DestStep:
     if s.observed is None:
         return DestStep.MISSING
     status = s.observed.status
+    if s.superseded:  # the controller makes the new revision's copy beside it, which takes over
+        if status in UPDATABLE_STATUSES and s.changed:
+            return DestStep.UPDATE
+        if status == STATUS_AVAILABLE:
+            return DestStep.READY
+        return DestStep.FAILED if status in TERMINAL_FAILURE_STATUSES else DestStep.WAIT
     if status in UPDATABLE_STATUSES and s.moved:
         return DestStep.MOVE
     if (status in UPDATABLE_STATUSES or status in TERMINAL_FAILURE_STATUSES) and s.stale:
@@ -137,6 +163,35 @@ def is_stale(copy_source_id: str | None, copy_revision: str | None, source_id: s
     if copy_revision is None:
         return copy_source_id is not None and copy_source_id != source_id
     return copy_revision != revision
+
+
+def copy_path(dest_path: str | None, source_path: str | None, revision: str | None) -> str | None:
+    """The path of the copy of the source's `revision` (its status.currentRevision): the
+    destination's own path with the revision beside it as a DataCache's are (r1 at the path,
+    rN at path + ".rN"), else the source's, which is already that revision's own."""
+    if dest_path:
+        return revision_path(dest_path, revision) if revision else dest_path
+    return source_path
+
+
+def builds_beside(old: ObservedCache, want_bucket: str | None, want_path: str | None) -> bool:
+    """Whether the copy of the new revision goes elsewhere than `old` (then it is made before
+    `old` goes); unknown addresses count as the same place."""
+    if want_bucket is None or want_path is None or old.bucket is None or old.path is None:
+        return False
+    return (old.bucket, old.path) != (want_bucket, want_path)
+
+
+def copy_bound_ids(pod: Mapping[str, Any], cache: str, region: str, replication: str) -> list[str]:
+    """The ids of `replication`'s copies of `cache` in `region` that the pod is bound to."""
+    return [
+        entry.dataCacheId
+        for entry in parse_bound((pod.get("metadata") or {}).get("annotations"))
+        if entry.name == cache
+        and entry.region == region
+        and entry.replication == replication
+        and entry.dataCacheId
+    ]
 
 
 def copy_fields(name: str | None, retention_days: int | None, tags: Mapping[str, str]) -> CacheFields:

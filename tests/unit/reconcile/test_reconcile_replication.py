@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,58 @@ def test_a_moved_copy_is_replaced_before_a_changed_one_is_updated():
     assert decide.next_destination_step(situation(**base, changed=True)) == DestStep.UPDATE
     busy = {"known_id": "edc-2", "observed": cache("Loading")}
     assert decide.next_destination_step(situation(**busy, moved=True, changed=True)) == DestStep.WAIT
+
+
+def test_a_stale_copy_beside_which_the_new_one_goes_stays_and_serves():
+    """Make-before-break: the copy of the new revision goes to another path, so the old one is
+    neither refreshed nor moved; it serves while Available (the controller makes the new one)."""
+    stale = {"known_id": "edc-2", "stale": True, "beside": True}
+    assert decide.next_destination_step(situation(**stale, observed=cache("Available"))) == DestStep.READY
+    assert decide.next_destination_step(situation(**stale, observed=cache("Available"), moved=True)) == (
+        DestStep.READY
+    )
+    assert decide.next_destination_step(situation(**stale, observed=cache("Available"), changed=True)) == (
+        DestStep.UPDATE
+    )
+    assert decide.next_destination_step(situation(**stale, observed=cache("Loading"))) == DestStep.WAIT
+    assert decide.next_destination_step(situation(**stale, observed=cache("Failed"))) == DestStep.FAILED
+    assert decide.next_destination_step(situation(**stale, observed=None)) == DestStep.MISSING
+    assert situation(**stale, observed=cache("Available")).superseded
+    assert not situation(known_id="edc-2", stale=True, observed=cache("Available")).superseded
+    assert not situation(known_id="edc-2", beside=True, observed=cache("Available")).superseded
+
+
+def test_copy_path_places_revisions_as_a_datacache_does():
+    assert decide.copy_path("/copies/qwen", "/models/qwen.r3", "r1") == "/copies/qwen"
+    assert decide.copy_path("/copies/qwen", "/models/qwen.r3", "r3") == "/copies/qwen.r3"
+    assert decide.copy_path("/copies/qwen/", None, "r2") == "/copies/qwen.r2"
+    assert decide.copy_path("/copies/qwen", None, None) == "/copies/qwen"  # a source given by id
+    assert decide.copy_path(None, "/models/qwen.r3", "r3") == "/models/qwen.r3"  # the source's own
+
+
+def test_builds_beside_only_at_another_known_bucket_or_path():
+    old = observed_copy(bucket="ml", path="/models/qwen")
+    assert decide.builds_beside(old, "ml", "/models/qwen.r2")
+    assert decide.builds_beside(old, "other", "/models/qwen")
+    assert not decide.builds_beside(old, "ml", "/models/qwen")
+    assert not decide.builds_beside(old, None, "/models/qwen.r2")
+    assert not decide.builds_beside(observed_copy(bucket="ml", path=None), "ml", "/x")
+
+
+def test_copy_bound_ids_name_only_this_replications_copies_in_the_region():
+    bound = [
+        {
+            "name": "qwen",
+            "region": "cn-beijing",
+            "bucket": "ml",
+            "path": "/p",
+            "dataCacheId": "edc-1",
+            "replication": "rep",
+        },
+        {"name": "qwen", "region": "cn-beijing", "bucket": "ml", "path": "/p", "dataCacheId": "edc-2"},
+        {"name": "qwen", "region": "cn-beijing", "bucket": "ml", "path": "/p", "replication": "rep"},
+    ]
+    pod = {"metadata": {"annotations": {"eci.datacache.dev/bound": json.dumps(bound)}}}
+    assert decide.copy_bound_ids(pod, "qwen", "cn-beijing", "rep") == ["edc-1"]
+    assert decide.copy_bound_ids(pod, "qwen", "cn-shanghai", "rep") == []
+    assert decide.copy_bound_ids({"metadata": {}}, "qwen", "cn-beijing", "rep") == []
