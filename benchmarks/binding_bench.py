@@ -99,6 +99,9 @@ def operator_env(plane: Any, emulator: Any, **settings: str) -> dict[str, str]:
         **plane.env(),
         "ECI_ENDPOINT": emulator.endpoint,
         "ECI_PROTOCOL": "http",
+        # Hub branches resolved at the emulator's hubs, never the Internet's.
+        "DATACACHE_HUGGINGFACE_ENDPOINT": f"http://{emulator.endpoint}/hub/huggingface",
+        "DATACACHE_MODELSCOPE_ENDPOINT": f"http://{emulator.endpoint}/hub/modelscope",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
         "DATACACHE_NAMESPACES": NAMESPACE,

@@ -49,6 +49,11 @@ def chart_values(
         "region": DEFAULT_REGION,
         "clusterRegion": CLUSTER_REGION,
         "eci": {"endpoint": emulator_endpoint, "protocol": "http"},
+        # Branches resolved at the emulator's hubs, never the Internet's.
+        "hubs": {
+            "huggingfaceEndpoint": f"http://{emulator_endpoint}/hub/huggingface",
+            "modelscopeEndpoint": f"http://{emulator_endpoint}/hub/modelscope",
+        },
         "credentials": {"existingSecret": CREDENTIALS_SECRET},
         "pollInterval": {"loading": 1, "stable": 30},
     }

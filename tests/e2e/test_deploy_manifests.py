@@ -40,6 +40,8 @@ def overlay(cluster: Cluster) -> str:
     env = [
         {"name": "ECI_ENDPOINT", "value": cluster.values["eci"]["endpoint"]},
         {"name": "ECI_PROTOCOL", "value": "http"},
+        {"name": "DATACACHE_HUGGINGFACE_ENDPOINT", "value": cluster.values["hubs"]["huggingfaceEndpoint"]},
+        {"name": "DATACACHE_MODELSCOPE_ENDPOINT", "value": cluster.values["hubs"]["modelscopeEndpoint"]},
         {"name": "DATACACHE_CLUSTER_REGION", "value": CLUSTER_REGION},
         {
             "name": "ALIBABA_CLOUD_ACCESS_KEY_ID",

@@ -67,6 +67,9 @@ def operator_env(controlplane: ControlPlane, emulator: Any, namespace: str) -> d
         DATACACHE_DEFAULT_REGION="cn-hangzhou",
         # A RAM role of an EciAccount is assumed at the emulator's STS, never the Internet's.
         DATACACHE_STS_ENDPOINT=emulator.sts_endpoint,
+        # Hub branches are resolved at the emulator's hubs, never the Internet's.
+        DATACACHE_HUGGINGFACE_ENDPOINT=emulator.hub_endpoint("huggingface"),
+        DATACACHE_MODELSCOPE_ENDPOINT=emulator.hub_endpoint("modelscope"),
         SSL_CERT_FILE=str(emulator.ca_file),
         DATACACHE_NAMESPACES=namespace,
         DATACACHE_POLL_INTERVAL_LOADING="0.5",

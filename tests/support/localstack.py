@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 # No instance metadata here: as the chart does, or the credentials library's
                 # chain (the identity that assumes team-b's role) polls it every minute.
                 "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
+                "DATACACHE_HUGGINGFACE_ENDPOINT": emulator.hub_endpoint("huggingface"),
+                "DATACACHE_MODELSCOPE_ENDPOINT": emulator.hub_endpoint("modelscope"),
                 "DATACACHE_POLL_INTERVAL_LOADING": "1",
                 "DATACACHE_POLL_INTERVAL_STABLE": "30",
                 "DATACACHE_HEALTH_PORT": str(free_port()),

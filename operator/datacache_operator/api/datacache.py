@@ -235,6 +235,20 @@ class NetConfig(ApiModel):
     )
 
 
+class RefreshPolicy(ApiModel):
+    """Following a hub branch or tag."""
+
+    interval: str = Field(
+        description="How often to ask the hub (a duration of 1m or more, e.g. 6h).",
+        json_schema_extra=cel_rules(
+            cel_rule("duration(self) >= duration('1m')", "refresh.interval must be a duration of 1m or more"),
+        ),
+    )
+
+    def seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+
 class UpdatePolicy(StrEnum):
     """What a change of the data source (or the size) does to the cache pods use."""
 
@@ -371,6 +385,11 @@ class DataCacheSpec(ApiModel):
         "are deleted under deletionPolicy. One a pod uses is never deleted. Default 1.",
     )
 
+    refresh: RefreshPolicy | None = Field(
+        default=None,
+        description="For a Hugging Face or ModelScope source named by a branch or tag: how often to ask the "
+        "hub which commit it is at; when it moved, a new revision is built from the new commit.",
+    )
     expire_after_unused: str | None = Field(
         default=None,
         description="Scale to zero: once no pod has used the cache for this long (a duration, e.g. 168h), "
@@ -495,6 +514,16 @@ class DataCacheStatus(ApiModel):
         default=None,
         description="When the last pod using the cache ended (unset while one does); with "
         "expireAfterUnused, what makes it idle.",
+    )
+    source_requested: str | None = Field(
+        default=None,
+        description="The hub repository and branch or tag last resolved (repoSource:repoId@ref).",
+    )
+    source_commit: str | None = Field(
+        default=None, description="The commit that branch or tag was at: what revisions are built from."
+    )
+    source_resolved_time: datetime | None = Field(
+        default=None, description="When the hub was last asked (spec.refresh.interval asks again)."
     )
     idle_since: datetime | None = Field(
         default=None,

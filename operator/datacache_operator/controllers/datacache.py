@@ -24,6 +24,7 @@ from datacache_operator.api.common import (
 )
 from datacache_operator.api.conditions import get_condition
 from datacache_operator.api.datacache import DataCacheSpec, DataCacheStatus, MissingSecretKeyError
+from datacache_operator.cloud import hubs
 from datacache_operator.cloud import models as cloud_models
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
@@ -38,7 +39,14 @@ from datacache_operator.controllers.base import (
     backoff_delay,
     error_text,
 )
-from datacache_operator.controllers.revisions import RevisionPass, RevisionUsers, nobody_by_id, serving
+from datacache_operator.controllers.revisions import (
+    RevisionPass,
+    RevisionUsers,
+    nobody_by_id,
+    revision_key,
+    revision_summary,
+    serving,
+)
 from datacache_operator.controllers.sync import CloudRecord, ResourceManager, remove
 from datacache_operator.kube import NamespaceReader, SecretNotFound, SecretReader
 from datacache_operator.reconcile import common as decide_common
@@ -51,6 +59,7 @@ from datacache_operator.reconcile.revisions import number, revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
 
+CommitResolver = Callable[..., Awaitable[hubs.PinnedSource]]  # as hubs.resolve_commit
 # (namespace, cache, revision) -> the workloads rolled ("Deployment/name")
 Roller = Callable[[str, str, str], Awaitable[list[str]]]
 
@@ -146,8 +155,10 @@ class DataCacheController(PollingController):
         accounts: Accounts | None = None,
         revision_users: RevisionUsers = nobody_by_id,
         roll: Roller | None = None,
+        resolve: CommitResolver = hubs.resolve_commit,
     ) -> None:
         super().__init__(settings, cloud, clock, rng, users, read_namespace, accounts)
+        self.resolve = resolve  # a hub branch or tag -> its commit
         self.read_secret = read_secret
         self.roll = roll  # workloads onto a new current revision (chart: rollouts.enabled)
         self.revision_users = revision_users  # pods bound to each cache id: what a superseded revision keeps
@@ -168,8 +179,12 @@ class DataCacheController(PollingController):
         events: list[Event] = []
         spec = DataCacheSpec.model_validate(body.get("spec") or {})
 
+        pinned_values: list[decide_common.ConditionValue] = []
+
         def finish(values: list[decide_common.ConditionValue], delay: float) -> PassResult:
-            return self._conclude(uid, status, values, generation, now, delay, events)
+            refresh = spec.refresh.seconds() if spec.refresh and status.get("sourceCommit") else None
+            delay = min(delay, refresh) if refresh else delay
+            return self._conclude(uid, status, values + pinned_values, generation, now, delay, events)
 
         loading, stable = self.settings.poll_interval_loading, self.settings.poll_interval_stable
         if is_paused(meta):
@@ -204,6 +219,7 @@ class DataCacheController(PollingController):
             return finish(self.account_conditions(picked), stable if picked.stalls else max(loading, 30.0))
         account, cloud = picked
         status.update(DataCacheStatus(account=account).to_patch())
+        desired, pinned_values, commit = await self._pinned(spec, status, desired, now, events)
 
         adopted = spec.data_cache_id is not None
         # An adopted cache's bucket is the one ECI reports (checked after the read below).
@@ -273,6 +289,8 @@ class DataCacheController(PollingController):
         beside = await RevisionPass(
             cloud=cloud,
             spec=spec,
+            key=revision_key(spec, commit),
+            summary=revision_summary(spec, commit),
             meta=meta,
             status=status,
             desired=desired,
@@ -296,6 +314,81 @@ class DataCacheController(PollingController):
         elif beside.busy:
             delay = min(delay, loading)
         return finish(values + beside.conditions, delay)
+
+    async def _pinned(
+        self,
+        spec: DataCacheSpec,
+        status: dict[str, Any],
+        desired: DesiredCache,
+        now: datetime,
+        events: list[Event],
+    ) -> tuple[DesiredCache, list[decide_common.ConditionValue], str | None]:
+        """A hub source named by a branch or tag, built from the commit it is at: asked of the hub
+        once per branch (and again every spec.refresh.interval), kept in status so that a cache
+        built again (deleted outside, idle) holds the same data. A hub that does not answer
+        leaves the last commit in use, or, before there is one, the build goes from the branch."""
+        source = spec.data_source
+        hub = hubs.hub_source(str(source.type), source.options) if source and not spec.data_cache_id else None
+        if hub is None or hub.is_pinned:
+            status.update(
+                DataCacheStatus(
+                    source_requested=None, source_commit=None, source_resolved_time=None
+                ).to_patch()
+            )
+            return desired, [], None
+        wanted = f"{hub.repo_source}:{hub.repo_id}@{hub.requested}"
+        same = status.get("sourceRequested") == wanted
+        commit = status.get("sourceCommit") if same else None
+        values: list[decide_common.ConditionValue] = []
+        if decide.resolution_due(
+            same,
+            commit,
+            parse_time(status.get("sourceResolvedTime")),
+            now,
+            spec.refresh.seconds() if spec.refresh else None,
+        ):
+            status.update(
+                DataCacheStatus(source_requested=wanted, source_resolved_time=_seconds(now)).to_patch()
+            )
+            try:
+                pinned = await self.resolve(
+                    hub.repo_source,
+                    hub.repo_id,
+                    hub.revision,
+                    self.settings,
+                    token=desired.options.get("accessToken"),
+                )
+            except hubs.HubError as error:
+                kept = (
+                    f"commit {commit} stays in use"
+                    if commit
+                    else f"built from {hub.requested} as it is, unpinned"
+                )
+                values.append(
+                    decide_common.ConditionValue(
+                        "SourcePinned", "False", error.code, f"{error.message}; {kept}."
+                    )
+                )
+            else:
+                if commit and pinned.commit != commit:
+                    events.append(
+                        Event(
+                            "Normal",
+                            "SourceMoved",
+                            f"{hub.requested} of {hub.repo_id} moved: {commit} -> {pinned.commit}.",
+                        )
+                    )
+                commit = pinned.commit
+                status.update(DataCacheStatus(source_commit=commit).to_patch())
+        if commit is None:
+            return desired, values, None
+        if not values:
+            values.append(
+                decide_common.ConditionValue(
+                    "SourcePinned", "True", "Pinned", f"{hub.requested} is at {commit}."
+                )
+            )
+        return dataclasses.replace(desired, options={**desired.options, "revision": commit}), values, commit
 
     async def _roll_out(self, meta: Mapping[str, Any], status: dict[str, Any], events: list[Event]) -> None:
         """Roll the opted-in workloads onto the current revision once it differs from the one

@@ -67,14 +67,23 @@ def serving(status: Mapping[str, Any]) -> bool:
     return bool(status.get("dataCacheId")) and status.get("status") in SERVING
 
 
-def key_of(spec: DataCacheSpec) -> str:
-    source = spec.data_source
-    return source_key(str(source.type) if source else None, source.options if source else {}, spec.size)
+def _options(spec: DataCacheSpec, commit: str | None) -> dict[str, str]:
+    options = dict(spec.data_source.options) if spec.data_source else {}
+    return {**options, "revision": commit} if commit else options
 
 
-def summary_of(spec: DataCacheSpec) -> str:
+def revision_key(spec: DataCacheSpec, commit: str | None = None) -> str:
+    """What a revision is built from, as a digest: the spec's source (with the commit a hub
+    branch was pinned to) and size."""
     source = spec.data_source
-    return source_summary(str(source.type) if source else None, source.options if source else {})
+    return source_key(str(source.type) if source else None, _options(spec, commit), spec.size)
+
+
+def revision_summary(spec: DataCacheSpec, commit: str | None = None) -> str:
+    source = spec.data_source
+    shown = source_summary(str(source.type) if source else None, _options(spec, commit))
+    requested = (source.options.get("revision") if source else None) or "the default branch"
+    return f"{shown} (from {requested})" if commit else shown
 
 
 def entry_of(observed: ObservedCache) -> dict[str, Any]:
@@ -118,6 +127,8 @@ class RevisionPass:
     meta: Mapping[str, Any]
     status: dict[str, Any]
     desired: DesiredCache  # at spec.path: each revision has its own
+    key: str  # `revision_key` of the spec (and pinned commit): what the current one must match
+    summary: str  # `revision_summary`: what a new revision is built from
     cluster: str
     account: str
     now: datetime
@@ -135,21 +146,21 @@ class RevisionPass:
         status, spec = self.status, self.spec
         entries = self.entries()
         current = str(status["currentRevision"])
-        key = key_of(spec)
+        key = self.key
         mirror = entries.setdefault(current, {"name": current})
         if "sourceKey" not in mirror:  # built before revisions were kept: from the spec as it is
-            mirror.update(sourceKey=key, source=summary_of(spec))
+            mirror.update(sourceKey=key, source=self.summary)
         revisions = Revisions.of(current, entries)
         building = revisions.building
         if building is None and serving(status) and mirror["sourceKey"] != key:
             building = revisions.next_name(entries)
             path = revision_path(spec.path, building)
-            entries[building] = {"name": building, "path": path, "sourceKey": key, "source": summary_of(spec)}
+            entries[building] = {"name": building, "path": path, "sourceKey": key, "source": self.summary}
             self.outcome.events.append(
                 Event(
                     "Normal",
                     "BuildingRevision",
-                    f"Building revision {building} at {path} from {summary_of(spec)}; {current} serves meanwhile.",
+                    f"Building revision {building} at {path} from {self.summary}; {current} serves meanwhile.",
                 )
             )
         if building is not None:
@@ -198,7 +209,7 @@ class RevisionPass:
         if observed is not None:
             entry.update(entry_of(observed))
         if (entry.get("cacheGeneration") or 0) > created_before or getattr(manager, "rebuilt", False):
-            entry.update(sourceKey=key, source=summary_of(self.spec), failedGeneration=None)
+            entry.update(sourceKey=key, source=self.summary, failedGeneration=None)
         if step == Step.FAILED:  # its Warning event came from the sync, once
             if entry.get("failedGeneration") is None:
                 entry["failedGeneration"] = generation

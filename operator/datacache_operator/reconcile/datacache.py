@@ -229,3 +229,24 @@ def idle_conditions(after: str) -> list[ConditionValue]:
         ConditionValue("Synced", "True", "ReconcileSuccess", message),
         ConditionValue("Stalled", "False", "NotStalled", ""),
     ]
+
+
+# A hub that did not answer is asked again this much later (not on every pass of every cache).
+HUB_RETRY_SECONDS = 60.0
+
+
+def resolution_due(
+    same_request: bool,
+    commit: str | None,
+    last_asked: datetime | None,
+    now: datetime,
+    refresh_seconds: float | None,
+) -> bool:
+    """Whether to ask the hub which commit the branch is at: a branch not asked yet, an answer
+    still missing (after HUB_RETRY_SECONDS), or spec.refresh.interval gone by."""
+    if not same_request or last_asked is None:
+        return True
+    waited = (now - last_asked).total_seconds()
+    if commit is None:
+        return waited >= HUB_RETRY_SECONDS
+    return refresh_seconds is not None and waited >= refresh_seconds

@@ -97,7 +97,7 @@ def test_spec_shape(root: dict[str, Any]):
     assert set(spec["properties"]) == {
         "region", "bucket", "path", "name", "size", "retentionDays", "dataSource", "netConfig",
         "tags", "resourceGroupId", "dataCacheId", "deletionPolicy", "managementPolicies", "podDisk",
-        "updatePolicy", "revisionHistoryLimit", "expireAfterUnused",
+        "updatePolicy", "revisionHistoryLimit", "expireAfterUnused", "refresh",
     }  # fmt: skip
     assert spec["required"] == ["path"]
     assert root["required"] == ["spec"]

@@ -5,11 +5,13 @@ The same runs end to end on the virtual node in tests/e2e."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
 from tests.unit.controllers.test_controllers import NOW, DataCacheObject, FakeCloud, condition, settings
 
+from datacache_operator.cloud import hubs
 from datacache_operator.controllers.datacache import DataCacheController
 
 QWEN = {"type": "URL", "options": {"repoSource": "HuggingFace/Model", "repoId": "Qwen/Qwen2-0.5B"}}
@@ -29,13 +31,36 @@ class Pods:
         return self.bound
 
 
-def controller(cloud: FakeCloud, pods: Pods | None = None) -> DataCacheController:
+class Hub:
+    """Hugging Face's revision API: which commit each branch is at (never the network)."""
+
+    def __init__(self) -> None:
+        self.commits: dict[str, str] = {}
+        self.down = False
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, repo_source: str, repo_id: str, revision: str | None, settings: Any, **_: Any
+    ) -> Any:
+        requested = revision or "main"
+        self.asked.append(requested)
+        if self.down:
+            raise hubs.HubError("HubUnreachable", "huggingface.co did not answer")
+        commit = self.commits.get(requested) or hashlib.sha1(requested.encode()).hexdigest()
+        return hubs.PinnedSource("HuggingFace", repo_id, requested, commit)
+
+
+def controller(
+    cloud: FakeCloud, pods: Pods | None = None, hub: Hub | None = None, **options: Any
+) -> DataCacheController:
     return DataCacheController(
         settings(),
         cloud,
         read_secret=None,  # type: ignore[arg-type]
-        clock=lambda: NOW,
+        clock=options.pop("clock", lambda: NOW),
         revision_users=(pods or Pods()).by_id,
+        resolve=(hub or Hub()).resolve,
+        **options,
     )
 
 
@@ -69,7 +94,7 @@ async def test_a_new_source_is_built_beside_the_current_cache_which_serves_until
     result = await obj.pass_(run)
     building = revisions(obj)["r2"]
     assert building["path"] == "/models/qwen.r2" and building["status"] == "Creating"
-    assert "revision=v2" in building["source"] and "revision=main" in revisions(obj)["r1"]["source"]
+    assert "(from v2)" in building["source"] and "(from main)" in revisions(obj)["r1"]["source"]
     assert obj.body["status"]["dataCacheId"] == first  # new pods still get r1, which is Available
     assert condition(obj.body["status"], "Ready") == ("True", "Available")
     assert "update" not in cloud.actions()  # the serving cache is never reloaded in place
@@ -194,13 +219,7 @@ class Users:
 
 async def test_an_unused_cache_scales_to_zero_and_back_when_a_pod_asks() -> None:
     cloud, users, clock = FakeCloud(), Users(), [NOW]
-    run = DataCacheController(
-        settings(),
-        cloud,
-        read_secret=None,  # type: ignore[arg-type]
-        clock=lambda: clock[0],
-        users=users,
-    )
+    run = controller(cloud, clock=lambda: clock[0], users=users)
     obj = DataCacheObject(dataSource=source("main"), expireAfterUnused="2h")
     await available(cloud, obj, run)
     first = obj.body["status"]["dataCacheId"]
@@ -243,7 +262,7 @@ async def test_opted_in_workloads_are_rolled_once_the_new_revision_is_current() 
             raise PermissionError("deployments.apps is forbidden")
         return ["Deployment/serve"]
 
-    run = DataCacheController(settings(), cloud, read_secret=None, clock=lambda: NOW, roll=roll)  # type: ignore[arg-type]
+    run = controller(cloud, roll=roll)
     obj = DataCacheObject(dataSource=source("main"))
     await available(cloud, obj, run)
     assert rolls == [] and obj.body["status"]["rolledOutRevision"] == "r1"  # nothing rolled onto r1
@@ -265,3 +284,56 @@ async def test_opted_in_workloads_are_rolled_once_the_new_revision_is_current() 
     ]
     await obj.pass_(run)
     assert len(rolls) == 2  # done: not again
+
+
+async def test_a_hub_branch_is_built_from_the_commit_it_is_at_and_followed_when_it_moves() -> None:
+    cloud, hub, clock = FakeCloud(), Hub(), [NOW]
+    hub.commits["main"] = "a" * 40
+    run = controller(cloud, hub=hub, clock=lambda: clock[0])
+    obj = DataCacheObject(dataSource=source("main"), refresh={"interval": "1h"}, revisionHistoryLimit=0)
+    await available(cloud, obj, run)
+    (built,) = cloud.caches.values()
+    assert built.data_source_options["revision"] == "a" * 40  # what ECI loads: the commit
+    assert obj.body["status"]["sourceCommit"] == "a" * 40
+    assert f"revision={'a' * 40} (from main)" in revisions(obj)["r1"]["source"]
+    assert condition(obj.body["status"], "SourcePinned") == ("True", "Pinned")
+    asked = len(hub.asked)
+    await obj.pass_(run)
+    assert len(hub.asked) == asked  # asked once per branch, not every pass
+
+    hub.commits["main"] = "b" * 40  # someone pushed to main
+    clock[0] += timedelta(minutes=59)
+    await obj.pass_(run)
+    assert "r2" not in revisions(obj)  # not an hour yet
+    clock[0] += timedelta(minutes=2)
+    result = await obj.pass_(run)
+    assert "SourceMoved" in [e.reason for e in result.events]
+    assert revisions(obj)["r2"]["source"].startswith(
+        f"URL repoSource=HuggingFace/Model repoId=Qwen/Qwen2-0.5B revision={'b' * 40}"
+    )
+    await available(cloud, obj, run)
+    assert obj.body["status"]["currentRevision"] == "r2"
+    assert [c.data_source_options["revision"] for c in cloud.caches.values()] == ["b" * 40]
+
+
+async def test_a_hub_that_does_not_answer_leaves_the_pinned_commit_in_use() -> None:
+    cloud, hub, clock = FakeCloud(), Hub(), [NOW]
+    hub.down = True
+    run = controller(cloud, hub=hub, clock=lambda: clock[0])
+    obj = DataCacheObject(dataSource=source("main"), refresh={"interval": "1h"})
+    await available(cloud, obj, run)  # the first build does not wait for the hub
+    pinned = conditions_named(obj, "SourcePinned")
+    assert (pinned["status"], pinned["reason"]) == ("False", "HubUnreachable")
+    assert "built from main as it is, unpinned" in pinned["message"]
+    assert condition(obj.body["status"], "Ready") == ("True", "Available")
+
+    hub.down = False
+    clock[0] += timedelta(minutes=2)  # asked again after a minute
+    await available(cloud, obj, run)
+    assert obj.body["status"]["currentRevision"] == "r2"  # now built from the commit
+    hub.down = True
+    clock[0] += timedelta(hours=2)
+    await obj.pass_(run)
+    pinned = conditions_named(obj, "SourcePinned")
+    assert pinned["status"] == "False" and "stays in use" in pinned["message"]
+    assert obj.body["status"]["currentRevision"] == "r2" and "r3" not in revisions(obj)
