@@ -344,7 +344,16 @@ def replication_controller(cloud: FakeCloud, source: dict[str, Any] | None) -> R
     async def read_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return source
 
-    return ReplicationController(settings(), cloud, read_object, clock=lambda: NOW)  # type: ignore[arg-type]
+    async def no_pods(namespace: str, cache: str, region: str, replication: str) -> dict[str, list[str]]:
+        return {}
+
+    return ReplicationController(
+        settings(),
+        cloud,  # type: ignore[arg-type]
+        read_object,
+        clock=lambda: NOW,
+        copy_users=no_pods,
+    )
 
 
 async def test_copies_are_made_once_per_region_and_ready_when_all_are_available():
