@@ -108,7 +108,7 @@ a commit derived from its names; the admin API sets refs, absent, private or gat
 outages, and lists the hub calls. Not in the state file; reset forgets it.
 
 Admin API (``admin.py``, client in ``admin_client.py``): state, call log, counters, reset,
-faults, rules, clock, out-of-band deletion, accounts and keys, hubs.
+faults, rules, clock, phase durations, out-of-band deletion, accounts and keys, hubs.
 """
 
 from .config import (

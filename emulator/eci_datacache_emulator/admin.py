@@ -20,6 +20,8 @@
   ``DELETE /_emulator/rules/{id}`` removes one.
 * ``GET /_emulator/clock``; ``POST /_emulator/clock/advance`` with ``{"seconds": N}`` moves
   the virtual clock forward, so loading and expiry happen at once.
+* ``GET|POST /_emulator/durations``: each phase's seconds before the time scale (fields of
+  ``CloudDurations``) and the time scale; posting some sets them for phases begun from then on.
 * ``POST /_emulator/caches/{id}/delete-out-of-band``: the cache vanishes at once, as if a
   person deleted it in the console.
 * ``GET /_emulator/containergroups[?region=&account=]``: every container group as
@@ -51,6 +53,7 @@ Bad input answers 400 ``{"error": "..."}``; an unknown rule or cache 404.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
@@ -183,6 +186,27 @@ class AdminApi:
 
     async def clock(self, request: web.Request) -> web.Response:
         return self._clock_reply()
+
+    async def get_durations(self, request: web.Request) -> web.Response:
+        return _reply({**dataclasses.asdict(self.state.durations), "timeScale": self.state.time_scale})
+
+    async def set_durations(self, request: web.Request) -> web.Response:
+        """How long phases begun from now on take, in seconds before the time scale (the phases
+        under way keep theirs): e.g. a build of 30 real seconds for a benchmark."""
+        body = await _json_body(request)
+        known = {f.name for f in dataclasses.fields(self.state.durations)}
+        unknown = set(body) - known
+        if unknown:
+            raise ValueError(
+                f"unknown phases {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        for name, seconds in body.items():
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                raise ValueError(f"'{name}' must be a non-negative number of seconds")
+        self.state.durations = dataclasses.replace(
+            self.state.durations, **{k: float(v) for k, v in body.items()}
+        )
+        return await self.get_durations(request)
 
     async def advance_clock(self, request: web.Request) -> web.Response:
         seconds = (await _json_body(request)).get("seconds")
@@ -348,6 +372,8 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("DELETE", "/rules/{rule_id}", api.remove_rule),
         ("GET", "/clock", api.clock),
         ("POST", "/clock/advance", api.advance_clock),
+        ("GET", "/durations", api.get_durations),
+        ("POST", "/durations", api.set_durations),
         ("POST", "/caches/{data_cache_id}/delete-out-of-band", api.delete_out_of_band),
         ("GET", "/containergroups", api.container_groups),
         ("GET", "/accounts", api.list_accounts),

@@ -128,6 +128,15 @@ class EmulatorAdmin:
     def advance(self, seconds: float) -> dict[str, Any]:
         return self._call("POST", "/clock/advance", body={"seconds": seconds})
 
+    def durations(self) -> dict[str, Any]:
+        """Each phase's seconds (before the time scale) and the time scale."""
+        return self._call("GET", "/durations")
+
+    def set_durations(self, **phases: float) -> dict[str, Any]:
+        """``set_durations(creating=500, loading=1000)``: phases begun from now on (seconds before
+        the time scale, which the answer also gives)."""
+        return self._call("POST", "/durations", body=phases)
+
     def accounts(self) -> list[dict[str, Any]]:
         """Every account with its key ids, statuses, STS keys and roles (never a secret)."""
         return self._call("GET", "/accounts")

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 from alibabacloud_eci20180808 import models
-from eci_datacache_emulator.admin_client import EmulatorAdminError
+from eci_datacache_emulator.admin_client import EmulatorAdmin, EmulatorAdminError
 from emulator_support import ONE_HOUR, OTHER_REGION, REGION, create_request, describe, describe_one
 
 SECRETS = {
@@ -201,3 +201,21 @@ def test_bad_admin_requests_answer_json(emulator, admin):
     with pytest.raises(EmulatorAdminError) as caught:
         admin.remove_rule("rule-404")
     assert caught.value.status == 404
+
+
+def test_phase_durations_set_at_run_time_apply_to_phases_begun_after(admin: EmulatorAdmin) -> None:
+    before = admin.durations()
+    try:
+        answer = admin.set_durations(creating=500, loading=1000)
+        assert (answer["creating"], answer["loading"], answer["timeScale"]) == (
+            500,
+            1000,
+            before["timeScale"],
+        )
+        with pytest.raises(EmulatorAdminError, match="unknown phases warming"):
+            admin.set_durations(warming=3)
+        with pytest.raises(EmulatorAdminError, match="'creating' must be a non-negative number"):
+            admin.set_durations(creating=-1)
+    finally:
+        admin.set_durations(creating=before["creating"], loading=before["loading"])
+    assert admin.durations() == before
