@@ -91,6 +91,7 @@ def _external_cluster(kubeconfig: Path, workdir: Path) -> Iterator[Cluster]:
             helm_path=_tool("helm", assets),
             values=chart_values(emulator.endpoint, image=image, pull_policy="IfNotPresent"),
             workdir=workdir,
+            emulator_admin=emulator.admin_url,
         )
 
 
@@ -119,6 +120,7 @@ def _local_cluster(workdir: Path) -> Iterator[Cluster]:
                 helm_path=_tool("helm", assets),
                 values=chart_values(emulator.endpoint, image=f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"),
                 workdir=workdir,
+                emulator_admin=emulator.admin_url,
             )
     finally:
         cluster.stop()

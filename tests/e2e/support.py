@@ -31,6 +31,7 @@ class Cluster:
     helm_path: str
     values: dict[str, Any]
     workdir: Path
+    emulator_admin: str | None = None  # the emulator's admin API (loopback: from this machine)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

@@ -32,6 +32,8 @@ from tests.integration.support import wait_for
 from tests.support.controlplane import KubectlError
 from tests.support.virtualnode import NODE_NAME as VIRTUAL_NODE
 
+from datacache_operator.api.rollouts import ROLLOUT_ANNOTATION
+
 pytestmark = pytest.mark.timeout(600)
 
 TEAM = "team-a"
@@ -389,6 +391,112 @@ def test_helm_upgrade_rolls_both_replicas_while_pods_are_admitted(
         pod = cluster.get("pod", name, "-n", TEAM)
         assert pod is not None and BOUND_ANNOTATION in pod["metadata"]["annotations"], name
     cluster.kubectl("delete", "pods", "-n", TEAM, "-l", "app=e2e-consumer", "--wait=false")
+
+
+def test_a_revision_bump_rolls_a_deployment_onto_it_with_no_pod_on_a_revision_not_available(
+    cluster: Cluster, release: dict[str, Any]
+) -> None:
+    """The issue's revision bump under a Deployment of 5 pods serving the old one, with a 30 s
+    build: the new revision is built beside the old (which keeps serving: no pod is refused or
+    gated), becomes current once Available, the Deployment (opted in, rollouts enabled in the
+    chart) is rolled by its own controller onto it, and the old revision is deleted once its
+    last pod is gone. Every sample taken meanwhile finds each bound pod on a revision that is
+    Available. Prints the time from the bump to all 5 pods Running on the new revision, and
+    the build alone."""
+    from eci_datacache_emulator.admin_client import EmulatorAdmin
+
+    assert cluster.emulator_admin is not None
+    admin = EmulatorAdmin(cluster.emulator_admin)
+    namespace = release["namespace"]
+    values = cluster.values_file(rollouts={"enabled": True})
+    cluster.helm("upgrade", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--wait", "--timeout=5m")
+    wait_replicas_ready(cluster, namespace, RELEASE)
+
+    name, path, repo = "qwen-revisions", "/models/qwen-revisions", "Qwen/Qwen2.5-7B-Instruct"
+    cache = example("datacache-huggingface.yaml", TEAM)
+    cache["metadata"]["name"], cache["spec"]["path"] = name, path
+    cache["spec"]["revisionHistoryLimit"] = 0
+    cluster.apply(cache)
+    first = wait_cache_ready(cluster, TEAM, name)["status"]
+    assert first["currentRevision"] == "r1" and first["sourceCommit"]
+
+    template = opted_in_pod("unused", TEAM, f"{name}:/models/qwen:ro", _image(cluster))
+    template["metadata"] = {"labels": {**template["metadata"]["labels"], "app": "e2e-rollout"},
+                            "annotations": template["metadata"]["annotations"]}  # fmt: skip
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "serve", "namespace": TEAM, "annotations": {ROLLOUT_ANNOTATION: "true"}},
+        "spec": {
+            "replicas": 5,
+            "selector": {"matchLabels": {"app": "e2e-rollout"}},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": template,
+        },
+    }
+    cluster.apply(deployment)
+
+    def serving() -> list[dict[str, Any]]:
+        found = cluster.get("pods", "-n", TEAM, "-l", "app=e2e-rollout") or {"items": []}
+        return [p for p in found["items"] if not p["metadata"].get("deletionTimestamp")]
+
+    def bound_revision(pod: dict[str, Any]) -> str | None:
+        bound = json.loads(pod["metadata"].get("annotations", {}).get(BOUND_ANNOTATION) or "[]")
+        return next((b.get("revision") for b in bound if b.get("name") == name), None)
+
+    def all_running_on(revision: str) -> bool:
+        pods = serving()
+        return len(pods) == 5 and all(
+            p["status"].get("phase") == "Running" and bound_revision(p) == revision for p in pods
+        )
+
+    wait_for(lambda: all_running_on("r1"), timeout=180, interval=1, what="5 pods Running on r1")
+
+    build = {"creating": 500.0, "loading": 1000.0}  # 30 s at the emulator's time scale of 0.02
+    before = admin.durations()
+    assert (build["creating"] + build["loading"]) * before["timeScale"] == 30.0
+    admin.set_hub_commit("huggingface", repo, "v2", "2" * 40)
+    admin.set_durations(**build)
+    bumped = time.monotonic()
+    try:
+        cluster.kubectl(
+            "patch", "datacache", name, "-n", TEAM, "--type=merge",
+            "-p", json.dumps({"spec": {"dataSource": {"options": {"revision": "v2"}}}}),
+        )  # fmt: skip
+        current_at: float | None = None
+        deadline = bumped + 300
+        while not all_running_on("r2"):
+            assert time.monotonic() < deadline, f"not all on r2 after 300 s: {diagnose(cluster, TEAM)}"
+            status = (cluster.get("datacache", name, "-n", TEAM) or {}).get("status") or {}
+            usable = {r["name"] for r in status.get("revisions") or [] if r.get("status") == "Available"}
+            for pod in serving():
+                revision = bound_revision(pod)
+                assert revision in usable, f"pod {pod['metadata']['name']} on {revision}; Available: {usable}"
+                assert not pod["spec"].get("schedulingGates"), f"{pod['metadata']['name']} was gated"
+            if current_at is None and status.get("currentRevision") == "r2":
+                current_at = time.monotonic()
+            time.sleep(0.5)
+        on_new = time.monotonic()
+    finally:
+        admin.set_durations(creating=before["creating"], loading=before["loading"])
+    assert current_at is not None
+    print(
+        f"revision bump -> r2 current (its build alone): {current_at - bumped:.1f} s; "
+        f"-> all 5 pods Running on r2: {on_new - bumped:.1f} s"
+    )
+    rs = cluster.get("replicasets", "-n", TEAM, "-l", "app=e2e-rollout") or {"items": []}
+    for replica_set in rs["items"]:  # no pod refused by the webhook
+        assert not [c for c in replica_set["status"].get("conditions") or [] if c["type"] == "ReplicaFailure"]
+
+    def old_revision_gone() -> bool:
+        status = (cluster.get("datacache", name, "-n", TEAM) or {}).get("status") or {}
+        return [r["name"] for r in status.get("revisions") or []] == ["r2"]
+
+    wait_for(old_revision_gone, timeout=120, interval=1, what="r1 deleted once no pod uses it")
+    assert (
+        admin.cache(first["dataCacheId"]) is None or admin.cache(first["dataCacheId"])["Status"] == "Deleting"
+    )
+    cluster.kubectl("delete", "deployment", "serve", "-n", TEAM, "--wait=false")
 
 
 def test_helm_uninstall_leaves_no_pod_and_no_webhook_that_refuses_pods(
