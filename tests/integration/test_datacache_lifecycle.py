@@ -60,7 +60,8 @@ def test_create_becomes_ready_with_one_tagged_cache(kube: Kube, operator: Operat
     assert status["path"] == f"/models/{name}" and status["size"] == 20
     assert status["bucket"] == kube.namespace  # the namespace's own bucket
     assert status["observedGeneration"] == obj["metadata"]["generation"]
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Synced", "Stalled"}
+    # SourcePinned: a Hugging Face source, built from the commit its branch is at.
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Synced", "Stalled", "SourcePinned"}
 
     owned = caches_owned_by(eci, obj["metadata"]["uid"])
     assert [_cache_id(c) for c in owned] == [status["dataCacheId"]]

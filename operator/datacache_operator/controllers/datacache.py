@@ -219,7 +219,7 @@ class DataCacheController(PollingController):
             return finish(self.account_conditions(picked), stable if picked.stalls else max(loading, 30.0))
         account, cloud = picked
         status.update(DataCacheStatus(account=account).to_patch())
-        desired, pinned_values, commit = await self._pinned(spec, status, desired, now, events)
+        desired, pinned_values, commit = await self._pinned(spec, status, desired, now, events, retry)
 
         adopted = spec.data_cache_id is not None
         # An adopted cache's bucket is the one ECI reports (checked after the read below).
@@ -322,11 +322,13 @@ class DataCacheController(PollingController):
         desired: DesiredCache,
         now: datetime,
         events: list[Event],
+        asked_again: bool = False,
     ) -> tuple[DesiredCache, list[decide_common.ConditionValue], str | None]:
         """A hub source named by a branch or tag, built from the commit it is at: asked of the hub
         once per branch (and again every spec.refresh.interval), kept in status so that a cache
         built again (deleted outside, idle) holds the same data. A hub that does not answer
-        leaves the last commit in use, or, before there is one, the build goes from the branch."""
+        leaves the last commit in use, or, before there is one, the build goes from the branch.
+        A reconcile request (`asked_again`) asks the hub at once."""
         source = spec.data_source
         hub = hubs.hub_source(str(source.type), source.options) if source and not spec.data_cache_id else None
         if hub is None or hub.is_pinned:
@@ -340,7 +342,7 @@ class DataCacheController(PollingController):
         same = status.get("sourceRequested") == wanted
         commit = status.get("sourceCommit") if same else None
         values: list[decide_common.ConditionValue] = []
-        if decide.resolution_due(
+        if asked_again or decide.resolution_due(
             same,
             commit,
             parse_time(status.get("sourceResolvedTime")),
