@@ -425,6 +425,7 @@ def test_spec_changes_update_a_copy_or_replace_it(kube: Kube, operator: Operator
 
 
 def test_a_reloaded_or_recreated_source_refreshes_the_copies(kube: Kube, operator: OperatorProcess, eci: Any):
+    """The copies follow the source's current revision, make-before-break."""
     source = unique("src")
     first_source_id = ready_source(kube, source)
     name = unique("rep")
@@ -446,14 +447,39 @@ def test_a_reloaded_or_recreated_source_refreshes_the_copies(kube: Kube, operato
         )
         return found if ok else None
 
-    # Reloaded: the DataCache is loaded from another model, in place (same id).
+    # Reloaded from another model: the DataCache builds revision r2 beside r1 (a new id at
+    # spec.path + ".r2"), and the copy of r2 is made beside the first copy, which the entry keeps
+    # naming (new pods of the region get it) until the new copy is Available.
+    new_path = f"/models/{source}.r2"
+    eci.add_rule("stall", path=new_path, regionId="cn-beijing", operations=["copy"])
     reloaded = source_cache(source)
     reloaded["spec"]["dataSource"]["options"]["repoId"] = "Qwen/Qwen2-1.5B"
     kube.apply(reloaded)
+
+    def building() -> dict[str, Any] | None:
+        found = kube.get("datacachereplication", name) or {}
+        entry = destinations(found).get("cn-beijing", {}) if found.get("status") else {}
+        made = (entry.get("building") or {}).get("dataCacheId")
+        return entry if made and eci.cache(made) is not None else None
+
+    entry = wait_for(building, timeout=120, what="the copy of revision r2 being made")
+    assert entry["dataCacheId"] == first["dataCacheId"] and entry["status"] == "Available"
+    assert entry["reason"] == "CopyingRevision" and entry["building"]["revision"] == "r2"
+    assert eci.cache(entry["building"]["dataCacheId"])["Path"] == new_path  # type: ignore[index]
+    assert eci.cache(first["dataCacheId"]) is not None  # the old copy serves meanwhile
+    assert kube.condition("datacachereplication", name, "Ready")["status"] == "True"  # type: ignore[index]
+    eci.clear_rules()
     obj = wait_for(lambda: refreshed(first), timeout=120, what="the copy refreshed after the reload")
     second = destinations(obj)["cn-beijing"]
-    assert second["sourceDataCacheId"] == first_source_id
-    wait_for(lambda: eci.cache(first["dataCacheId"]) is None, what="the stale copy deleted")
+    source_now = kube.get("datacache", source) or {}
+    assert second["sourceDataCacheId"] == source_now["status"]["dataCacheId"] != first_source_id
+    assert (second["path"], second["revision"]) == (new_path, "r2")
+    assert second["dataCacheId"] == entry["building"]["dataCacheId"]  # the copy made beside it
+    wait_for(lambda: eci.cache(first["dataCacheId"]) is None, what="the superseded copy deleted")
+    wait_for(
+        lambda: not destinations(kube.get("datacachereplication", name) or {})["cn-beijing"].get("previous"),
+        what="the superseded copy gone from the status",
+    )
     assert [c["DataCacheId"] for c in copies_owned_by(eci, uid, "cn-beijing")] == [second["dataCacheId"]]
 
     # Re-created: a new source cache (new id) under the same DataCache name.
@@ -466,3 +492,43 @@ def test_a_reloaded_or_recreated_source_refreshes_the_copies(kube: Kube, operato
     kube.wait_condition("datacachereplication", name, "Ready", "True")
     wait_for(lambda: eci.cache(second["dataCacheId"]) is None, what="the copy of the old source deleted")
     assert [c["DataCacheId"] for c in copies_owned_by(eci, uid, "cn-beijing")] == [third["dataCacheId"]]
+
+
+def test_a_failed_copy_of_a_new_revision_leaves_the_old_copy_serving(
+    kube: Kube, operator: OperatorProcess, eci: Any
+):
+    source = unique("src")
+    ready_source(kube, source)
+    name = unique("rep")
+    own_path = f"/copies/{name}"
+    kube.apply(replication(name, ref(source), {"region": "cn-beijing", "path": own_path}))
+    obj = kube.wait_condition("datacachereplication", name, "Ready", "True")
+    first = destinations(obj)["cn-beijing"]
+    assert (first["path"], first["revision"]) == (own_path, "r1")
+
+    eci.add_rule("fail", "quota exceeded", path=f"{own_path}.r2", regionId="cn-beijing", operations=["copy"])
+    reloaded = source_cache(source)
+    reloaded["spec"]["dataSource"]["options"]["repoId"] = "Qwen/Qwen2-1.5B"
+    kube.apply(reloaded)
+    obj = kube.wait_condition("datacachereplication", name, "RevisionFailed", "True", timeout=120)
+    entry = destinations(obj)["cn-beijing"]
+    assert entry["dataCacheId"] == first["dataCacheId"] and entry["status"] == "Available"
+    assert entry["reason"] == "RevisionCopyFailed" and "quota exceeded" in entry["message"]
+    assert "failedGeneration" not in entry and entry["building"]["status"] == "Failed"
+    assert kube.condition("datacachereplication", name, "Ready")["status"] == "True"  # type: ignore[index]
+    assert eci.cache(first["dataCacheId"]) is not None
+
+    # A reconcile request tries the copy again; the rule is gone, so it takes over.
+    eci.clear_rules()
+    kube.kubectl(
+        "annotate", "datacachereplication", name, "--overwrite", "eci.datacache.dev/reconcile-requested-at=1"
+    )
+
+    def switched() -> dict[str, Any] | None:
+        found = destinations(kube.get("datacachereplication", name) or {"status": {}}).get("cn-beijing", {})
+        return found if found.get("revision") == "r2" else None
+
+    entry = wait_for(switched, timeout=120, what="the copy of r2 to take over")
+    assert (entry["path"], entry["status"]) == (f"{own_path}.r2", "Available")
+    assert kube.condition("datacachereplication", name, "RevisionFailed")["status"] == "False"  # type: ignore[index]
+    wait_for(lambda: eci.cache(first["dataCacheId"]) is None, what="the superseded copy deleted")
