@@ -124,14 +124,17 @@ def binding_of(
         {},
     )
     failed = entry.get("failedGeneration") is not None
+    # The copy's own bucket and path as its entry records them: the source switches revision
+    # before a region's copy does, and a pod here must mount the copy it is bound to.
     return Binding(
         bound=BoundCache(
             name,
             cluster_region,
-            str(destination.get("bucket") or bucket),
-            str(destination.get("path") or path),
+            str(entry.get("bucket") or destination.get("bucket") or bucket),
+            str(entry.get("path") or destination.get("path") or path),
             entry.get("dataCacheId"),
             replication["metadata"]["name"],
+            revision=entry.get("revision"),
         ),
         ready=entry.get("status") == AVAILABLE and not failed,
         failure=(entry.get("message") or entry.get("reason") or "the copy failed") if failed else None,

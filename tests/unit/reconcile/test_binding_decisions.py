@@ -232,6 +232,27 @@ def test_a_cache_in_another_region_binds_through_its_copy_here():
     assert bound["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]  # the copy is not Available
 
 
+def test_a_pod_here_mounts_the_copy_its_region_holds_while_the_source_moved_to_a_new_revision():
+    """The source switches to r2 (a new path) before this region's copy of r2 is Available:
+    the pod is bound to the copy of r1, at the copy's own path, never the new one's."""
+    source = datacache("qwen", region="cn-hongkong", bucket="models")
+    source["status"].update(path="/models/qwen.r2", currentRevision="r2")
+    copy_ = replication(
+        "to-mainland",
+        "qwen",
+        HERE,
+        dataCacheId="edc-copy-r1",
+        status="Available",
+        path="/models/qwen",
+        revision="r1",
+    )
+    bound = bind(pod("qwen:/m"), source, replications=[copy_])
+    record = parse_bound(bound["metadata"]["annotations"])[0]
+    assert (record.path, record.dataCacheId, record.revision) == ("/models/qwen", "edc-copy-r1", "r1")
+    assert bound["spec"]["volumes"][0]["hostPath"]["path"] == "/models/qwen"
+    assert not bound["spec"].get("schedulingGates")  # the copy it is bound to is Available
+
+
 def test_a_cache_in_another_region_without_a_copy_is_denied_naming_both_regions():
     with pytest.raises(BindingError) as raised:
         bind(pod("qwen:/m"), datacache("qwen", region="cn-hongkong"))
