@@ -435,6 +435,27 @@ def test_a_revision_bump_rolls_a_deployment_onto_it_with_no_pod_on_a_revision_no
         },
     }
     cluster.apply(deployment)
+    copy_region = "cn-beijing"  # the model copied to a mainland region too
+    cluster.apply(
+        {
+            "apiVersion": "eci.datacache.dev/v1alpha1",
+            "kind": "DataCacheReplication",
+            "metadata": {"name": f"{name}-mainland", "namespace": TEAM},
+            "spec": {"source": {"dataCacheRef": {"name": name}}, "destinations": [{"region": copy_region}]},
+        }
+    )
+
+    def copy_entry() -> dict[str, Any]:
+        found = cluster.get("datacachereplication", f"{name}-mainland", "-n", TEAM) or {}
+        return next(iter((found.get("status") or {}).get("destinations") or []), {})
+
+    wait_for(
+        lambda: copy_entry().get("status") == "Available" and copy_entry().get("revision") == "r1",
+        timeout=180,
+        interval=1,
+        what="the copy of r1 Available",
+    )
+    first_copy = copy_entry()["dataCacheId"]
 
     def serving() -> list[dict[str, Any]]:
         found = cluster.get("pods", "-n", TEAM, "-l", "app=e2e-rollout") or {"items": []}
@@ -493,10 +514,23 @@ def test_a_revision_bump_rolls_a_deployment_onto_it_with_no_pod_on_a_revision_no
         return [r["name"] for r in status.get("revisions") or []] == ["r2"]
 
     wait_for(old_revision_gone, timeout=120, interval=1, what="r1 deleted once no pod uses it")
+    # The copy follows: the copy of r2 made beside the copy of r1, which goes once it has taken over.
+    wait_for(
+        lambda: (
+            copy_entry().get("revision") == "r2"
+            and copy_entry().get("status") == "Available"
+            and not copy_entry().get("previous")
+        ),
+        timeout=180,
+        interval=1,
+        what=f"{copy_region} on the copy of r2, the copy of r1 gone",
+    )
+    assert copy_entry()["dataCacheId"] != first_copy
     assert (
         admin.cache(first["dataCacheId"]) is None or admin.cache(first["dataCacheId"])["Status"] == "Deleting"
     )
     cluster.kubectl("delete", "deployment", "serve", "-n", TEAM, "--wait=false")
+    cluster.kubectl("delete", "datacachereplication", f"{name}-mainland", "-n", TEAM, "--wait=false")
 
 
 def test_helm_uninstall_leaves_no_pod_and_no_webhook_that_refuses_pods(
