@@ -417,7 +417,11 @@ class DataCacheController(PollingController):
     ) -> bool:
         """Scale to zero: once no pod has used the cache for spec.expireAfterUnused, every
         revision's cloud cache is deleted (consumers count the pods bound to any of them).
-        True when it went idle in this pass."""
+        True when it went idle in this pass. Times are the cloud's (its answers' Date), as
+        ECI's creation and last-match times are: a skewed clock here decides nothing."""
+        cloud = await self.accounts.client(status.get("account") or "")
+        region = str(status.get("region") or self.settings.default_region)
+        now = cloud.server_now(region) or now
         consumers = int((body.get("status") or {}).get("consumers") or 0)  # the pod binder's
         since = decide.unused_since(consumers, parse_time(status.get("unusedSince")), now)
         status.update(DataCacheStatus(unused_since=_seconds(since)).to_patch())
@@ -436,13 +440,12 @@ class DataCacheController(PollingController):
         )
         if not due:
             return False
-        cloud = await self.accounts.client(status.get("account") or "")
         ids = [status.get("dataCacheId")] + [e.get("dataCacheId") for e in status.get("revisions") or []]
         namespace, cluster = body["metadata"]["namespace"], self.settings.cluster_id
         try:
             await remove(
                 cloud,
-                str(status.get("region") or self.settings.default_region),
+                region,
                 list(dict.fromkeys(str(i) for i in ids if i)),
                 None,
                 lambda cache: owned_by(owner_of(cache.tags), cluster, namespace),
