@@ -421,6 +421,7 @@ def test_a_revision_bump_rolls_a_deployment_onto_it_with_no_pod_on_a_revision_no
     assert first["currentRevision"] == "r1" and first["sourceCommit"]
 
     template = opted_in_pod("unused", TEAM, f"{name}:/models/qwen:ro", _image(cluster))
+    del template["apiVersion"], template["kind"]
     template["metadata"] = {"labels": {**template["metadata"]["labels"], "app": "e2e-rollout"},
                             "annotations": template["metadata"]["annotations"]}  # fmt: skip
     deployment = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import requests
@@ -219,3 +220,20 @@ def test_phase_durations_set_at_run_time_apply_to_phases_begun_after(admin: Emul
     finally:
         admin.set_durations(creating=before["creating"], loading=before["loading"])
     assert admin.durations() == before
+
+
+def test_the_admin_api_answers_this_machine_only() -> None:
+    """Loopback, or a peer calling from the very address it called (this machine, to an emulator
+    bound where a local cluster's pods reach it); never a pod's own address."""
+    from types import SimpleNamespace
+
+    from eci_datacache_emulator.admin import _from_this_machine
+
+    def request(peer: str, own: str) -> Any:
+        transport = SimpleNamespace(get_extra_info=lambda key: (own, 8080) if key == "sockname" else None)
+        return SimpleNamespace(remote=peer, transport=transport)
+
+    assert _from_this_machine(request("127.0.0.1", "127.0.0.1"))
+    assert _from_this_machine(request("10.200.0.1", "10.200.0.1"))
+    assert not _from_this_machine(request("10.200.0.7", "10.200.0.1"))  # a pod of the cluster
+    assert not _from_this_machine(request("not an address", "10.200.0.1"))
