@@ -489,9 +489,10 @@ def test_a_revision_bump_rolls_a_deployment_onto_it_with_no_pod_on_a_revision_no
         deadline = bumped + 300
         while not all_running_on("r2"):
             assert time.monotonic() < deadline, f"not all on r2 after 300 s: {diagnose(cluster, TEAM)}"
+            pods = serving()  # then the status, at least as new as what each pod was bound by
             status = (cluster.get("datacache", name, "-n", TEAM) or {}).get("status") or {}
             usable = {r["name"] for r in status.get("revisions") or [] if r.get("status") == "Available"}
-            for pod in serving():
+            for pod in pods:
                 revision = bound_revision(pod)
                 assert revision in usable, f"pod {pod['metadata']['name']} on {revision}; Available: {usable}"
                 assert not pod["spec"].get("schedulingGates"), f"{pod['metadata']['name']} was gated"

@@ -308,7 +308,13 @@ class DataCacheController(PollingController):
         if beside.took_over is not None:
             values = decide.conditions_for(Step.READY, None)
         if self.roll is not None and status.get("status") == STATUS_AVAILABLE:
-            await self._roll_out(meta, status, events)
+            # Only once the apiserver holds the new current revision: the pods a roll creates
+            # are bound by the webhook from the stored object, never from this pass's status.
+            stored = (body.get("status") or {}).get("currentRevision")
+            if stored == status.get("currentRevision"):
+                await self._roll_out(meta, status, events)
+            else:
+                delay = min(delay, loading)  # the next pass rolls, once this status is written
         if beside.error is not None:
             delay = min(delay, backoff_delay(beside.error, 0, self.settings))
         elif beside.busy:

@@ -272,6 +272,8 @@ async def test_opted_in_workloads_are_rolled_once_the_new_revision_is_current() 
     assert rolls == []  # r2 is only being built
     for cache in list(cloud.caches.values()):
         cloud.set(cache.data_cache_id, status="Available")
+    result = await obj.pass_(run)  # r2 takes over in this pass's status, not yet stored
+    assert rolls == [] and result.delay == 1  # pods the roll makes must be bound to r2: next pass
     result = await obj.pass_(run)
     assert rolls == [("ml", "qwen", "r2")] and obj.body["status"]["rolledOutRevision"] == "r1"
     assert "RolloutFailed" in [e.reason for e in result.events]
