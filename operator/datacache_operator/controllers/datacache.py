@@ -137,6 +137,14 @@ def observed_status(observed: ObservedCache) -> dict[str, Any]:
     ).to_patch()
 
 
+def held_cache_id(status: Mapping[str, Any]) -> str | None:
+    """A cloud cache the object holds (the current revision's, or any other revision's): what
+    ties it to the account it was made in."""
+    if status.get("dataCacheId"):
+        return str(status["dataCacheId"])
+    return next((str(e["dataCacheId"]) for e in status.get("revisions") or [] if e.get("dataCacheId")), None)
+
+
 def _seconds(moment: datetime | None) -> datetime | None:
     """metav1.Time has second precision."""
     return moment.replace(microsecond=0) if moment is not None else None
@@ -214,7 +222,7 @@ class DataCacheController(PollingController):
                 max(loading, 30.0),
             )
         status.update(DataCacheStatus(region=desired.region).to_patch())
-        picked = await self.cloud_for(meta["namespace"], status, status.get("dataCacheId"))
+        picked = await self.cloud_for(meta["namespace"], status, held_cache_id(status))
         if isinstance(picked, AccountRefused):
             return finish(self.account_conditions(picked), stable if picked.stalls else max(loading, 30.0))
         account, cloud = picked
@@ -229,9 +237,21 @@ class DataCacheController(PollingController):
         if status.get("idleSince"):
             waiting = await self.users(meta["namespace"], meta["name"], desired.region, None)
             if not waiting:
+                await self._delete_idle(body, status, cloud, desired.region)
                 return finish(decide.idle_conditions(str(spec.expire_after_unused)), stable)
-            status.update(DataCacheStatus(idle_since=None, unused_since=None).to_patch())
-            events.append(Event("Normal", "Waking", f"Pod {waiting[0]} names it: building it again."))
+            # A cache not deleted yet serves again; a deleted one is built again at its path.
+            current_entry: dict[str, Any] = next(
+                (e for e in status.get("revisions") or [] if e.get("name") == status.get("currentRevision")),
+                {},
+            )
+            status.update(
+                DataCacheStatus(
+                    idle_since=None, unused_since=None, data_cache_id=current_entry.get("dataCacheId")
+                ).to_patch()
+            )
+            events.append(
+                Event("Normal", "Waking", f"Pod {waiting[0]} names it: it serves again once Available.")
+            )
         current = status.get("currentRevision") or FIRST_REVISION
         status.update(DataCacheStatus(current_revision=current).to_patch())
         identity = Identity.of(self.settings.cluster_id, meta)
@@ -289,8 +309,9 @@ class DataCacheController(PollingController):
         beside = await RevisionPass(
             cloud=cloud,
             spec=spec,
-            key=revision_key(spec, commit),
+            key=revision_key(spec, desired.options),
             summary=revision_summary(spec, commit),
+            stored_current=(body.get("status") or {}).get("currentRevision"),
             meta=meta,
             status=status,
             desired=desired,
@@ -298,7 +319,16 @@ class DataCacheController(PollingController):
             account=account,
             now=now,
             manager_for=lambda wanted, entry, name: CacheManager(
-                cloud, wanted, entry, meta, identity, None, entry.get("failedGeneration"), now, revision=name
+                cloud,
+                wanted,
+                entry,
+                meta,
+                identity,
+                None,
+                entry.get("failedGeneration"),
+                now,
+                revision=name,
+                token_scope=str(entry.get("sourceKey") or ""),
             ),
             sync=lambda revision: self.sync(revision, now),
             users_by_id=self.revision_users,
@@ -336,7 +366,10 @@ class DataCacheController(PollingController):
         leaves the last commit in use, or, before there is one, the build goes from the branch.
         A reconcile request (`asked_again`) asks the hub at once."""
         source = spec.data_source
-        hub = hubs.hub_source(str(source.type), source.options) if source and not spec.data_cache_id else None
+        # The resolved options: repoId or revision may come from the Secret.
+        hub = (
+            hubs.hub_source(str(source.type), desired.options) if source and not spec.data_cache_id else None
+        )
         if hub is None or hub.is_pinned:
             status.update(
                 DataCacheStatus(
@@ -355,9 +388,10 @@ class DataCacheController(PollingController):
             now,
             spec.refresh.seconds() if spec.refresh else None,
         ):
-            status.update(
-                DataCacheStatus(source_requested=wanted, source_resolved_time=_seconds(now)).to_patch()
-            )
+            asked = DataCacheStatus(source_requested=wanted, source_resolved_time=_seconds(now))
+            if not same:
+                asked.source_commit = None  # another branch or repository: the old commit is not its
+            status.update(asked.to_patch())
             try:
                 pinned = await self.resolve(
                     hub.repo_source,
@@ -421,10 +455,11 @@ class DataCacheController(PollingController):
     async def _gone_idle(
         self, body: Mapping[str, Any], spec: DataCacheSpec, status: dict[str, Any], now: datetime
     ) -> bool:
-        """Scale to zero: once no pod has used the cache for spec.expireAfterUnused, every
-        revision's cloud cache is deleted (consumers count the pods bound to any of them).
-        True when it went idle in this pass. Times are the cloud's (its answers' Date), as
-        ECI's creation and last-match times are: a skewed clock here decides nothing."""
+        """Scale to zero, first step: once no pod has used the cache for spec.expireAfterUnused,
+        the object shows Idle with no dataCacheId (pods that name it from then on wait at the
+        gate); the cloud caches go in a later pass, once that is stored and no pod names it
+        (`_delete_idle`). True when it went idle in this pass. Times are the cloud's (its
+        answers' Date), as ECI's creation and last-match times are."""
         cloud = await self.accounts.client(status.get("account") or "")
         region = str(status.get("region") or self.settings.default_region)
         now = cloud.server_now(region) or now
@@ -446,31 +481,50 @@ class DataCacheController(PollingController):
         )
         if not due:
             return False
-        ids = [status.get("dataCacheId")] + [e.get("dataCacheId") for e in status.get("revisions") or []]
-        namespace, cluster = body["metadata"]["namespace"], self.settings.cluster_id
-        try:
-            await remove(
-                cloud,
-                region,
-                list(dict.fromkeys(str(i) for i in ids if i)),
-                None,
-                lambda cache: owned_by(owner_of(cache.tags), cluster, namespace),
-            )
-        except EciError:
-            return False  # still Ready; the next pass tries again
-        keep = {"name", "path", "source", "sourceKey"}
         current = status.get("currentRevision")
-        status["revisions"] = [
-            {k: v for k, v in e.items() if k in keep}
-            for e in status.get("revisions") or []
-            if e.get("name") == current
-        ] or None
+        entries = [dict(e) for e in status.get("revisions") or []]
+        if not any(e.get("name") == current for e in entries):
+            entries.append({"name": current})
+        for entry in entries:  # what the second step deletes
+            if entry.get("name") == current:
+                entry.update(
+                    dataCacheId=status.get("dataCacheId"),
+                    path=status.get("path"),
+                    bucket=status.get("bucket"),
+                )
+        status["revisions"] = entries
         status.update(
             DataCacheStatus(
                 idle_since=_seconds(now), unused_since=None, data_cache_id=None, status=None, progress=None
             ).to_patch()
         )
         return True
+
+    async def _delete_idle(
+        self, body: Mapping[str, Any], status: dict[str, Any], cloud: CloudClient, region: str
+    ) -> None:
+        """Scale to zero, second step: the caches of an object whose stored status is Idle go
+        (the caller found no pod naming it)."""
+        if not (body.get("status") or {}).get("idleSince"):
+            return  # Idle not stored yet: the webhook may still bind pods to the old id
+        ids = [str(e["dataCacheId"]) for e in status.get("revisions") or [] if e.get("dataCacheId")]
+        if not ids:
+            return
+        namespace, cluster = body["metadata"]["namespace"], self.settings.cluster_id
+        try:
+            removal = await remove(
+                cloud, region, ids, None, lambda cache: owned_by(owner_of(cache.tags), cluster, namespace)
+            )
+        except EciError:
+            return  # tried again next pass
+        if removal.pending:
+            return
+        keep = {"name", "path", "bucket", "source", "sourceKey"}
+        status["revisions"] = [
+            {k: v for k, v in e.items() if k in keep}
+            for e in status.get("revisions") or []
+            if e.get("name") == status.get("currentRevision")
+        ] or None
 
     @staticmethod
     def _failed_generation(conditions: list[dict[str, Any]], retry: bool) -> int | None:
@@ -527,8 +581,8 @@ class DataCacheController(PollingController):
                 adopted and cache.data_cache_id == known_id and may_take(owner, cluster, namespace, grants)
             )
 
-        # No id known: a create whose reply was lost may have made one, found by its tag.
-        tags = None if known_id else {OWNER_UID_TAG: meta["uid"]}
+        # A create whose reply was lost (of any revision) may have made one: found by its tag.
+        tags = None if adopted else {OWNER_UID_TAG: meta["uid"]}
         # Every revision's cache goes with the object (pods of any revision hold the deletion).
         others = [str(e["dataCacheId"]) for e in status.get("revisions") or [] if e.get("dataCacheId")]
         ids = list(dict.fromkeys(([known_id] if known_id else []) + others))
@@ -565,6 +619,7 @@ class CacheManager(ResourceManager[Step]):
         may_update: bool = True,
         keep_source: bool = False,
         revision: str = FIRST_REVISION,
+        token_scope: str = "",
     ) -> None:
         record = CloudRecord(status, counter=DataCacheStatus.alias("cache_generation"), pinned_id=adopt_id)
         super().__init__(cloud, desired.region, record, identity)
@@ -580,6 +635,7 @@ class CacheManager(ResourceManager[Step]):
         self.occupied = ""  # why nothing was created (PATH_IN_USE)
         self.keep_source = keep_source  # its data source and size stay as built (a new revision takes them)
         self.revision = revision
+        self.token_scope = token_scope  # what this revision is built from: a reused name never reuses a token
         self.rebuilt = False  # an update in this pass loads the data again
 
     def is_own(self, found: ObservedCache) -> bool:
@@ -626,7 +682,7 @@ class CacheManager(ResourceManager[Step]):
     def client_token(self, creates: int) -> str:
         if self.revision == FIRST_REVISION:
             return decide_common.client_token(self.owner_uid, creates)
-        return decide_common.client_token(self.owner_uid, self.revision, creates)
+        return decide_common.client_token(self.owner_uid, self.revision, self.token_scope, creates)
 
     async def create(self, client_token: str) -> str:
         return await self.cloud.create(self.region, create_request(self.desired), client_token)

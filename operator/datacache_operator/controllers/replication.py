@@ -110,6 +110,12 @@ def copy_users_of(list_pods: PodLister) -> CopyUsers:
     return by_id
 
 
+def serving_stored(body: Mapping[str, Any]) -> frozenset[str]:
+    """The copies the stored status gives to new pods (one per destination)."""
+    entries = (body.get("status") or {}).get("destinations") or []
+    return frozenset(str(e["dataCacheId"]) for e in entries if e.get("dataCacheId"))
+
+
 def deletion_policy(spec: DataCacheReplicationSpec, settings: OperatorSettings) -> str:
     return str(spec.deletion_policy or settings.default_deletion_policy)
 
@@ -306,7 +312,9 @@ class ReplicationController(PollingController):
                     continue
                 target = _Target(dest, source, revision, generation, retry, revision_name)
                 try:
-                    outcome = await self._destination(cloud, target, spec, entry, meta, now, events, account)
+                    outcome = await self._destination(
+                        cloud, target, spec, entry, meta, now, events, account, serving_stored(body)
+                    )
                     steps[dest.region] = outcome.step
                     busy |= outcome.busy
                     retry_error = retry_error or outcome.retry
@@ -405,6 +413,7 @@ class ReplicationController(PollingController):
         now: datetime,
         events: list[Event],
         account: str,
+        stored_serving: frozenset[str] = frozenset(),
     ) -> _Outcome:
         """Drive one destination until a step that waits for ECI; `entry` is its status, updated:
         the copy its pods get, then the copy of the source's new revision beside it (when one is
@@ -427,7 +436,7 @@ class ReplicationController(PollingController):
         elif entry.get("building"):
             why = "the copy new pods get holds the source's current revision"
             await self._drop_build(cloud, entry, meta["namespace"], why, events, outcome, account)
-        await self._collect_previous(cloud, spec, meta, entry, events, outcome, account)
+        await self._collect_previous(cloud, spec, meta, entry, events, outcome, account, stored_serving)
         return outcome
 
     async def _build(
@@ -563,9 +572,11 @@ class ReplicationController(PollingController):
         events: list[Event],
         outcome: _Outcome,
         account: str,
+        stored_serving: frozenset[str] = frozenset(),
     ) -> None:
         """The copies the entry no longer gives to new pods: their consumers, and the deletion
-        (per deletionPolicy) of each once no pod of the region is bound to it."""
+        (per deletionPolicy) of each once no pod of the region is bound to it and the stored
+        status no longer gives it to new pods (`stored_serving`: the webhook binds from that)."""
         previous = list(entry.get("previous") or [])
         if not previous:
             return
@@ -578,8 +589,9 @@ class ReplicationController(PollingController):
             if not cache_id:
                 continue
             old = {**old, "consumers": len(users.get(str(cache_id), []))}
-            if old["consumers"]:
+            if old["consumers"] or str(cache_id) in stored_serving:
                 kept.append(old)
+                outcome.busy = outcome.busy or not old["consumers"]  # gone next pass, once stored
                 continue
             if retain:
                 message = f"Copy {cache_id} in {region} superseded; deletionPolicy Retain: left, unused."

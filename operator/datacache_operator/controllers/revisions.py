@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from datacache_operator.api.common import OWNER_UID_TAG
 from datacache_operator.api.datacache import DataCacheSpec, RevisionStatus
 from datacache_operator.cloud.client import CloudClient
 from datacache_operator.cloud.errors import EciError
@@ -34,6 +35,7 @@ from datacache_operator.reconcile.revisions import (
 )
 
 REVISION_FAILED = "RevisionFailed"
+MAX_REVISIONS = 15  # status.revisions holds 16 at most: the current one, a new one, superseded ones
 # The fields of the object's status that are its current revision's (moved on a takeover).
 CURRENT_FIELDS = (
     "dataCacheId",
@@ -72,11 +74,16 @@ def _options(spec: DataCacheSpec, commit: str | None) -> dict[str, str]:
     return {**options, "revision": commit} if commit else options
 
 
-def revision_key(spec: DataCacheSpec, commit: str | None = None) -> str:
-    """What a revision is built from, as a digest: the spec's source (with the commit a hub
-    branch was pinned to) and size."""
+# Options that are credentials, not what is loaded: a new token is not a new revision.
+CREDENTIAL_OPTIONS = frozenset({"accessToken", "akId", "akSecret"})
+
+
+def revision_key(spec: DataCacheSpec, options: Mapping[str, str]) -> str:
+    """What a revision is built from, as a digest: the source's options as sent (the Secret's
+    included, the commit a hub branch was pinned to; credentials left out) and the size."""
     source = spec.data_source
-    return source_key(str(source.type) if source else None, _options(spec, commit), spec.size)
+    loaded = {k: v for k, v in options.items() if k not in CREDENTIAL_OPTIONS}
+    return source_key(str(source.type) if source else None, loaded, spec.size)
 
 
 def revision_summary(spec: DataCacheSpec, commit: str | None = None) -> str:
@@ -129,6 +136,7 @@ class RevisionPass:
     desired: DesiredCache  # at spec.path: each revision has its own
     key: str  # `revision_key` of the spec (and pinned commit): what the current one must match
     summary: str  # `revision_summary`: what a new revision is built from
+    stored_current: str | None  # the current revision as the apiserver holds it
     cluster: str
     account: str
     now: datetime
@@ -152,7 +160,18 @@ class RevisionPass:
             mirror.update(sourceKey=key, source=self.summary)
         revisions = Revisions.of(current, entries)
         building = revisions.building
-        if building is None and serving(status) and mirror["sourceKey"] != key:
+        if (
+            building is None
+            and serving(status)
+            and mirror["sourceKey"] != key
+            and len(entries) >= MAX_REVISIONS
+        ):
+            self._failed(
+                "(new)",
+                f"{len(entries)} revisions are held, still used by pods; none is built until one goes.",
+                "TooManyRevisions",
+            )
+        elif building is None and serving(status) and mirror["sourceKey"] != key:
             building = revisions.next_name(entries)
             path = revision_path(spec.path, building)
             entries[building] = {"name": building, "path": path, "sourceKey": key, "source": self.summary}
@@ -276,7 +295,11 @@ class RevisionPass:
             count = len(users.get(cache_id, [])) if cache_id else 0
             entries[name]["consumers"] = count
             in_use[name] = count > 0
+        stored = number(self.stored_current or "")
         for name in to_delete(superseded, in_use, self.spec.history_limit):
+            if number(name) >= stored:
+                self.outcome.busy = True  # retired in this pass: the webhook may still bind to it
+                continue
             entry = entries[name]
             if str(self.spec.deletion_policy or "Delete") == "Retain":
                 del entries[name]
@@ -300,14 +323,20 @@ class RevisionPass:
     async def _delete(self, name: str, entry: dict[str, Any]) -> bool:
         """Delete a revision's cache (only one this namespace made); True once it is gone."""
         cache_id = entry.get("dataCacheId")
-        if not cache_id:
-            return True
-        namespace = self.meta["namespace"]
+        namespace, region = self.meta["namespace"], self.desired.region
         try:
+            if cache_id:
+                ids = [str(cache_id)]
+            else:  # a create whose reply was lost: found at its address by the owner tag
+                bucket, path = str(entry.get("bucket") or self.desired.bucket), str(entry.get("path") or "")
+                found = await self.cloud.find_at(region, bucket, path) if path else []
+                ids = [c.data_cache_id for c in found if c.tags.get(OWNER_UID_TAG) == self.meta["uid"]]
+            if not ids:
+                return True
             removal = await remove(
                 self.cloud,
-                self.desired.region,
-                [str(cache_id)],
+                region,
+                ids,
                 None,
                 lambda cache: owned_by(owner_of(cache.tags), self.cluster, namespace),
             )

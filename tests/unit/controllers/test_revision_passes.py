@@ -236,10 +236,14 @@ async def test_an_unused_cache_scales_to_zero_and_back_when_a_pod_asks() -> None
 
     clock[0] += timedelta(minutes=2)
     result = await obj.pass_(run)
-    assert first not in cloud.caches and obj.body["status"].get("dataCacheId") is None
+    assert obj.body["status"].get("dataCacheId") is None  # new pods wait at the gate from now on
     assert condition(obj.body["status"], "Ready") == ("False", "Idle")
     assert obj.body["status"]["path"] == "/models/qwen"  # where a pod that asks will find it
     assert "Idle" in [e.reason for e in result.events]
+    assert first in cloud.caches  # deleted once Idle is stored and still no pod names it
+    await obj.pass_(run)
+    await obj.pass_(run)  # ECI no longer lists it
+    assert first not in cloud.caches
     calls = len(cloud.calls)
     await obj.pass_(run)
     assert len(cloud.calls) == calls  # idle: no call until a pod names it
@@ -339,3 +343,36 @@ async def test_a_hub_that_does_not_answer_leaves_the_pinned_commit_in_use() -> N
     pinned = conditions_named(obj, "SourcePinned")
     assert pinned["status"] == "False" and "stays in use" in pinned["message"]
     assert obj.body["status"]["currentRevision"] == "r2" and "r3" not in revisions(obj)
+
+
+async def test_a_pod_naming_an_idle_cache_before_it_is_deleted_gets_it_back() -> None:
+    """The pod binder counts consumers every 30 s: a pod admitted just before the cache went
+    Idle is found before anything is deleted, and the cache serves again as it is."""
+    cloud, users, clock = FakeCloud(), Users(), [NOW]
+    run = controller(cloud, clock=lambda: clock[0], users=users)
+    obj = DataCacheObject(dataSource=source("main"), expireAfterUnused="2h")
+    await available(cloud, obj, run)
+    first = obj.body["status"]["dataCacheId"]
+    clock[0] += timedelta(hours=3)
+    await obj.pass_(run)
+    assert condition(obj.body["status"], "Ready") == ("False", "Idle")
+    users.pods = ["ml/just-admitted"]
+    await available(cloud, obj, run)
+    assert obj.body["status"]["dataCacheId"] == first and first in cloud.caches
+    assert cloud.actions().count("create") == 1 and condition(obj.body["status"], "Ready")[0] == "True"
+
+
+async def test_a_superseded_revision_is_deleted_only_once_the_takeover_is_stored() -> None:
+    """The webhook binds from the stored object: until it shows r2 current, pods may still be
+    bound to r1, so r1 (even with revisionHistoryLimit 0) outlives the takeover's own pass."""
+    cloud = FakeCloud()
+    run = controller(cloud)
+    obj = DataCacheObject(dataSource=source("main"), revisionHistoryLimit=0)
+    await available(cloud, obj, run)
+    first = obj.body["status"]["dataCacheId"]
+    obj.change(dataSource=source("v2"))
+    await obj.pass_(run)
+    cloud.set(revisions(obj)["r2"]["dataCacheId"], status="Available")
+    result = await run.reconcile(obj.body)  # the takeover, as computed: not stored yet
+    assert result.status["currentRevision"] == "r2" and first in cloud.caches
+    assert "delete" not in cloud.actions()
