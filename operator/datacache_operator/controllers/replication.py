@@ -842,7 +842,7 @@ class CopyManager(ResourceManager[DestStep]):
         return decide.copy_fields(dest.name, dest.retention_days, self.tags)
 
     def client_token(self, creates: int) -> str:
-        return decide.copy_token(self.owner_uid, self.region, creates)
+        return decide.copy_token(self.owner_uid, self.region, creates, self._source.data_cache_id)
 
     async def create(self, client_token: str) -> str:
         source = self._source

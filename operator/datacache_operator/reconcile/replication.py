@@ -144,9 +144,13 @@ def copy_tags(user_tags: Mapping[str, str], owner: Identity, region: str) -> dic
     return {**user_tags, **owner.tags(), DESTINATION_REGION_TAG: region}
 
 
-def copy_token(uid: str, region: str, copy_generation: int) -> str:
-    """Same object, region and generation: same token, so a repeated call never makes two copies."""
-    return client_token(uid, region, copy_generation)
+def copy_token(uid: str, region: str, copy_generation: int, source_id: str = "") -> str:
+    """Same object, region, source cache and generation: same token, so a repeated call never
+    makes two copies, and a copy of another source (a new revision) never repeats a token with
+    other parameters (ECI refuses that: IdempotentParameterMismatch)."""
+    if not source_id:
+        return client_token(uid, region, copy_generation)
+    return client_token(uid, region, source_id, copy_generation)
 
 
 def source_revision(source: ObservedCache) -> str:

@@ -83,8 +83,9 @@ def test_copy_token_is_deterministic_per_object_region_and_generation():
         decide.copy_token("uid-2", "cn-beijing", 0),
         decide.copy_token("uid-1", "cn-shanghai", 0),
         decide.copy_token("uid-1", "cn-beijing", 1),
+        decide.copy_token("uid-1", "cn-beijing", 0, "edc-source-r2"),
     }
-    assert token not in others and len(others) == 3
+    assert token not in others and len(others) == 4
 
 
 def test_copy_tags_keep_the_owner_tags_over_the_users():
