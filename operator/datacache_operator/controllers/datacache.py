@@ -53,7 +53,15 @@ from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import datacache as decide
 from datacache_operator.reconcile.common import Event
 from datacache_operator.reconcile.datacache import DesiredCache, Situation, Step
-from datacache_operator.reconcile.ownership import Identity, Owner, may_take, owned_by, owner_of, path_in_use
+from datacache_operator.reconcile.ownership import (
+    Identity,
+    Owner,
+    made_by,
+    may_take,
+    owned_by,
+    owner_of,
+    path_in_use,
+)
 from datacache_operator.reconcile.revisions import FIRST as FIRST_REVISION
 from datacache_operator.reconcile.revisions import number, revision_path
 from datacache_operator.reconcile.sync import CacheFields, Verb
@@ -299,7 +307,11 @@ class DataCacheController(PollingController):
             status.update(observed_status(observed))
         values = decide.conditions_for(step, observed)
         delay = decide.poll_delay(step, loading, stable)
-        if step == Step.READY and spec.expire_after_unused and await self._gone_idle(body, spec, status, now):
+        if (
+            step == Step.READY
+            and spec.expire_after_unused
+            and await self._gone_idle(body, spec, status, now, cloud)
+        ):
             events.append(
                 Event("Normal", "Idle", f"Unused for {spec.expire_after_unused}: cloud caches deleted.")
             )
@@ -316,8 +328,6 @@ class DataCacheController(PollingController):
             status=status,
             desired=desired,
             cluster=self.settings.cluster_id,
-            account=account,
-            now=now,
             manager_for=lambda wanted, entry, name: CacheManager(
                 cloud,
                 wanted,
@@ -453,16 +463,19 @@ class DataCacheController(PollingController):
             )
 
     async def _gone_idle(
-        self, body: Mapping[str, Any], spec: DataCacheSpec, status: dict[str, Any], now: datetime
+        self,
+        body: Mapping[str, Any],
+        spec: DataCacheSpec,
+        status: dict[str, Any],
+        now: datetime,
+        cloud: CloudClient,
     ) -> bool:
         """Scale to zero, first step: once no pod has used the cache for spec.expireAfterUnused,
         the object shows Idle with no dataCacheId (pods that name it from then on wait at the
         gate); the cloud caches go in a later pass, once that is stored and no pod names it
         (`_delete_idle`). True when it went idle in this pass. Times are the cloud's (its
         answers' Date), as ECI's creation and last-match times are."""
-        cloud = await self.accounts.client(status.get("account") or "")
-        region = str(status.get("region") or self.settings.default_region)
-        now = cloud.server_now(region) or now
+        now = cloud.server_now(str(status.get("region") or self.settings.default_region)) or now
         consumers = int((body.get("status") or {}).get("consumers") or 0)  # the pod binder's
         since = decide.unused_since(consumers, parse_time(status.get("unusedSince")), now)
         status.update(DataCacheStatus(unused_since=_seconds(since)).to_patch())
@@ -510,10 +523,9 @@ class DataCacheController(PollingController):
         ids = [str(e["dataCacheId"]) for e in status.get("revisions") or [] if e.get("dataCacheId")]
         if not ids:
             return
-        namespace, cluster = body["metadata"]["namespace"], self.settings.cluster_id
         try:
             removal = await remove(
-                cloud, region, ids, None, lambda cache: owned_by(owner_of(cache.tags), cluster, namespace)
+                cloud, region, ids, None, made_by(self.settings.cluster_id, body["metadata"]["namespace"])
             )
         except EciError:
             return  # tried again next pass

@@ -60,7 +60,7 @@ from datacache_operator.reconcile import common as decide_common
 from datacache_operator.reconcile import replication as decide
 from datacache_operator.reconcile.binding import in_use_message
 from datacache_operator.reconcile.common import Event
-from datacache_operator.reconcile.ownership import Identity, owned_by, owner_of, path_in_use
+from datacache_operator.reconcile.ownership import Identity, made_by, owner_of, path_in_use
 from datacache_operator.reconcile.replication import DestinationSituation, DestStep, SourceState
 from datacache_operator.reconcile.sync import CacheFields, Verb
 from datacache_operator.settings import OperatorSettings
@@ -722,8 +722,7 @@ class ReplicationController(PollingController):
 
     def _own_copy(self, namespace: str) -> Callable[[ObservedCache], bool]:
         """A copy this namespace made (never deleted on the word of a status alone)."""
-        cluster = self.settings.cluster_id
-        return lambda cache: owned_by(owner_of(cache.tags), cluster, namespace)
+        return made_by(self.settings.cluster_id, namespace)
 
     @staticmethod
     def _not_owned(cache_id: str, region: str) -> Event:

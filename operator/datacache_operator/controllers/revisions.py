@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from datacache_operator.api.common import OWNER_UID_TAG
@@ -24,7 +23,7 @@ from datacache_operator.cloud.models import STATUS_AVAILABLE, ObservedCache
 from datacache_operator.controllers.sync import ResourceManager, remove
 from datacache_operator.reconcile.common import ConditionValue, Event, reason_from_code
 from datacache_operator.reconcile.datacache import DesiredCache, Step
-from datacache_operator.reconcile.ownership import owned_by, owner_of
+from datacache_operator.reconcile.ownership import made_by
 from datacache_operator.reconcile.revisions import (
     Revisions,
     number,
@@ -138,8 +137,6 @@ class RevisionPass:
     summary: str  # `revision_summary`: what a new revision is built from
     stored_current: str | None  # the current revision as the apiserver holds it
     cluster: str
-    account: str
-    now: datetime
     manager_for: ManagerFactory  # a CacheManager for a revision's entry
     sync: Syncer
     users_by_id: RevisionUsers
@@ -338,7 +335,7 @@ class RevisionPass:
                 region,
                 ids,
                 None,
-                lambda cache: owned_by(owner_of(cache.tags), self.cluster, namespace),
+                made_by(self.cluster, namespace),
             )
         except EciError as error:
             if error.retryable:

@@ -7,7 +7,7 @@ team's objects off another team's caches. Pure: the controllers read the tags an
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from datacache_operator.api.common import (
@@ -17,6 +17,7 @@ from datacache_operator.api.common import (
     OWNER_NAMESPACE_TAG,
     fit_name,
 )
+from datacache_operator.cloud.models import ObservedCache
 from datacache_operator.reconcile.common import owner_tags
 
 ANY_NAMESPACE = "*"
@@ -70,6 +71,12 @@ def owned_by(owner: Owner | None, cluster: str, namespace: str) -> bool:
     """The cache belongs to `namespace` of this cluster (a cache tagged before clusters were
     named counts as this cluster's)."""
     return owner is not None and owner.namespace == namespace and owner.cluster in (cluster, None)
+
+
+def made_by(cluster: str, namespace: str) -> Callable[[ObservedCache], bool]:
+    """Whether a cache as read is `namespace`'s of this cluster by its tags: what may be deleted
+    (never on the word of a status alone)."""
+    return lambda cache: owned_by(owner_of(cache.tags), cluster, namespace)
 
 
 def may_take(owner: Owner | None, cluster: str, namespace: str, granted: Collection[str]) -> bool:

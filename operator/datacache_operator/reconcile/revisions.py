@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 FIRST = "r1"
 _NAME = re.compile(r"^r([1-9][0-9]*)$")
@@ -82,14 +81,3 @@ def to_delete(superseded: Sequence[str], in_use: Mapping[str, bool], history_lim
     `history_limit` unused ones. One that a pod uses is never among them."""
     unused = [name for name in superseded if not in_use.get(name, True)]
     return unused[history_limit:]
-
-
-def outdated_builds(building: str | None, key: str, keys: Mapping[str, str | None]) -> bool:
-    """Whether the revision being built is for a source the spec no longer asks (its key is
-    neither the spec's): then the spec went back to the current one's and it is dropped."""
-    return building is not None and keys.get(building) != key
-
-
-def entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A revision's status entry without the keys the status of the object does not share."""
-    return {k: v for k, v in entry.items() if k not in ("name", "source", "sourceKey", "consumers")}
